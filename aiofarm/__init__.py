@@ -1,0 +1,127 @@
+"""aiofarm: one asyncio client for compute and render farms.
+
+    async with aiofarm.Client() as farm:          # local:// by default
+        job = await farm.jobs.start(["echo", "hi"])
+        result = await farm.jobs.wait(job.id)
+
+Every public name lives here, and only here. Submodules load on first use, so
+``import aiofarm`` stays cheap and never imports aiohttp or aiobotocore.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_LAZY = {
+    # client and subsystems
+    "Client": "client",
+    "Jobs": "jobs",
+    "Logs": "logs",
+    "Pools": "pools",
+    "Workers": "workers",
+    "Functions": "functions",
+    "Function": "functions",
+    "BulkResult": "functions",
+    "StdStream": "stdio",
+    "PortForward": "portforward",
+    "ForwardError": "portforward",
+    # filters
+    "where": "where",
+    "Expr": "where",
+    # models
+    "Capability": "models",
+    "CompletionResult": "models",
+    "Job": "models",
+    "JobEvent": "models",
+    "JobSpec": "models",
+    "JobStatus": "models",
+    "LogLine": "models",
+    "LogPage": "models",
+    "Message": "models",
+    "PathMappingRule": "models",
+    "Pool": "models",
+    "Resources": "models",
+    "StatusTransition": "models",
+    "Task": "models",
+    "Worker": "models",
+    # errors
+    "AuthError": "errors",
+    "BackendError": "errors",
+    "ConnectionLost": "errors",
+    "FarmError": "errors",
+    "InvalidSpec": "errors",
+    "JobNotFound": "errors",
+    "JobNotRunning": "errors",
+    "PoolNotFound": "errors",
+    "RemoteError": "errors",
+    "StateLocked": "errors",
+    "UnsupportedError": "errors",
+    "WaitTimeout": "errors",
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+# Loaded now, not lazily: the submodule aiofarm.where would otherwise shadow the
+# `where` object the first time anything imports the module.
+from .where import where  # noqa: E402
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aiofarm' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .errors import (
+        AuthError,
+        BackendError,
+        ConnectionLost,
+        FarmError,
+        InvalidSpec,
+        JobNotFound,
+        JobNotRunning,
+        PoolNotFound,
+        RemoteError,
+        StateLocked,
+        UnsupportedError,
+        WaitTimeout,
+    )
+    from .functions import BulkResult, Function, Functions
+    from .jobs import Jobs
+    from .logs import Logs
+    from .models import (
+        Capability,
+        CompletionResult,
+        Job,
+        JobEvent,
+        JobSpec,
+        JobStatus,
+        LogLine,
+        LogPage,
+        Message,
+        PathMappingRule,
+        Pool,
+        Resources,
+        StatusTransition,
+        Task,
+        Worker,
+    )
+    from .pools import Pools
+    from .portforward import ForwardError, PortForward
+    from .stdio import StdStream
+    from .where import Expr
+    from .workers import Workers

@@ -1,0 +1,298 @@
+"""``Client``: one object, every farm.
+
+The URL picks the driver (entry-point group ``aiofarm.drivers``, keyed by URL
+scheme). The Client owns the driver, the watch hub and one task group for all
+background work (the poller, the local scheduler).
+
+That task group lives in a single host task the Client starts itself, like
+trio's system nursery (``trio.lowlevel.spawn_system_task``): a notebook may
+open a Client in one cell and close it in another, i.e. in a different asyncio
+task, which a task group entered in the caller's task would not survive.
+Everything else the Client runs is owned by that task group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .errors import ConnectionLost, FarmError, InvalidSpec, UnsupportedError
+from .models import Capability, PathMappingRule
+
+if TYPE_CHECKING:
+    import anyio.abc
+    import yarl
+
+    from .drivers.base import Driver
+    from .functions import Functions
+    from .jobs import Jobs
+    from .logs import Logs
+    from .pools import Pools
+    from .watch import Hub
+    from .workers import Workers
+
+__all__ = ["Client", "resolve_url"]
+
+# Used when aiofarm runs from a source tree without installed entry points.
+_BUILTIN_DRIVERS = {
+    "local": "aiofarm.drivers.local:LocalDriver",
+    "slurm+http": "aiofarm.drivers.slurm:SlurmDriver",
+    "slurm+unix": "aiofarm.drivers.slurm:SlurmDriver",
+    "deadline": "aiofarm.drivers.deadline:DeadlineDriver",
+    "dummy": "aiofarm.drivers.dummy:DummyDriver",
+}
+
+
+def _config_url() -> str | None:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
+    path = Path(base) / "aiofarm" / "config.toml"
+    if not path.is_file():
+        return None
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidSpec("config", f"{path}: {exc}") from None
+    url = data.get("url")
+    if url is not None and not isinstance(url, str):
+        raise InvalidSpec("config.url", f"{path}: must be a string")
+    return url
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The argument, else ``AIOFARM_URL``, else the config file, else ``local://``."""
+    if url is None:
+        url = os.environ.get("AIOFARM_URL") or _config_url() or "local://"
+    if not isinstance(url, str):
+        raise InvalidSpec("url", f"must be a string, got {type(url).__name__}")
+    return url
+
+
+def _parse(url: str) -> yarl.URL:
+    import yarl
+
+    if not url.strip():
+        raise InvalidSpec("url", "is empty")
+    try:
+        parsed = yarl.URL(url)
+    except (ValueError, TypeError) as exc:
+        raise InvalidSpec("url", f"{url!r} is not a URL: {exc}") from None
+    if not parsed.scheme:
+        raise InvalidSpec("url", f"{url!r} has no scheme (e.g. local://, slurm+http://host:6820)")
+    return parsed
+
+
+def _driver_class(scheme: str) -> type[Driver]:
+    from importlib import import_module
+    from importlib.metadata import entry_points
+
+    target: str | None = None
+    for ep in entry_points(group="aiofarm.drivers"):
+        if ep.name == scheme:
+            target = ep.value
+            break
+    if target is None:
+        target = _BUILTIN_DRIVERS.get(scheme)
+    if target is None:
+        known = sorted({ep.name for ep in entry_points(group="aiofarm.drivers")} | set(_BUILTIN_DRIVERS))
+        raise InvalidSpec("url", f"no driver for scheme {scheme!r}; known: {', '.join(known)}")
+    module, _, attr = target.partition(":")
+    try:
+        cls: type[Driver] = getattr(import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidSpec("url", f"driver for {scheme!r} cannot be loaded: {exc}") from None
+    return cls
+
+
+class _Supervisor:
+    """Hosts the Client's task group in one task of its own (see module docstring)."""
+
+    def __init__(self) -> None:
+        self.tg: anyio.abc.TaskGroup | None = None
+        self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._host: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None
+
+    async def start(self) -> None:
+        # the single task the Client creates outside a task group; it owns one
+        self._host = asyncio.get_running_loop().create_task(self._run(), name="aiofarm-client")
+        self._host.add_done_callback(lambda _: self._ready.set())  # a failed start wakes us too
+        await self._ready.wait()
+        if self.tg is None:
+            await self._host  # re-raise what prevented the start
+
+    async def _run(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self.tg = tg
+                self._ready.set()
+                await self._stop.wait()
+                tg.cancel_scope.cancel()
+        except BaseException as exc:
+            self.error = exc
+            raise
+        finally:
+            self.tg = None
+
+    def spawn(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        if self.tg is None:
+            raise ConnectionLost("the client's background tasks have stopped") from self.error
+        self.tg.start_soon(fn)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        host = self._host
+        if host is not None:
+            try:
+                await asyncio.shield(host)
+            except BaseException:  # noqa: S110 - already recorded in self.error
+                pass
+
+
+class Client:
+    """``async with Client(url) as farm:`` — or ``await Client(url).open()`` and
+    ``await farm.aclose()``.
+
+    ``options`` go to the driver (as do the URL's query parameters);
+    ``path_mapping`` rules apply to every submission.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        path_mapping: Sequence[PathMappingRule] = (),
+        **options: Any,
+    ) -> None:
+        self._url_text = resolve_url(url)
+        self._url = _parse(self._url_text)
+        self._options = options
+        self._driver_cls = _driver_class(self._url.scheme)
+        self._driver: Driver | None = None
+        self._hub: Hub | None = None
+        self._supervisor: _Supervisor | None = None
+        self._closed = False
+        self._path_mapping_rules = tuple(path_mapping)
+
+        from .jobs import Jobs
+        from .logs import Logs
+        from .pools import Pools
+        from .workers import Workers
+
+        self.jobs: Jobs = Jobs(self)
+        self.logs: Logs = Logs(self)
+        self.pools: Pools = Pools(self)
+        self.workers: Workers = Workers(self)
+        self._functions: Functions | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def open(self) -> Client:
+        if self._driver is not None:
+            return self
+        if self._closed:
+            raise FarmError("this Client is closed; make a new one")
+        driver = self._driver_cls.from_url(self._url, self._options)
+        supervisor = _Supervisor()
+        await supervisor.start()
+        assert supervisor.tg is not None
+        try:
+            await driver.open(supervisor.tg)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await driver.aclose()
+                await supervisor.stop()
+            raise
+        from .watch import Hub
+
+        self._supervisor = supervisor
+        self._driver = driver
+        self._hub = Hub(driver, supervisor.spawn)
+        return self
+
+    async def aclose(self) -> None:
+        """Close the driver and stop background work; safe to call twice, and it
+        completes even when the caller is being cancelled."""
+        self._closed = True
+        driver, supervisor = self._driver, self._supervisor
+        self._driver = self._supervisor = self._hub = None
+        with anyio.CancelScope(shield=True):
+            try:
+                if driver is not None:
+                    await driver.aclose()
+            finally:
+                if supervisor is not None:
+                    await supervisor.stop()
+
+    async def __aenter__(self) -> Client:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- introspection -----------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return self._url_text
+
+    @property
+    def driver_name(self) -> str:
+        return self._driver_cls.name
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """What the driver can do (an open driver may know more than its class, e.g.
+        from the back end's version)."""
+        if self._driver is not None:
+            return self._driver.capabilities
+        return self._driver_cls.capabilities
+
+    def require(self, capability: Capability, feature: str | None = None) -> None:
+        if capability not in self.capabilities:
+            raise UnsupportedError(self._driver_cls.name, feature or capability.value)
+
+    @property
+    def driver(self) -> Driver:
+        """The open driver (for the subsystems and for tests)."""
+        if self._driver is None:
+            raise FarmError(
+                "the Client is closed" if self._closed else "the Client is not open: use `async with Client(...)`"
+            )
+        return self._driver
+
+    @property
+    def hub(self) -> Hub:
+        self.driver  # noqa: B018 - raises when not open
+        assert self._hub is not None
+        return self._hub
+
+    @property
+    def functions(self) -> Functions:
+        if self._functions is None:
+            from .functions import Functions
+
+            self._functions = Functions(self)
+        return self._functions
+
+    @property
+    def path_mapping(self) -> tuple[PathMappingRule, ...]:
+        return self._path_mapping_rules
+
+    def __repr__(self) -> str:
+        state = "open" if self._driver is not None else ("closed" if self._closed else "new")
+        return f"<aiofarm.Client {self._url_text!r} {state}>"

@@ -1,0 +1,1 @@
+"""Drivers: one folder per back end, all alike (see base.py)."""

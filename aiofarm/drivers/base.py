@@ -1,0 +1,250 @@
+"""The driver protocol: the thin cut between aiofarm's client layer and a back end.
+
+A driver speaks its back end's terms and offers a small set of primitives. It
+does NOT wait, poll, back off between polls, page for the user, filter beyond
+what its back end does natively, normalise ids, or validate generic input: the
+client layer does all of that once, for every driver (httpx's Client vs
+Transport; Libcloud's API vs driver).
+
+Every primitive a driver does not implement raises :class:`UnsupportedError`
+naming the driver and the feature; ``capabilities`` says so up front.
+
+Rules every driver keeps:
+- Only ``aiofarm.errors`` exceptions cross this boundary.
+- A transient failure of the back end (throttling, 5xx, reset) is retried with
+  :func:`aiofarm.backoff.retry_transient` before it is raised as
+  ``ConnectionLost`` / ``BackendError``.
+- Background work runs in the task group handed to :meth:`Driver.open`.
+"""
+
+from __future__ import annotations
+
+import enum
+import signal as _signal
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+
+from ..errors import UnsupportedError
+from ..models import Capability, Job, JobSpec, JobStatus, LogPage, Message, Pool, Task, Worker
+
+if TYPE_CHECKING:
+    import anyio.abc
+    import yarl
+
+    from ..where import Expr
+
+__all__ = [
+    "Action",
+    "Driver",
+    "JobUpdate",
+    "ListQuery",
+    "LogQuery",
+    "StdioChannel",
+]
+
+
+class Action(str, enum.Enum):
+    CANCEL = "cancel"
+    PAUSE = "pause"
+    RESUME = "resume"
+    RETRY = "retry"
+    DELETE = "delete"
+
+
+@attrs.frozen
+class ListQuery:
+    """What the user asked ``jobs.list`` for. A driver may use any part of it to
+    filter natively; the client re-applies the whole query to what comes back, so
+    native filtering is an optimisation, never a correctness concern."""
+
+    statuses: frozenset[JobStatus] | None = None
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+    owners: tuple[str, ...] = ()
+    since: datetime | None = None  # created_at >= since
+    until: datetime | None = None  # created_at <= until
+    pool: str | None = None
+    where: Expr | None = None
+    reverse: bool = False  # False: oldest first; True: newest first
+
+
+@attrs.frozen
+class JobUpdate:
+    priority: int | None = None
+    name: str | None = None
+    tags: tuple[str, ...] | None = None
+
+
+@attrs.frozen
+class LogQuery:
+    task: str | None = None
+    streams: frozenset[str] = frozenset({"stdout", "stderr"})
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    limit: int = 1000
+
+
+class StdioChannel:
+    """A driver's raw stdio to a process (attach or exec). The client wraps it in
+    ``StdStream``; drivers implement only these byte-level operations.
+
+    ``StdStream`` serialises calls: at most one ``receive`` and one ``send``/``send_eof``
+    run at a time (a read may run concurrently with a write), so a channel needs no
+    locking of its own. ``aclose`` may be called at any time, also while cancelled."""
+
+    #: the process runs on a terminal (stdout and stderr arrive merged on fileno 1)
+    tty: bool = False
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code if already known, without waiting (None: still running or
+        unknown). For an attach: the job's exit code once it has ended."""
+        return None
+
+    async def receive(self) -> Message | None:
+        """Next chunk of output, or None once every requested output stream is at EOF."""
+        raise NotImplementedError
+
+    async def send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def send_eof(self) -> None:
+        raise NotImplementedError
+
+    async def resize(self, rows: int, cols: int) -> None:
+        raise NotImplementedError
+
+    async def wait(self) -> int | None:
+        """Wait for the process to end; its exit code (negative: killed by that signal).
+        None for an attach, whose process the channel does not own."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release everything; for exec, kill what still runs."""
+        raise NotImplementedError
+
+
+class Driver:
+    """Base class of every driver. Subclasses set ``scheme``/``name``/``capabilities``
+    and override the primitives they support."""
+
+    name: ClassVar[str] = "base"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    #: how many ids one ``get_jobs`` call may carry (the shared poller chunks by this)
+    max_batch_get: ClassVar[int] = 100
+
+    # -- lifecycle ---------------------------------------------------------------
+    @classmethod
+    def from_url(cls, url: yarl.URL, options: Mapping[str, Any]) -> Driver:
+        """Build (but do not connect) a driver. Raise InvalidSpec("url", ...) for bad URLs."""
+        raise NotImplementedError
+
+    async def open(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Connect / start. Background tasks go into ``task_group``, owned by the Client."""
+
+    async def aclose(self) -> None:
+        """Release everything opened. Must be safe to call after a failed ``open``."""
+
+    def _unsupported(self, feature: str) -> UnsupportedError:
+        return UnsupportedError(self.name, feature)
+
+    # -- jobs --------------------------------------------------------------------
+    async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
+        """Create jobs, in input order. Specs are already validated by the client and
+        come in dependency order: ``depends_on`` names either existing job ids or the
+        ``id`` of an earlier spec of this batch (which the driver maps to the real id
+        if it cannot honour client-chosen ids)."""
+        raise self._unsupported("submit")
+
+    async def get_jobs(self, ids: Sequence[str]) -> dict[str, Job]:
+        """Many jobs in one call (at most ``max_batch_get`` ids). Unknown ids are
+        simply absent from the result."""
+        raise self._unsupported("get")
+
+    async def list_page(
+        self, query: ListQuery, page_token: str | None, page_size: int
+    ) -> tuple[list[Job], str | None]:
+        """One page of jobs, and the token of the next page (None at the end)."""
+        raise self._unsupported("list")
+
+    async def control(self, ids: Sequence[str], action: Action, *, stop_work: bool) -> None:
+        """cancel / pause / resume / retry / delete. Unknown ids raise JobNotFound."""
+        raise self._unsupported(action.value)
+
+    async def update(self, ids: Sequence[str], changes: JobUpdate) -> None:
+        raise self._unsupported("update")
+
+    async def send_signal(self, job_id: str, sig: _signal.Signals) -> None:
+        raise self._unsupported("send_signal")
+
+    async def tasks(self, job_id: str) -> list[Task]:
+        raise self._unsupported("tasks")
+
+    async def explain(self, job_id: str) -> str:
+        raise self._unsupported("explain")
+
+    def subscribe(self, callback: Callable[[Job], None]) -> None:
+        """Push drivers (Capability.PUSH) call ``callback`` with the new Job on every
+        status change of any job. Polling drivers leave this unimplemented."""
+        raise self._unsupported("push")
+
+    # -- logs --------------------------------------------------------------------
+    async def read_log(self, job_id: str, token: str | None, query: LogQuery) -> LogPage:
+        """Lines after ``token`` (from the start when None), at most ``query.limit``.
+        The returned ``next_token`` resumes exactly after the last line returned, even
+        across reconnects; an empty page means "nothing more right now"."""
+        raise self._unsupported("logs")
+
+    # -- interactive -------------------------------------------------------------
+    async def open_stdio(
+        self,
+        job_id: str,
+        command: Sequence[str] | None,
+        *,
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> StdioChannel:
+        """``command`` None: attach to the job's own stdio; else exec ``command`` in the
+        job's context."""
+        raise self._unsupported("exec" if command is not None else "attach")
+
+    async def connect_port(self, job_id: str, port: int) -> anyio.abc.ByteStream:
+        """A byte stream to ``port`` of the job (the client relays it). Only for drivers
+        that must tunnel; the relay uses it when ``port_address`` is unsupported."""
+        raise self._unsupported("port_forward")
+
+    async def port_address(self, job_id: str, port: int) -> tuple[str, int]:
+        """The (host, port) the client dials to reach ``port`` of a running job (local:
+        ``("127.0.0.1", port)``). Preferred over ``connect_port``: the client's relay
+        then runs on asyncio transports end to end (see docs/interactive.md). Raises
+        JobNotFound / JobNotRunning like ``open_stdio``."""
+        raise self._unsupported("port_forward")
+
+    # -- pools and workers -------------------------------------------------------
+    async def list_pools(self) -> list[Pool]:
+        raise self._unsupported("pools")
+
+    async def create_pool(self, name: str, slots: int | None) -> Pool:
+        raise self._unsupported("pools.create")
+
+    async def rename_pool(self, pool_id: str, new_name: str) -> Pool:
+        raise self._unsupported("pools.rename")
+
+    async def delete_pool(self, pool_id: str) -> None:
+        raise self._unsupported("pools.delete")
+
+    async def capacity(self) -> dict[str, int]:
+        raise self._unsupported("pools.capacity")
+
+    async def list_workers(self) -> list[Worker]:
+        raise self._unsupported("workers")
+
+    async def set_workers_enabled(
+        self, names: Sequence[str], enabled: bool, *, stop_work: bool, reason: str | None
+    ) -> None:
+        raise self._unsupported("workers.enable" if enabled else "workers.disable")

@@ -1,0 +1,191 @@
+"""An in-memory driver for tests of the client layer (Apache Libcloud's dummy driver).
+
+Jobs never run by themselves: a test moves them with :meth:`DummyDriver.set_status`.
+It counts every primitive call in ``calls`` so tests and benchmarks can check
+how many back-end requests the client layer makes. ``dummy://?push=1`` makes it
+a push driver; by default it is polled, like Slurm or Deadline.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import signal as _signal
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ...errors import InvalidSpec, JobNotFound
+from ...models import Capability, Job, JobSpec, JobStatus, LogLine, LogPage, Pool, StatusTransition
+from ..base import Action, Driver, JobUpdate, ListQuery, LogQuery
+
+if TYPE_CHECKING:
+    import yarl
+
+__all__ = ["DummyDriver"]
+
+_BASE_CAPS = frozenset(
+    {
+        Capability.SUBMIT,
+        Capability.LIST,
+        Capability.CANCEL,
+        Capability.PAUSE,
+        Capability.UPDATE,
+        Capability.DELETE,
+        Capability.LOGS,
+        Capability.LOGS_FOLLOW,
+        Capability.POOLS,
+    }
+)
+
+
+class DummyDriver(Driver):
+    name: ClassVar[str] = "dummy"
+    capabilities: ClassVar[frozenset[Capability]] = _BASE_CAPS
+    max_batch_get: ClassVar[int] = 100
+
+    def __init__(self, push: bool = False, fail_get: int = 0) -> None:
+        self.push = push
+        self.jobs: dict[str, Job] = {}
+        self.logs: dict[str, list[LogLine]] = collections.defaultdict(list)
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.fail_get = fail_get  # the next N get_jobs calls raise ConnectionLost
+        self._ids = itertools.count(1)
+        self._subscribers: list[Callable[[Job], None]] = []
+
+    @classmethod
+    def from_url(cls, url: yarl.URL, options: Mapping[str, Any]) -> Driver:
+        push = options.get("push", url.query.get("push", "0"))
+        if str(push) not in ("0", "1", "True", "False"):
+            raise InvalidSpec("url", f"push must be 0 or 1, got {push!r}")
+        driver = cls(push=str(push) in ("1", "True"))
+        if driver.push:
+            # an instance attribute shadows the class-level set for this driver only
+            driver.capabilities = _BASE_CAPS | {Capability.PUSH}  # type: ignore[misc]
+        return driver
+
+    # -- test controls -----------------------------------------------------------
+    def set_status(self, job_id: str, status: JobStatus, exit_code: int | None = None) -> Job:
+        old = self.jobs[job_id]
+        now = datetime.now(timezone.utc)
+        job = Job(
+            id=old.id,
+            status=status,
+            driver=self.name,
+            name=old.name,
+            pool=old.pool,
+            tags=old.tags,
+            priority=old.priority,
+            created_at=old.created_at,
+            started_at=old.started_at or (now if status is JobStatus.RUNNING else None),
+            finished_at=now if status.is_finished else None,
+            exit_code=exit_code,
+            history=(*old.history, StatusTransition(status, now)),
+        )
+        self.jobs[job_id] = job
+        for fn in self._subscribers:
+            fn(job)
+        return job
+
+    def write_log(self, job_id: str, text: str, stream: str = "stdout") -> None:
+        self.logs[job_id].append(LogLine(datetime.now(timezone.utc), stream, text))
+
+    # -- primitives --------------------------------------------------------------
+    def subscribe(self, callback: Callable[[Job], None]) -> None:
+        if not self.push:
+            raise self._unsupported("push")
+        self._subscribers.append(callback)
+
+    async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
+        self.calls["submit"] += 1
+        out = []
+        now = datetime.now(timezone.utc)
+        for spec in specs:
+            job_id = spec.id or f"dummy-{next(self._ids)}"
+            status = JobStatus.SUSPENDED if spec.paused else JobStatus.PENDING
+            job = Job(
+                id=job_id,
+                status=status,
+                driver=self.name,
+                name=spec.name,
+                pool=spec.pool,
+                tags=spec.tags,
+                priority=spec.priority,
+                created_at=now,
+                depends_on=spec.depends_on,
+                history=(StatusTransition(status, now),),
+            )
+            self.jobs[job_id] = job
+            out.append(job)
+        return out
+
+    async def get_jobs(self, ids: Sequence[str]) -> dict[str, Job]:
+        from ...errors import ConnectionLost
+
+        self.calls["get_jobs"] += 1
+        if len(ids) > self.max_batch_get:
+            raise AssertionError(f"get_jobs called with {len(ids)} ids > {self.max_batch_get}")
+        if self.fail_get > 0:
+            self.fail_get -= 1
+            raise ConnectionLost("dummy: injected failure")
+        return {i: self.jobs[i] for i in ids if i in self.jobs}
+
+    async def list_page(
+        self, query: ListQuery, page_token: str | None, page_size: int
+    ) -> tuple[list[Job], str | None]:
+        self.calls["list_page"] += 1
+        jobs = list(self.jobs.values())  # insertion order is creation order
+        if query.reverse:
+            jobs.reverse()
+        start = int(page_token or 0)
+        page = jobs[start : start + page_size]
+        nxt = start + page_size
+        return page, (str(nxt) if nxt < len(jobs) else None)
+
+    async def control(self, ids: Sequence[str], action: Action, *, stop_work: bool) -> None:
+        self.calls["control"] += 1
+        for job_id in ids:
+            if job_id not in self.jobs:
+                raise JobNotFound(job_id, driver=self.name)
+        for job_id in ids:
+            if action is Action.CANCEL:
+                self.set_status(job_id, JobStatus.CANCELED)
+            elif action is Action.PAUSE:
+                self.set_status(job_id, JobStatus.SUSPENDED)
+            elif action is Action.RESUME:
+                self.set_status(job_id, JobStatus.PENDING)
+            elif action is Action.DELETE:
+                del self.jobs[job_id]
+            else:
+                raise self._unsupported(action.value)
+
+    async def update(self, ids: Sequence[str], changes: JobUpdate) -> None:
+        import attrs
+
+        for job_id in ids:
+            if job_id not in self.jobs:
+                raise JobNotFound(job_id, driver=self.name)
+        for job_id in ids:
+            job = self.jobs[job_id]
+            self.jobs[job_id] = attrs.evolve(
+                job,
+                priority=job.priority if changes.priority is None else changes.priority,
+                name=job.name if changes.name is None else changes.name,
+                tags=job.tags if changes.tags is None else changes.tags,
+            )
+
+    async def send_signal(self, job_id: str, sig: _signal.Signals) -> None:
+        raise self._unsupported("send_signal")
+
+    async def read_log(self, job_id: str, token: str | None, query: LogQuery) -> LogPage:
+        self.calls["read_log"] += 1
+        lines = [ln for ln in self.logs.get(job_id, ()) if ln.stream in query.streams]
+        start = int(token or 0)
+        chunk = lines[start : start + query.limit]
+        return LogPage(tuple(chunk), str(start + len(chunk)))
+
+    async def list_pools(self) -> list[Pool]:
+        return [Pool(id="default", name="default", slots=1, driver=self.name)]
+
+    async def capacity(self) -> dict[str, int]:
+        return {"default": 1}

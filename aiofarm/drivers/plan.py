@@ -1,0 +1,62 @@
+"""A job as steps and tasks: the shape drivers that run work themselves (local)
+execute, and drivers that submit array jobs (slurm) read.
+
+A plain command job is the one-step, one-task case of the same model, so retry,
+``tasks()``, ``failed_tasks`` and task logs work the same for both. Template
+(Open Job Description) jobs are expanded by :mod:`aiofarm.bundles`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ..models import JobSpec, _frozen_map, _tuple
+
+__all__ = ["COMMAND_STEP", "RunSpec", "StepPlan", "TaskPlan", "plan_job"]
+
+COMMAND_STEP = "main"
+
+
+@attrs.frozen
+class TaskPlan:
+    """One point of a step's parameter space, e.g. ``{"Frame": 12}``."""
+
+    parameters: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map)
+
+
+@attrs.frozen
+class StepPlan:
+    name: str
+    tasks: tuple[TaskPlan, ...] = attrs.field(converter=_tuple)
+    depends_on: tuple[str, ...] = attrs.field(factory=tuple, converter=_tuple)  # step names
+
+
+@attrs.frozen
+class RunSpec:
+    """One process to start for one task attempt."""
+
+    argv: tuple[str, ...] = attrs.field(converter=_tuple)
+    env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_map)
+    cwd: str | None = None
+    timeout: float | None = None
+    # seconds between the notify signal (SIGTERM) and SIGKILL on cancel; None: driver default
+    cancel_grace: float | None = None
+
+
+def plan_job(spec: JobSpec) -> tuple[StepPlan, ...]:
+    """The steps and tasks of ``spec``."""
+    if spec.template is not None:
+        from .. import bundles
+
+        return bundles.plan_template(spec)
+    return (StepPlan(COMMAND_STEP, (TaskPlan(),)),)
+
+
+def command_argv(command: tuple[str, ...] | str) -> tuple[str, ...]:
+    """A ``str`` command runs through ``/bin/sh -c`` (documented); a sequence is exec'd."""
+    if isinstance(command, str):
+        return ("/bin/sh", "-c", command)
+    return command

@@ -1,0 +1,125 @@
+"""Every error aiofarm raises has one root: :class:`FarmError`.
+
+Drivers translate their back end's exceptions (aiohttp, botocore, sqlite3, OSError)
+into these before they cross the driver boundary, so user code never needs to
+import a transport library to handle a failure.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "BackendError",
+    "ConnectionLost",
+    "FarmError",
+    "InvalidSpec",
+    "JobNotFound",
+    "JobNotRunning",
+    "PoolNotFound",
+    "RemoteError",
+    "StateLocked",
+    "UnsupportedError",
+    "WaitTimeout",
+]
+
+
+class FarmError(Exception):
+    """Root of every aiofarm error."""
+
+
+class JobNotFound(FarmError, LookupError):
+    def __init__(self, job_id: str, *, driver: str | None = None) -> None:
+        self.job_id = job_id
+        self.driver = driver
+        where = f" on {driver}://" if driver else ""
+        super().__init__(f"job {job_id!r} not found{where}")
+
+
+class PoolNotFound(FarmError, LookupError):
+    def __init__(self, pool: str, *, driver: str | None = None) -> None:
+        self.pool = pool
+        self.driver = driver
+        where = f" on {driver}://" if driver else ""
+        super().__init__(f"pool {pool!r} not found{where}")
+
+
+class InvalidSpec(FarmError, ValueError):
+    """Bad input. ``field`` names what was wrong (dotted path), ``reason`` says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class UnsupportedError(FarmError, NotImplementedError):
+    def __init__(self, driver: str, feature: str, detail: str = "") -> None:
+        self.driver = driver
+        self.feature = feature
+        msg = f"the {driver} driver does not support {feature}"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+
+
+class JobNotRunning(FarmError):
+    """An operation that needs a live job (attach, exec, port_forward, signal) met one
+    that is not running: finished, or not started yet."""
+
+    def __init__(self, job_id: str, status: object, operation: str) -> None:
+        self.job_id = job_id
+        self.status = status
+        self.operation = operation
+        super().__init__(f"cannot {operation} job {job_id!r}: it is {status}")
+
+
+class WaitTimeout(FarmError, TimeoutError):
+    def __init__(self, job_ids: object, timeout: float, last: object = None) -> None:
+        self.job_ids = job_ids
+        self.timeout = timeout
+        self.last = last
+        super().__init__(f"timed out after {timeout:g}s waiting for {job_ids}")
+
+
+class AuthError(FarmError):
+    """The back end refused our credentials."""
+
+
+class BackendError(FarmError):
+    """The back end answered with an error; ``code`` and ``message`` are its own."""
+
+    def __init__(self, driver: str, code: str | int | None, message: str) -> None:
+        self.driver = driver
+        self.code = code
+        self.message = message
+        super().__init__(f"{driver}: {code}: {message}" if code is not None else f"{driver}: {message}")
+
+
+class ConnectionLost(FarmError, ConnectionError):
+    """The connection to the back end failed and retries did not bring it back."""
+
+
+class StateLocked(FarmError):
+    """The local farm's state directory is owned by another live process."""
+
+
+class RemoteError(FarmError):
+    """A farm-run Python function raised. ``type_name`` is the remote exception's
+    qualified type name, ``message`` its ``str()``, ``remote_traceback`` the formatted
+    traceback text from the worker; ``job_id`` the job that ran it."""
+
+    def __init__(
+        self,
+        type_name: str,
+        message: str,
+        remote_traceback: str = "",
+        *,
+        job_id: str | None = None,
+    ) -> None:
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+        self.job_id = job_id
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"{base}\n\nRemote traceback:\n{self.remote_traceback}" if self.remote_traceback else base

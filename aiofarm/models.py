@@ -1,0 +1,275 @@
+"""The data aiofarm passes around: frozen, slotted attrs classes.
+
+Models hold data only. Conversion to and from a back end's wire format lives in
+the driver that speaks it (``drivers/<name>/wire.py``), never here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "Capability",
+    "CompletionResult",
+    "Job",
+    "JobEvent",
+    "JobSpec",
+    "JobStatus",
+    "LogLine",
+    "LogPage",
+    "Message",
+    "PathMappingRule",
+    "Pool",
+    "Resources",
+    "StatusTransition",
+    "Task",
+    "Worker",
+]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _frozen_map(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if not value:
+        return _EMPTY
+    if isinstance(value, MappingProxyType):
+        return value
+    return MappingProxyType(dict(value))
+
+
+def _tuple(value: Sequence[Any] | None) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+class JobStatus(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    UNKNOWN = "unknown"
+
+    @property
+    def is_finished(self) -> bool:
+        return self in _FINISHED
+
+    @property
+    def is_active(self) -> bool:
+        return self in _ACTIVE
+
+    @classmethod
+    def active_items(cls) -> frozenset[JobStatus]:
+        return _ACTIVE
+
+    @classmethod
+    def finished_items(cls) -> frozenset[JobStatus]:
+        return _FINISHED
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_ACTIVE = frozenset({JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUSPENDED})
+_FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+
+class Capability(str, enum.Enum):
+    """What a driver can do. ``client.capabilities`` is a frozenset of these."""
+
+    SUBMIT = "submit"
+    SUBMIT_TEMPLATE = "submit_template"  # OpenJD templates / bundles
+    PUSH = "push"  # the driver pushes status changes; no polling needed
+    LIST = "list"
+    CANCEL = "cancel"
+    PAUSE = "pause"
+    UPDATE = "update"
+    RETRY = "retry"
+    DELETE = "delete"
+    SIGNAL = "signal"
+    TASKS = "tasks"
+    LOGS = "logs"
+    LOGS_FOLLOW = "logs_follow"
+    ATTACH = "attach"
+    EXEC = "exec"
+    PORT_FORWARD = "port_forward"
+    POOLS = "pools"
+    POOLS_MANAGE = "pools_manage"  # create / rename / delete
+    WORKERS = "workers"
+    WORKERS_MANAGE = "workers_manage"  # enable / disable
+    EXPLAIN = "explain"
+    FUNCTIONS = "functions"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen
+class Resources:
+    cpu: float = 1
+    memory_mb: int | None = None
+    gpu: int = 0
+
+
+@attrs.frozen
+class PathMappingRule:
+    """Rewrite paths that start with ``source`` (written on ``source_os``) to ``destination``."""
+
+    source_os: str
+    source: str
+    destination: str
+
+
+@attrs.frozen
+class JobSpec:
+    """What to run. Either ``command`` (a plain job: one step, one task) or
+    ``template`` (an Open Job Description job template, already validated, as a mapping)
+    with ``parameters``.
+
+    ``command`` as a sequence is exec'd as is; as a ``str`` it runs through
+    ``/bin/sh -c`` (documented in docs/decisions.md).
+    """
+
+    command: tuple[str, ...] | str | None = attrs.field(
+        default=None, converter=lambda c: c if c is None or isinstance(c, str) else tuple(c)
+    )
+    name: str | None = None
+    env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_map)
+    cwd: str | None = None
+    pool: str | None = None
+    tags: tuple[str, ...] = attrs.field(factory=tuple, converter=_tuple)
+    description: str | None = None
+    priority: int = 50
+    resources: Resources = attrs.field(factory=Resources)
+    timeout: float | None = None
+    retries: int = 0  # extra attempts per task (Deadline: maxRetriesPerTask)
+    depends_on: tuple[str, ...] = attrs.field(factory=tuple, converter=_tuple)
+    tty: bool = False
+    stdin: bool = False
+    paused: bool = False
+    id: str | None = None
+    template: Mapping[str, Any] | None = None
+    parameters: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map)
+    max_failed_tasks: int | None = None
+    max_workers: int | None = None
+    path_mapping: tuple[PathMappingRule, ...] = attrs.field(factory=tuple, converter=_tuple)
+    # driver-specific extras (e.g. slurm "account", deadline "storageProfileId")
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map)
+
+
+@attrs.frozen
+class StatusTransition:
+    status: JobStatus
+    time: datetime
+    reason: str | None = None
+
+
+@attrs.frozen
+class Job:
+    id: str
+    status: JobStatus
+    driver: str
+    name: str | None = None
+    owner: str | None = None
+    pool: str | None = None
+    tags: tuple[str, ...] = attrs.field(factory=tuple, converter=_tuple)
+    description: str | None = None
+    priority: int = 50
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    history: tuple[StatusTransition, ...] = attrs.field(factory=tuple, converter=_tuple)
+    task_counts: Mapping[str, int] = attrs.field(factory=dict, converter=_frozen_map)
+    depends_on: tuple[str, ...] = attrs.field(factory=tuple, converter=_tuple)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map, repr=False, eq=False)
+
+
+@attrs.frozen
+class Task:
+    id: str
+    job_id: str
+    status: JobStatus
+    step: str | None = None
+    parameters: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map)
+    attempts: int = 0
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    reason: str | None = None
+    log: str | None = None  # where this task's log is (a path, a log stream name, a URL)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map, repr=False, eq=False)
+
+
+@attrs.frozen
+class CompletionResult:
+    job: Job
+    status: JobStatus
+    failed_tasks: tuple[Task, ...]
+    elapsed: timedelta
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is JobStatus.SUCCEEDED
+
+
+@attrs.frozen
+class JobEvent:
+    job: Job
+    previous: JobStatus | None
+    status: JobStatus
+    time: datetime
+
+
+@attrs.frozen
+class LogLine:
+    time: datetime | None
+    stream: str  # "stdout" | "stderr" | driver-specific (e.g. a session id)
+    text: str
+    task_id: str | None = None
+
+
+@attrs.frozen
+class LogPage:
+    lines: tuple[LogLine, ...]
+    next_token: str | None  # opaque cursor; pass back to continue after the last line
+
+
+@attrs.frozen
+class Pool:
+    id: str
+    name: str
+    slots: int | None = None
+    driver: str = ""
+    raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map, repr=False, eq=False)
+
+
+@attrs.frozen
+class Worker:
+    id: str
+    name: str
+    enabled: bool
+    status: str
+    pool: str | None = None
+    cpus: int | None = None
+    reason: str | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map, repr=False, eq=False)
+
+
+@attrs.frozen
+class Message:
+    """A chunk of a job's output from attach/exec. ``fileno`` 1 = stdout, 2 = stderr."""
+
+    fileno: int
+    data: bytes

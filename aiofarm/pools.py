@@ -1,0 +1,63 @@
+"""``client.pools``: where jobs run (local pools, Slurm partitions, Deadline queues)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from .errors import InvalidSpec, PoolNotFound
+from .models import Pool
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = ["Pools"]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _check_name(name: object, field: str = "name") -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidSpec(field, f"{name!r}: 1-64 letters, digits and ._-, starting with a letter or digit")
+    return name
+
+
+class Pools:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def list(self) -> list[Pool]:
+        return await self._client.driver.list_pools()
+
+    async def get(self, name_or_id: str | Pool) -> Pool:
+        if isinstance(name_or_id, Pool):
+            name_or_id = name_or_id.id
+        if not isinstance(name_or_id, str) or not name_or_id:
+            raise InvalidSpec("pool", "must be a pool name or id")
+        pools = await self.list()
+        for pool in pools:
+            if pool.id == name_or_id:
+                return pool
+        for pool in pools:
+            if pool.name == name_or_id:
+                return pool
+        raise PoolNotFound(name_or_id, driver=self._client.driver.name)
+
+    async def create(self, name: str, *, slots: int | None = None) -> Pool:
+        _check_name(name)
+        if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int) or slots < 1):
+            raise InvalidSpec("slots", f"must be an integer >= 1, got {slots!r}")
+        return await self._client.driver.create_pool(name, slots)
+
+    async def rename(self, pool: str | Pool, new_name: str) -> Pool:
+        _check_name(new_name, "new_name")
+        found = await self.get(pool)
+        return await self._client.driver.rename_pool(found.id, new_name)
+
+    async def delete(self, pool: str | Pool) -> None:
+        found = await self.get(pool)
+        await self._client.driver.delete_pool(found.id)
+
+    async def capacity(self) -> dict[str, int]:
+        """Free slots per pool name, now."""
+        return await self._client.driver.capacity()

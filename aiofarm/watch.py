@@ -1,0 +1,287 @@
+"""The one place aiofarm learns about job status changes.
+
+A :class:`Hub` belongs to one Client. Every ``wait``, ``as_completed`` and
+``watch`` registers a subscription for the ids it cares about; the hub feeds
+them from ONE source:
+
+- push drivers (``Capability.PUSH``) call :meth:`Hub.offer` on every change;
+- otherwise ONE poller task fetches every watched id in batched ``get_jobs``
+  calls (``driver.max_batch_get`` ids per call), starting at 0.5 s and doubling
+  up to the smallest ``max_interval`` asked for while nothing changes.
+
+Newly registered ids are fetched at once, batched with every other id
+registered in the same tick, so ten thousand concurrent ``wait()`` calls cost
+one batched round, not ten thousand requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import anyio
+
+from .backoff import Backoff
+from .errors import ConnectionLost, FarmError, JobNotFound
+from .models import Capability, Job
+
+if TYPE_CHECKING:
+    from .drivers.base import Driver
+
+__all__ = ["Hub", "Subscription"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_INTERVAL = 120.0
+
+
+def version(job: Job) -> int:
+    """Status transitions only accumulate, so the length of the history orders two
+    snapshots of one job; this keeps a late batched read from undoing a push."""
+    return len(job.history)
+
+
+class Subscription:
+    """Receives every known state of its ids. Subclasses decide what to do with it."""
+
+    __slots__ = ("ids", "max_interval")
+
+    def __init__(self, ids: tuple[str, ...], max_interval: float) -> None:
+        self.ids = ids
+        self.max_interval = max_interval
+
+    def offer(self, job: Job) -> None:
+        raise NotImplementedError
+
+    def fail(self, job_id: str, exc: BaseException) -> None:
+        raise NotImplementedError
+
+
+class Waiter(Subscription):
+    """One job; ``changed(status)`` returns the first known state whose status differs."""
+
+    __slots__ = ("_exc", "_future", "_want_other_than", "latest")
+
+    def __init__(self, job_id: str, max_interval: float) -> None:
+        super().__init__((job_id,), max_interval)
+        self.latest: Job | None = None
+        self._future: asyncio.Future[None] | None = None
+        self._want_other_than: object = None
+        self._exc: BaseException | None = None
+
+    def offer(self, job: Job) -> None:
+        latest = self.latest
+        if latest is not None and version(job) < version(latest):
+            return
+        self.latest = job
+        fut = self._future
+        if fut is not None and not fut.done() and job.status is not self._want_other_than:
+            fut.set_result(None)
+
+    def fail(self, job_id: str, exc: BaseException) -> None:
+        self._exc = exc
+        fut = self._future
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def changed(self, status: object) -> Job:
+        while True:
+            if self._exc is not None:
+                raise self._exc
+            latest = self.latest
+            if latest is not None and latest.status is not status:
+                return latest
+            self._want_other_than = status
+            self._future = asyncio.get_running_loop().create_future()
+            try:
+                await self._future
+            finally:
+                self._future = None
+
+
+class CallbackSubscription(Subscription):
+    """Calls ``on_job(job)`` / ``on_error(job_id, exc)`` synchronously from the hub."""
+
+    __slots__ = ("_on_error", "_on_job")
+
+    def __init__(
+        self,
+        ids: tuple[str, ...],
+        max_interval: float,
+        on_job: Callable[[Job], None],
+        on_error: Callable[[str, BaseException], None],
+    ) -> None:
+        super().__init__(ids, max_interval)
+        self._on_job = on_job
+        self._on_error = on_error
+
+    def offer(self, job: Job) -> None:
+        self._on_job(job)
+
+    def fail(self, job_id: str, exc: BaseException) -> None:
+        self._on_error(job_id, exc)
+
+
+class Hub:
+    def __init__(self, driver: Driver, spawn: Callable[[Callable[[], object]], None]) -> None:
+        self._driver = driver
+        self._spawn = spawn  # starts a background task in the Client's task group
+        self._subs: dict[str, list[Subscription]] = {}
+        self._global: list[Callable[[Job], None]] = []
+        self._new: set[str] = set()  # registered, never fetched yet
+        self._wake: asyncio.Event | None = None
+        self._poller_running = False
+        self._push = Capability.PUSH in driver.capabilities
+        self.rounds = 0  # completed poll rounds (for benchmarks and tests)
+        self._last: dict[str, Job] = {}  # newest known state of each watched id
+        if self._push:
+            driver.subscribe(self.offer)
+
+    # -- registration ------------------------------------------------------------
+    def register(self, sub: Subscription) -> None:
+        for job_id in sub.ids:
+            subs = self._subs.get(job_id)
+            if subs is None:
+                self._subs[job_id] = [sub]
+                self._new.add(job_id)
+            else:
+                subs.append(sub)
+                if job_id not in self._new:
+                    # someone already watches it: hand over what we know now
+                    self._replay(job_id, sub)
+        self._ensure_poller()
+
+    def unregister(self, sub: Subscription) -> None:
+        for job_id in sub.ids:
+            subs = self._subs.get(job_id)
+            if subs is None:
+                continue
+            try:
+                subs.remove(sub)
+            except ValueError:
+                pass
+            if not subs:
+                del self._subs[job_id]
+                self._new.discard(job_id)
+                self._last.pop(job_id, None)
+
+    def add_listener(self, fn: Callable[[Job], None]) -> Callable[[], None]:
+        """Every job update the hub sees (push drivers: every job of the farm)."""
+        self._global.append(fn)
+        return lambda: self._global.remove(fn)
+
+    @property
+    def watched(self) -> int:
+        return len(self._subs)
+
+    # -- feeding -----------------------------------------------------------------
+    def offer(self, job: Job) -> None:
+        """A new state of ``job`` (from a push driver, or from the poller)."""
+        subs = self._subs.get(job.id)
+        if subs is not None:
+            prev = self._last.get(job.id)
+            if prev is None or version(job) >= version(prev):
+                self._last[job.id] = job
+            for sub in tuple(subs):
+                sub.offer(job)
+        for fn in tuple(self._global):
+            fn(job)
+
+    def _replay(self, job_id: str, sub: Subscription) -> None:
+        job = self._last.get(job_id)
+        if job is not None:
+            sub.offer(job)
+
+    def _fail(self, job_id: str, exc: BaseException) -> None:
+        for sub in tuple(self._subs.get(job_id, ())):
+            sub.fail(job_id, exc)
+
+    # -- the poller --------------------------------------------------------------
+    def _ensure_poller(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+        if not self._poller_running and self._subs:
+            self._poller_running = True
+            self._spawn(self._run)
+
+    async def _fetch(self, ids: Iterable[str]) -> bool:
+        """One batched read of ``ids``. True if any watched status changed."""
+        ids = list(ids)
+        batch = self._driver.max_batch_get
+        changed = False
+        for start in range(0, len(ids), batch):
+            chunk = ids[start : start + batch]
+            found = await self._driver.get_jobs(chunk)
+            for job_id in chunk:
+                job = found.get(job_id)
+                if job is None:
+                    if job_id in self._subs:
+                        self._fail(job_id, JobNotFound(job_id, driver=self._driver.name))
+                    continue
+                prev = self._last.get(job_id)
+                if prev is None or prev.status is not job.status:
+                    changed = True
+                self.offer(job)
+        return changed
+
+    def _max_interval(self) -> float:
+        best = math.inf
+        for subs in self._subs.values():
+            for sub in subs:
+                if sub.max_interval < best:
+                    best = sub.max_interval
+        return DEFAULT_MAX_INTERVAL if best is math.inf else best
+
+    async def _run(self) -> None:
+        self._wake = asyncio.Event()
+        backoff = Backoff(0.5, max(0.5, self._max_interval()))
+        try:
+            while self._subs:
+                self._wake.clear()
+                if self._new:
+                    # let every wait() started in this tick register first
+                    await asyncio.sleep(0)
+                    new, self._new = self._new, set()
+                    try:
+                        await self._fetch(new)
+                    except ConnectionLost:
+                        self._new |= {i for i in new if i in self._subs}
+                        log.warning("aiofarm: first fetch failed; retrying", exc_info=True)
+                        await backoff.sleep()
+                        continue
+                    except FarmError as exc:
+                        for job_id in new:
+                            self._fail(job_id, exc)
+                        continue
+                    if self._push:
+                        continue
+                if self._push or not self._subs:
+                    # push drivers feed offer(); we only serve first fetches
+                    await self._wake.wait()
+                    continue
+                backoff.maximum = max(0.5, self._max_interval())
+                delay = backoff.next()
+                with anyio.move_on_after(delay):
+                    await self._wake.wait()
+                if self._new:
+                    continue  # woken by a registration: serve it, keep the schedule
+                try:
+                    changed = await self._fetch(list(self._subs))
+                except ConnectionLost:
+                    # the back end is down: keep trying on the back-off; waits resume
+                    log.warning("aiofarm: poll round failed; retrying", exc_info=True)
+                    continue
+                except FarmError as exc:
+                    for job_id in list(self._subs):
+                        self._fail(job_id, exc)
+                    continue
+                self.rounds += 1
+                if changed:
+                    backoff.reset()
+        finally:
+            self._poller_running = False
+            self._wake = None
+

@@ -1,0 +1,26 @@
+"""Shared fixtures. Tests are async on asyncio through anyio's pytest plugin."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's own aiofarm config, data dir or AIOFARM_URL."""
+    home = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.delenv("AIOFARM_URL", raising=False)
+
+
+def open_fds() -> set[int]:
+    """This process's open file descriptors (for leak checks)."""
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
