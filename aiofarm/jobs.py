@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import signal as _signal
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from .where import Expr
 
 __all__ = ["Jobs"]
+
+_NO_TIMEOUT = contextlib.nullcontext()
 
 StatusCallback = Callable[[Job], "None | bool | Awaitable[None | bool]"]
 
@@ -310,13 +313,23 @@ class Jobs:
         hub = self._client.hub
         waiter = Waiter(job_id, interval)
         hub.register(waiter)
-        job: Job | None = None
+        status: object = None
+        # one coroutine frame per wait, no cancel scope unless a timeout is asked
         try:
-            if limit is None:
-                job = await self._wait_loop(waiter, on_status)
-            else:
-                with anyio.fail_after(limit):
-                    job = await self._wait_loop(waiter, on_status)
+            with _NO_TIMEOUT if limit is None else anyio.fail_after(limit):
+                while True:
+                    state = waiter.changed(status)
+                    if not isinstance(state, Job):
+                        await state
+                        continue
+                    job = state
+                    status = job.status
+                    if on_status is not None:
+                        outcome = on_status(job)
+                        if inspect.isawaitable(outcome):
+                            await outcome
+                    if job.status.is_finished:
+                        break
         except TimeoutError:
             raise WaitTimeout(job_id, limit or 0.0, waiter.latest) from None
         finally:
@@ -325,19 +338,6 @@ class Jobs:
         if job.status in (JobStatus.FAILED, JobStatus.CANCELED) and Capability.TASKS in self._client.capabilities:
             failed = tuple(t for t in await self._driver.tasks(job_id) if t.status is JobStatus.FAILED)
         return CompletionResult(job, job.status, failed, timedelta(seconds=time.monotonic() - started))
-
-    @staticmethod
-    async def _wait_loop(waiter: Waiter, on_status: StatusCallback | None) -> Job:
-        status: object = None
-        while True:
-            job = await waiter.changed(status)
-            status = job.status
-            if on_status is not None:
-                outcome = on_status(job)
-                if inspect.isawaitable(outcome):
-                    await outcome
-            if job.status.is_finished:
-                return job
 
     async def as_completed(
         self,

@@ -44,6 +44,10 @@ def version(job: Job) -> int:
     return len(job.history)
 
 
+def _each(subs: Subscription | list[Subscription]) -> tuple[Subscription, ...]:
+    return tuple(subs) if isinstance(subs, list) else (subs,)
+
+
 class Subscription:
     """Receives every known state of its ids. Subclasses decide what to do with it."""
 
@@ -87,19 +91,19 @@ class Waiter(Subscription):
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    async def changed(self, status: object) -> Job:
-        while True:
-            if self._exc is not None:
-                raise self._exc
-            latest = self.latest
-            if latest is not None and latest.status is not status:
-                return latest
-            self._want_other_than = status
-            self._future = asyncio.get_running_loop().create_future()
-            try:
-                await self._future
-            finally:
-                self._future = None
+    def changed(self, status: object) -> Job | asyncio.Future[None]:
+        """The newest state if its status is not ``status``; else a future that is
+        done when one arrives (awaiting a bare future costs no coroutine frame,
+        which matters with ten thousand waits)."""
+        if self._exc is not None:
+            raise self._exc
+        latest = self.latest
+        if latest is not None and latest.status is not status:
+            self._future = None
+            return latest
+        self._want_other_than = status
+        self._future = fut = asyncio.get_running_loop().create_future()
+        return fut
 
 
 class CallbackSubscription(Subscription):
@@ -129,7 +133,9 @@ class Hub:
     def __init__(self, driver: Driver, spawn: Callable[[Callable[[], object]], None]) -> None:
         self._driver = driver
         self._spawn = spawn  # starts a background task in the Client's task group
-        self._subs: dict[str, list[Subscription]] = {}
+        # one Subscription, or a list once a second one watches the same id: most ids
+        # have one watcher, and a list per id would cost ~100 B on each of them
+        self._subs: dict[str, Subscription | list[Subscription]] = {}
         self._global: list[Callable[[Job], None]] = []
         self._new: set[str] = set()  # registered, never fetched yet
         self._wake: asyncio.Event | None = None
@@ -145,10 +151,13 @@ class Hub:
         for job_id in sub.ids:
             subs = self._subs.get(job_id)
             if subs is None:
-                self._subs[job_id] = [sub]
+                self._subs[job_id] = sub
                 self._new.add(job_id)
             else:
-                subs.append(sub)
+                if isinstance(subs, list):
+                    subs.append(sub)
+                else:
+                    self._subs[job_id] = [subs, sub]
                 if job_id not in self._new:
                     # someone already watches it: hand over what we know now
                     self._replay(job_id, sub)
@@ -159,11 +168,13 @@ class Hub:
             subs = self._subs.get(job_id)
             if subs is None:
                 continue
-            try:
-                subs.remove(sub)
-            except ValueError:
-                pass
-            if not subs:
+            if isinstance(subs, list):
+                if sub in subs:
+                    subs.remove(sub)
+                if len(subs) == 1:
+                    self._subs[job_id] = subs[0]
+                continue
+            if subs is sub:
                 del self._subs[job_id]
                 self._new.discard(job_id)
                 self._last.pop(job_id, None)
@@ -185,7 +196,7 @@ class Hub:
             prev = self._last.get(job.id)
             if prev is None or version(job) >= version(prev):
                 self._last[job.id] = job
-            for sub in tuple(subs):
+            for sub in _each(subs):
                 sub.offer(job)
         for fn in tuple(self._global):
             fn(job)
@@ -196,8 +207,10 @@ class Hub:
             sub.offer(job)
 
     def _fail(self, job_id: str, exc: BaseException) -> None:
-        for sub in tuple(self._subs.get(job_id, ())):
-            sub.fail(job_id, exc)
+        subs = self._subs.get(job_id)
+        if subs is not None:
+            for sub in _each(subs):
+                sub.fail(job_id, exc)
 
     # -- the poller --------------------------------------------------------------
     def _ensure_poller(self) -> None:
@@ -230,7 +243,7 @@ class Hub:
     def _max_interval(self) -> float:
         best = math.inf
         for subs in self._subs.values():
-            for sub in subs:
+            for sub in _each(subs):
                 if sub.max_interval < best:
                     best = sub.max_interval
         return DEFAULT_MAX_INTERVAL if best is math.inf else best
