@@ -14,9 +14,10 @@ Everything else the Client runs is owned by that task group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -145,7 +146,7 @@ class _Supervisor:
         finally:
             self.tg = None
 
-    def spawn(self, fn: Callable[[], Awaitable[Any]]) -> None:
+    def spawn(self, fn: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         if self.tg is None:
             raise ConnectionLost("the client's background tasks have stopped") from self.error
         self.tg.start_soon(fn)
@@ -154,10 +155,9 @@ class _Supervisor:
         self._stop.set()
         host = self._host
         if host is not None:
-            try:
+            # what ended the host is already in self.error
+            with contextlib.suppress(BaseException):
                 await asyncio.shield(host)
-            except BaseException:  # noqa: S110 - already recorded in self.error
-                pass
 
 
 class Client:

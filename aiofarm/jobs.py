@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import inspect
 import math
 import signal as _signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -29,7 +38,7 @@ __all__ = ["Jobs"]
 
 _NO_TIMEOUT = contextlib.nullcontext()
 
-StatusCallback = Callable[[Job], "None | bool | Awaitable[None | bool]"]
+StatusCallback = Callable[[Job], "bool | Awaitable[bool | None] | None"]
 
 
 def _utcnow() -> datetime:
@@ -113,7 +122,7 @@ class Jobs:
             raise
         return job
 
-    async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
+    async def submit(self, specs: Sequence[JobSpec]) -> builtins.list[Job]:
         """Submit a batch; the jobs come back in input order. A spec may set its own
         ``id`` and others of the batch may name it in ``depends_on``. The whole batch is
         validated before anything is created."""
@@ -227,7 +236,7 @@ class Jobs:
             raise JobNotFound(job_id, driver=self._driver.name)
         return job
 
-    async def get_many(self, ids: str | Sequence[str]) -> list[Job]:
+    async def get_many(self, ids: str | Sequence[str]) -> builtins.list[Job]:
         """Several jobs in batched calls, in the order asked. Raises JobNotFound for the first unknown id."""
         wanted = as_ids(ids)
         found = await self._get_many(wanted)
@@ -263,7 +272,7 @@ class Jobs:
             raise InvalidSpec("page_size", f"must be an integer >= 1, got {page_size!r}")
         driver = self._driver
 
-        async def iterate() -> AsyncIterator[Job]:
+        async def iterate() -> AsyncGenerator[Job, None]:
             count = 0
             token: str | None = None
             if limit == 0:
@@ -285,7 +294,7 @@ class Jobs:
         finally:
             await it.aclose()
 
-    async def tasks(self, job_id: str) -> list[Task]:
+    async def tasks(self, job_id: str) -> builtins.list[Task]:
         check_id(job_id, "job_id")
         return await self._driver.tasks(job_id)
 
@@ -413,7 +422,7 @@ class Jobs:
         def on_error(job_id: str, exc: BaseException) -> None:
             send.send_nowait(exc)
 
-        async def events() -> AsyncIterator[JobEvent]:
+        async def events() -> AsyncGenerator[JobEvent, None]:
             async for item in receive:
                 if isinstance(item, BaseException):
                     raise item

@@ -9,7 +9,7 @@ lost, none repeated) and ends when the job is finished and its output drained.
 from __future__ import annotations
 
 import collections
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -85,7 +85,7 @@ class Logs:
         if not follow:
             await client.jobs.get(job_id)  # JobNotFound before the first line, not after
 
-        async def lines() -> AsyncIterator[LogLine]:
+        async def lines() -> AsyncGenerator[LogLine, None]:
             token: str | None = None
             idle = Backoff(0.05, 1.0)
             drained_after_finish = False

@@ -51,6 +51,12 @@ def _tuple(value: Sequence[Any] | None) -> tuple[Any, ...]:
     return tuple(value)
 
 
+def _command(value: Sequence[str] | str | None) -> tuple[str, ...] | str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return tuple(value)
+
+
 class JobStatus(str, enum.Enum):
     PENDING = "pending"
     RUNNING = "running"
@@ -140,9 +146,7 @@ class JobSpec:
     ``/bin/sh -c`` (documented in docs/decisions.md).
     """
 
-    command: tuple[str, ...] | str | None = attrs.field(
-        default=None, converter=lambda c: c if c is None or isinstance(c, str) else tuple(c)
-    )
+    command: tuple[str, ...] | str | None = attrs.field(default=None, converter=_command)
     name: str | None = None
     env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_map)
     cwd: str | None = None

@@ -126,12 +126,11 @@ def validate_spec(spec: object, field: str) -> JobSpec:
     _check_int(spec.max_workers, f"{field}.max_workers", minimum=1, allow_none=True)
     for i, dep in enumerate(spec.depends_on):
         check_id(dep, f"{field}.depends_on[{i}]")
-    if spec.id is not None:
-        if not isinstance(spec.id, str) or not _ID.fullmatch(spec.id):
-            raise InvalidSpec(
-                f"{field}.id",
-                f"{spec.id!r}: 1-128 characters of letters, digits and ._:@-, starting with a letter or digit",
-            )
+    if spec.id is not None and (not isinstance(spec.id, str) or not _ID.fullmatch(spec.id)):
+        raise InvalidSpec(
+            f"{field}.id",
+            f"{spec.id!r}: 1-128 characters of letters, digits and ._:@-, starting with a letter or digit",
+        )
     if spec.tty and cmd is None:
         raise InvalidSpec(f"{field}.tty", "only a command job can run on a tty")
     return spec

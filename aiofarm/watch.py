@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -130,7 +130,7 @@ class CallbackSubscription(Subscription):
 
 
 class Hub:
-    def __init__(self, driver: Driver, spawn: Callable[[Callable[[], object]], None]) -> None:
+    def __init__(self, driver: Driver, spawn: Callable[[Callable[[], Coroutine[Any, Any, Any]]], None]) -> None:
         self._driver = driver
         self._spawn = spawn  # starts a background task in the Client's task group
         # one Subscription, or a list once a second one watches the same id: most ids

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -36,7 +37,7 @@ class Workers:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    async def list(self, names: str | Sequence[str] | None = None, regex: str | None = None) -> list[Worker]:
+    async def list(self, names: str | Sequence[str] | None = None, regex: str | None = None) -> builtins.list[Worker]:
         wanted, pattern = _selector(names, regex)
         workers = await self._client.driver.list_workers()
         return [
@@ -52,7 +53,7 @@ class Workers:
         enabled: bool,
         stop_work: bool,
         reason: str | None,
-    ) -> list[Worker]:
+    ) -> builtins.list[Worker]:
         if names is None and regex is None:
             raise InvalidSpec("names", "name the workers (names=... or regex=...)")
         chosen = await self.list(names, regex)
@@ -73,9 +74,9 @@ class Workers:
         *,
         stop_work: bool = False,
         reason: str | None = None,
-    ) -> list[Worker]:
+    ) -> builtins.list[Worker]:
         """Stop dispatching to these workers; ``stop_work`` also stops what they run."""
         return await self._set(names, regex, False, stop_work, reason)
 
-    async def enable(self, names: str | Sequence[str] | None = None, regex: str | None = None) -> list[Worker]:
+    async def enable(self, names: str | Sequence[str] | None = None, regex: str | None = None) -> builtins.list[Worker]:
         return await self._set(names, regex, True, False, None)
