@@ -488,6 +488,7 @@ class Jobs:
 
         backoff = Backoff(0.5, max(0.5, max_interval))
         seen: dict[str, JobStatus] = {}
+        first = True
         while True:
             changed = False
             try:
@@ -496,7 +497,11 @@ class Jobs:
                         if seen.get(job.id) is not job.status:
                             seen[job.id] = job.status
                             changed = True
-                            on_job(job)
+                            # as with push drivers: what had already finished before
+                            # the watch began is not news
+                            if not first or job.status.is_active:
+                                on_job(job)
+                first = False
             except ConnectionLost:
                 pass
             if changed:
