@@ -322,25 +322,25 @@ class Jobs:
         hub = self._client.hub
         waiter = Waiter(job_id, interval)
         hub.register(waiter)
-        status: object = None
         # one coroutine frame per wait, no cancel scope unless a timeout is asked
         try:
             with _NO_TIMEOUT if limit is None else anyio.fail_after(limit):
                 while True:
-                    state = waiter.changed(status)
+                    # `state` is rebound to the next future before any await, so no
+                    # Job stays alive per waiting coroutine
+                    state = waiter.next()
                     if not isinstance(state, Job):
                         await state
                         continue
-                    job = state
-                    status = job.status
                     if on_status is not None:
-                        outcome = on_status(job)
+                        outcome = on_status(state)
                         if inspect.isawaitable(outcome):
                             await outcome
-                    if job.status.is_finished:
+                    if state.status.is_finished:
+                        job = state
                         break
         except TimeoutError:
-            raise WaitTimeout(job_id, limit or 0.0, waiter.latest) from None
+            raise WaitTimeout(job_id, limit or 0.0, waiter.seen) from None
         finally:
             hub.unregister(waiter)
         failed: tuple[Task, ...] = ()

@@ -26,7 +26,7 @@ import anyio
 
 from .backoff import Backoff
 from .errors import ConnectionLost, FarmError, JobNotFound
-from .models import Capability, Job
+from .models import Capability, Job, JobStatus
 
 if TYPE_CHECKING:
     from .drivers.base import Driver
@@ -65,24 +65,30 @@ class Subscription:
 
 
 class Waiter(Subscription):
-    """One job; ``changed(status)`` returns the first known state whose status differs."""
+    """One job. It holds a Job only until the waiting coroutine takes it, so ten
+    thousand waits on pending jobs keep a status and a version each, not a Job."""
 
-    __slots__ = ("_exc", "_future", "_want_other_than", "latest")
+    __slots__ = ("_exc", "_future", "_news", "seen", "version")
 
     def __init__(self, job_id: str, max_interval: float) -> None:
         super().__init__((job_id,), max_interval)
-        self.latest: Job | None = None
+        self._news: Job | None = None  # a state with a status the waiter has not seen
         self._future: asyncio.Future[None] | None = None
-        self._want_other_than: object = None
         self._exc: BaseException | None = None
+        self.seen: JobStatus | None = None
+        self.version = -1
 
     def offer(self, job: Job) -> None:
-        latest = self.latest
-        if latest is not None and version(job) < version(latest):
+        v = version(job)
+        if v < self.version:
             return
-        self.latest = job
+        self.version = v
+        if job.status is self.seen:
+            self._news = None  # back to what the waiter last saw: nothing to tell
+            return
+        self._news = job
         fut = self._future
-        if fut is not None and not fut.done() and job.status is not self._want_other_than:
+        if fut is not None and not fut.done():
             fut.set_result(None)
 
     def fail(self, job_id: str, exc: BaseException) -> None:
@@ -91,17 +97,17 @@ class Waiter(Subscription):
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    def changed(self, status: object) -> Job | asyncio.Future[None]:
-        """The newest state if its status is not ``status``; else a future that is
-        done when one arrives (awaiting a bare future costs no coroutine frame,
-        which matters with ten thousand waits)."""
+    def next(self) -> Job | asyncio.Future[None]:
+        """The newest state whose status the waiter has not seen yet; else a future
+        that is done when one arrives (awaiting a bare future costs no coroutine
+        frame, which matters with ten thousand waits)."""
         if self._exc is not None:
             raise self._exc
-        latest = self.latest
-        if latest is not None and latest.status is not status:
-            self._future = None
-            return latest
-        self._want_other_than = status
+        job = self._news
+        if job is not None:
+            self._news = None
+            self.seen = job.status
+            return job
         self._future = fut = asyncio.get_running_loop().create_future()
         return fut
 
@@ -142,7 +148,7 @@ class Hub:
         self._poller_running = False
         self._push = Capability.PUSH in driver.capabilities
         self.rounds = 0  # completed poll rounds (for benchmarks and tests)
-        self._last: dict[str, Job] = {}  # newest known state of each watched id
+        self._status: dict[str, JobStatus] = {}  # last status the poller saw per id
         if self._push:
             driver.subscribe(self.offer)
 
@@ -158,9 +164,9 @@ class Hub:
                     subs.append(sub)
                 else:
                     self._subs[job_id] = [subs, sub]
-                if job_id not in self._new:
-                    # someone already watches it: hand over what we know now
-                    self._replay(job_id, sub)
+                # someone already watches it: fetch it again for the newcomer (rare;
+                # keeping every Job around for it would cost ~800 B per watched id)
+                self._new.add(job_id)
         self._ensure_poller()
 
     def unregister(self, sub: Subscription) -> None:
@@ -177,7 +183,7 @@ class Hub:
             if subs is sub:
                 del self._subs[job_id]
                 self._new.discard(job_id)
-                self._last.pop(job_id, None)
+                self._status.pop(job_id, None)
 
     def add_listener(self, fn: Callable[[Job], None]) -> Callable[[], None]:
         """Every job update the hub sees (push drivers: every job of the farm)."""
@@ -193,18 +199,10 @@ class Hub:
         """A new state of ``job`` (from a push driver, or from the poller)."""
         subs = self._subs.get(job.id)
         if subs is not None:
-            prev = self._last.get(job.id)
-            if prev is None or version(job) >= version(prev):
-                self._last[job.id] = job
             for sub in _each(subs):
                 sub.offer(job)
         for fn in tuple(self._global):
             fn(job)
-
-    def _replay(self, job_id: str, sub: Subscription) -> None:
-        job = self._last.get(job_id)
-        if job is not None:
-            sub.offer(job)
 
     def _fail(self, job_id: str, exc: BaseException) -> None:
         subs = self._subs.get(job_id)
@@ -234,8 +232,8 @@ class Hub:
                     if job_id in self._subs:
                         self._fail(job_id, JobNotFound(job_id, driver=self._driver.name))
                     continue
-                prev = self._last.get(job_id)
-                if prev is None or prev.status is not job.status:
+                if self._status.get(job_id) is not job.status:
+                    self._status[job_id] = job.status
                     changed = True
                 self.offer(job)
         return changed
