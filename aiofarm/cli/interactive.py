@@ -1,0 +1,274 @@
+"""``aiofarm exec``, ``aiofarm attach``, ``aiofarm port-forward``.
+
+Registered on the main group by ``register(cli)``. Decisions are in docs/interactive.md:
+
+- ``exec -it``: the command gets a pty sized like this terminal; this terminal goes
+  to raw mode (every key, Ctrl-C included, goes to the remote side), window size
+  changes follow (SIGWINCH), and the terminal is restored on any exit. The exit code
+  is the command's (128+N when killed by signal N).
+- ``attach``: output from now on; ``-i`` also forwards input. On a tty job with a
+  local terminal the terminal goes raw and Ctrl-] detaches (Ctrl-C goes to the job);
+  otherwise Ctrl-C detaches. Detaching never stops the job.
+- ``port-forward ID LOCAL:REMOTE`` (LOCAL empty or 0: a free port, printed) runs until
+  Ctrl-C or the job ends; each failed connection is printed on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import stat
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..errors import ConnectionLost, InvalidSpec
+
+if TYPE_CHECKING:
+    from ..stdio import StdStream
+
+__all__ = ["attach", "exec_", "port_forward", "register"]
+
+DETACH_KEY = b"\x1d"  # Ctrl-]
+
+
+def _main() -> Any:
+    # the group's plumbing (_run, _note; owned by the CLI engineer). By import path:
+    # the package's ``main`` attribute is the entry-point function, not the module
+    import importlib
+
+    return importlib.import_module(f"{__package__}.main")
+
+
+@contextlib.contextmanager
+def raw_terminal(fd: int, enabled: bool) -> Iterator[None]:
+    """Put the terminal on ``fd`` in raw mode; restore it however the block ends."""
+    if not enabled:
+        yield
+        return
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd, termios.TCSANOW)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            import select
+
+            select.select([], [fd], [])
+
+
+def _exit_code(code: int | None) -> int:
+    if code is None:
+        return 0
+    return 128 - code if code < 0 else code
+
+
+async def _pump_stdin(stream: StdStream, *, detach_key: bytes | None) -> bool:
+    """Local stdin → the session. Returns True when the user pressed the detach key."""
+    import anyio
+
+    fd = sys.stdin.fileno()
+    regular = stat.S_ISREG(os.fstat(fd).st_mode)  # epoll refuses regular files
+    while True:
+        if not regular:
+            await anyio.wait_readable(fd)
+        data = os.read(fd, 65536)
+        if not data:
+            await stream.close_in()
+            return False
+        if detach_key is not None and detach_key in data:
+            before = data.split(detach_key, 1)[0]
+            if before:
+                await stream.write_in(before)
+            return True
+        try:
+            await stream.write_in(data)
+        except ConnectionLost:
+            return False  # the remote stdin is gone; output may still come
+
+
+async def _follow_winch(stream: StdStream, fd: int) -> None:
+    import anyio
+
+    with anyio.open_signal_receiver(signal.SIGWINCH) as signals:
+        async for _ in signals:
+            size = os.get_terminal_size(fd)
+            await stream.resize(rows=size.lines, cols=size.columns)
+
+
+async def _session(
+    stream: StdStream, *, interactive: bool, raw: bool, detach_key: bytes | None
+) -> bool:
+    """Relay this terminal and the session until the output ends (or a detach).
+    Returns True if the user detached."""
+    import anyio
+
+    in_fd = sys.stdin.fileno()
+    out_fd, err_fd = sys.stdout.fileno(), sys.stderr.fileno()
+    sys.stdout.flush()
+    detached = False
+    if raw:
+        size = os.get_terminal_size(in_fd)
+        await stream.resize(rows=size.lines, cols=size.columns)
+    with raw_terminal(in_fd, raw):
+        async with anyio.create_task_group() as tg:
+
+            async def stdin_task() -> None:
+                nonlocal detached
+                if await _pump_stdin(stream, detach_key=detach_key):
+                    detached = True
+                    tg.cancel_scope.cancel()
+
+            if interactive:
+                tg.start_soon(stdin_task)
+            if raw:
+                tg.start_soon(_follow_winch, stream, in_fd)
+            while (msg := await stream.read_out()) is not None:
+                _write_all(err_fd if msg.fileno == 2 else out_fd, msg.data)
+            tg.cancel_scope.cancel()
+    return detached
+
+
+async def _exec(
+    opts: Any, job_id: str, command: tuple[str, ...], interactive: bool, tty: bool
+) -> int:
+    from ..stdio import open_exec
+
+    raw = tty and interactive and sys.stdin.isatty()
+    size = None
+    if raw:
+        term = os.get_terminal_size(sys.stdin.fileno())
+        size = (term.lines, term.columns)  # from the first instant, not a resize later
+    async with (
+        opts.client() as farm,
+        open_exec(
+            farm.driver,
+            job_id,
+            list(command),
+            tty=tty,
+            stdin=interactive,
+            stdout=True,
+            stderr=True,
+            size=size,
+        ) as stream,
+    ):
+        await _session(stream, interactive=interactive, raw=raw, detach_key=None)
+        return _exit_code(await stream.wait())
+
+
+async def _attach(opts: Any, job_id: str, interactive: bool) -> int:
+    async with (
+        opts.client() as farm,
+        farm.jobs.attach(job_id, stdin=interactive, stdout=True, stderr=True) as stream,
+    ):
+        raw = stream.tty and interactive and sys.stdin.isatty()
+        if raw:
+            _main()._note(f"attached to {job_id}; Ctrl-] detaches", dim=True)
+        detached = await _session(
+            stream, interactive=interactive, raw=raw, detach_key=DETACH_KEY if raw else None
+        )
+        if detached:
+            _main()._note(f"detached from {job_id}; it goes on", dim=True)
+            return 0
+        return _exit_code(stream.exit_code)
+
+
+def _parse_ports(spec: str) -> tuple[int, int]:
+    local, sep, remote = spec.rpartition(":")
+    if not sep:
+        local, remote = "0", spec
+    try:
+        return int(local or "0"), int(remote)
+    except ValueError:
+        raise InvalidSpec("ports", f"{spec!r} is not LOCAL:REMOTE (e.g. 8080:80 or :80)") from None
+
+
+async def _port_forward(opts: Any, job_id: str, ports: str) -> int:
+    from ..portforward import ForwardError
+
+    local, remote = _parse_ports(ports)
+    note = _main()._note
+
+    def on_error(err: ForwardError) -> None:
+        peer = f"{err.peer[0]}:{err.peer[1]}" if err.peer else "?"
+        note(f"connection {err.connection} from {peer}: {err.error}", fg="yellow")
+
+    async with (
+        opts.client() as farm,
+        farm.jobs.port_forward(job_id, local_port=local, job_port=remote, on_error=on_error) as fwd,
+    ):
+        note(
+            f"forwarding {fwd.host}:{fwd.local_port} -> port {remote} of job {job_id} "
+            "(Ctrl-C stops)"
+        )
+        result = await farm.jobs.wait(job_id)
+        note(f"job {job_id} ended ({result.status}); stopped forwarding")
+    return 0
+
+
+_PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+@click.command("exec", context_settings=_PASS_THROUGH)
+@click.option("-i", "--interactive", is_flag=True, help="Forward this terminal's stdin.")
+@click.option("-t", "--tty", is_flag=True, help="Run COMMAND on a terminal (pty).")
+@click.argument("job_id")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_obj
+def exec_(opts: Any, interactive: bool, tty: bool, job_id: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside running job JOB_ID (its cwd and environment).
+
+    \b
+      aiofarm exec JOB_ID -- ls -la
+      aiofarm exec -it JOB_ID -- bash
+    With -it this terminal goes raw until the command ends; exits with its code.
+    """
+    if command and command[0] == "--":  # click keeps it once options have ended
+        command = command[1:]
+    if not command:
+        raise click.UsageError("COMMAND is missing after --")
+    sys.exit(_main()._run(lambda: _exec(opts, job_id, command, interactive, tty)))
+
+
+@click.command("attach")
+@click.option("-i", "--interactive", is_flag=True, help="Forward this terminal's stdin to the job.")
+@click.argument("job_id")
+@click.pass_obj
+def attach(opts: Any, interactive: bool, job_id: str) -> None:
+    """Follow running job JOB_ID's output from now on (and, with -i, feed its stdin).
+
+    On a tty job with -i this terminal goes raw: Ctrl-] detaches. Otherwise Ctrl-C
+    detaches. Detaching never stops the job.
+    """
+    sys.exit(_main()._run(lambda: _attach(opts, job_id, interactive)))
+
+
+@click.command("port-forward")
+@click.argument("job_id")
+@click.argument("ports", metavar="LOCAL:REMOTE")
+@click.pass_obj
+def port_forward(opts: Any, job_id: str, ports: str) -> None:
+    """Listen on 127.0.0.1:LOCAL and relay connections to port REMOTE of job JOB_ID.
+
+    LOCAL empty or 0 picks a free port. Runs until Ctrl-C or the job ends.
+    """
+    sys.exit(_main()._run(lambda: _port_forward(opts, job_id, ports)))
+
+
+def register(group: click.Group) -> None:
+    for command in (exec_, attach, port_forward):
+        group.add_command(command)

@@ -1,0 +1,63 @@
+"""CLI latency: wall time of `aiofarm run -q -- true` and `aiofarm ls`, beside the floor
+they stand on (a bare Python interpreter, and the same interpreter importing aiofarm's
+CLI), all measured in this run. Median of N runs, each a fresh process on a fresh
+local:// farm in a temp dir.
+
+    .venv/bin/python benchmarks/cli_latency.py [--runs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def median_ms(argv: list[str], runs: int, env: dict[str, str]) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    script = shutil.which("aiofarm", path=str(Path(sys.executable).parent))
+    cli = [script] if script else [sys.executable, "-m", "aiofarm.cli"]
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, AIOFARM_URL=f"local://{tmp}/state", NO_COLOR="1")
+        subprocess.run([*cli, "run", "-q", "--", "true"], env=env, check=True)  # create the state
+        rows = [
+            (
+                "python -c pass (reference)",
+                median_ms([sys.executable, "-c", "pass"], args.runs, env),
+            ),
+            (
+                "python -c 'import aiofarm.cli' (reference)",
+                median_ms([sys.executable, "-c", "import aiofarm.cli"], args.runs, env),
+            ),
+            ("aiofarm --help", median_ms([*cli, "--help"], args.runs, env)),
+            (
+                "aiofarm run -q -- true",
+                median_ms([*cli, "run", "-q", "--", "true"], args.runs, env),
+            ),
+            ("aiofarm ls", median_ms([*cli, "ls"], args.runs, env)),
+        ]
+    width = max(len(name) for name, _ in rows)
+    print(f"{'command':<{width}}  median ms ({args.runs} runs)")
+    for name, ms in rows:
+        print(f"{name:<{width}}  {ms:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
