@@ -25,12 +25,19 @@ _LAZY = {
     "Functions": "functions",
     "Function": "functions",
     "BulkResult": "functions",
+    "BulkError": "functions",
     "StdStream": "stdio",
     "PortForward": "portforward",
     "ForwardError": "portforward",
+    "ForwardEvent": "portforward",
     # filters
     "where": "where",
     "Expr": "where",
+    "Compare": "where",
+    "And": "where",
+    "Or": "where",
+    "Not": "where",
+    "WhereSyntaxError": "where",
     # models
     "Capability": "models",
     "CompletionResult": "models",
@@ -100,7 +107,7 @@ if TYPE_CHECKING:
         UnsupportedError,
         WaitTimeout,
     )
-    from .functions import BulkResult, Function, Functions
+    from .functions import BulkError, BulkResult, Function, Functions
     from .jobs import Jobs
     from .logs import Logs
     from .models import (
@@ -121,7 +128,7 @@ if TYPE_CHECKING:
         Worker,
     )
     from .pools import Pools
-    from .portforward import ForwardError, PortForward
+    from .portforward import ForwardError, ForwardEvent, PortForward
     from .stdio import StdStream
-    from .where import Expr
+    from .where import And, Compare, Expr, Not, Or, WhereSyntaxError
     from .workers import Workers

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .watch import Hub
     from .workers import Workers
 
-__all__ = ["Client", "resolve_url"]
+__all__ = ["Client"]
 
 # Used when aiofarm runs from a source tree without installed entry points.
 _BUILTIN_DRIVERS = {

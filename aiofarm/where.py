@@ -40,21 +40,16 @@ from .models import JobStatus
 if TYPE_CHECKING:
     from .models import Job
 
+# The public names (re-exported by aiofarm/__init__.py). Driver helpers
+# (split_native, conjuncts, conjoin, FIELDS, OPERATORS) are imported from this
+# module by drivers and are not part of the user-facing API.
 __all__ = [
-    "FIELDS",
-    "OPERATORS",
     "And",
     "Compare",
     "Expr",
-    "Field",
     "Not",
     "Or",
-    "UnknownField",
     "WhereSyntaxError",
-    "conjoin",
-    "conjuncts",
-    "parse",
-    "split_native",
     "where",
 ]
 
