@@ -208,9 +208,12 @@ class Driver:
         stdin: bool,
         stdout: bool,
         stderr: bool,
+        size: tuple[int, int] | None = None,
     ) -> StdioChannel:
         """``command`` None: attach to the job's own stdio; else exec ``command`` in the
-        job's context."""
+        job's context. ``size`` (rows, cols): the terminal size an exec with ``tty``
+        starts with (the client passes it only when the caller gave one, so a driver
+        may leave it out of its signature; the client then resizes right after)."""
         raise self._unsupported("exec" if command is not None else "attach")
 
     async def connect_port(self, job_id: str, port: int) -> anyio.abc.ByteStream:

@@ -1,0 +1,364 @@
+"""Starting, watching and reaping one task attempt's process.
+
+Everything that touches a child process of the local farm lives here, so the
+interactive layer (``interactive.py``) has one place to hook into:
+:class:`RunningTask` is the live attempt. Through it you get
+
+* ``pid`` / ``pgid`` (the task runs in its own session: ``pgid == pid``), ``argv``,
+  ``cwd``, ``env`` (the full environment it was started with; ``envb`` as bytes), ``tty``;
+* ``stdin_fd``: a non-blocking fd writing to the process's stdin (the pty master for
+  ``tty`` jobs, a pipe for ``stdin`` jobs, None otherwise) and :meth:`close_stdin`;
+* :meth:`add_listener`: a fan-out of the raw output chunks as they arrive
+  (``callback(fileno, data)``; ``data == b""`` once that stream is at EOF) — the
+  same bytes also go to the job's log file, line by line with timestamps;
+* :meth:`wait`: the exit code (negative: killed by that signal);
+* :meth:`signal_group`: a signal to the whole process group.
+
+Design (measured on this machine, see benchmarks/p2_local_throughput.py): we spawn
+with ``subprocess.Popen`` (vfork + exec) and reap through a pidfd registered with
+the event loop. That avoids asyncio's child watcher (a thread per child on 3.11)
+and asyncio's transport/protocol layers, and touches no global event-loop policy.
+Output comes through pipes read with ``loop.add_reader`` and raw ``os.read`` (watched
+from ``ARM_DELAY`` after the start; a task that ends sooner is drained at exit).
+
+When the task's main process exits, whatever it left behind in its process group
+is killed with SIGKILL before the zombie is reaped (so the pgid cannot have been
+recycled): a finished task leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import subprocess
+import termios
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from . import logfile
+
+__all__ = ["OutputListener", "RunningTask", "spawn"]
+
+OutputListener = Callable[[int, bytes], None]
+
+_READ_SIZE = 65536
+#: output pipes are watched only once a task has run this long: most short tasks end
+#: before, and their output is drained at exit, which saves two add_reader/remove_reader
+#: pairs (~0.1 ms of parent CPU) per task. The cost: a line written in that window is
+#: stamped up to this late, and a task writing more than a pipe buffer (64 KiB) in it
+#: waits up to this long.
+ARM_DELAY = 0.05
+
+
+def _set_ctty() -> None:  # pragma: no cover - runs in the child
+    # Popen already called setsid(): make the pty slave (our fd 0) the session's
+    # controlling terminal so job control, ^C and SIGWINCH work in the job
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class RunningTask:
+    """One live task attempt. Created by :func:`spawn`; the driver owns it."""
+
+    def __init__(
+        self,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        proc: subprocess.Popen[bytes],
+        pidfd: int,
+        outputs: dict[int, tuple[int, bytes]],
+        stdin_fd: int | None,
+        log_path: str,
+        task_index: int,
+        job_id: str,
+        task_id: str,
+        argv: Sequence[str],
+        cwd: str | None,
+        env: Mapping[bytes, bytes],
+        tty: bool,
+        on_exit: Callable[[RunningTask], None],
+    ) -> None:
+        self.loop = loop
+        self.proc = proc
+        self.pid = proc.pid
+        self.pgid = proc.pid  # start_new_session: the task leads its own group
+        self.job_id = job_id
+        self.task_id = task_id
+        self.task_index = task_index
+        self.argv = tuple(argv)
+        self.cwd = cwd
+        self.envb = env
+        self._env: dict[str, str] | None = None
+        self.tty = tty
+        self.stdin_fd = stdin_fd
+        self.started = time.time()
+        self.returncode: int | None = None
+        self._pidfd: int | None = pidfd
+        self._outputs = outputs  # read fd -> (fileno, log kind)
+        self._bufs: dict[int, bytes] = {fd: b"" for fd in outputs}
+        self._log_path = log_path
+        self._log_fd: int | None = None
+        self._listeners: list[OutputListener] = []
+        self._waiters: list[asyncio.Future[int]] = []
+        self._on_exit = on_exit
+        self.exited = False
+        for fd in outputs:
+            os.set_blocking(fd, False)
+        self._armed = False
+        self._arm_timer: asyncio.TimerHandle | None = loop.call_later(ARM_DELAY, self._arm)
+        loop.add_reader(pidfd, self._pidfd_readable)
+
+    def _arm(self) -> None:
+        self._arm_timer = None
+        if self._armed or self.exited:
+            return
+        self._armed = True
+        for fd in self._outputs:
+            self.loop.add_reader(fd, self._readable, fd)
+
+    # -- the hook for interactive.py ---------------------------------------------
+    @property
+    def env(self) -> Mapping[str, str]:
+        """The full environment the task was started with (decoded on first use)."""
+        if self._env is None:
+            self._env = {os.fsdecode(k): os.fsdecode(v) for k, v in self.envb.items()}
+        return self._env
+
+    def add_listener(self, callback: OutputListener) -> Callable[[], None]:
+        """Call ``callback(fileno, data)`` with every output chunk from now on;
+        returns the function that removes it."""
+        self._listeners.append(callback)
+        if self._arm_timer is not None:
+            # someone watches live: read output as it comes from now on
+            self._arm_timer.cancel()
+            self._arm()
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(callback)
+
+        return remove
+
+    def close_stdin(self) -> None:
+        fd, self.stdin_fd = self.stdin_fd, None
+        if fd is not None and fd not in self._outputs:
+            os.close(fd)
+
+    async def wait(self) -> int:
+        if self.returncode is not None:
+            return self.returncode
+        fut: asyncio.Future[int] = self.loop.create_future()
+        self._waiters.append(fut)
+        return await fut
+
+    def signal_group(self, sig: int) -> bool:
+        """Send ``sig`` to the task's process group; False if it is already gone."""
+        if self.exited:
+            return False
+        try:
+            os.killpg(self.pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def log_message(self, text: str) -> None:
+        """A line from the farm itself (stream ``aiofarm``) in the task's log."""
+        self._write(logfile.format_records(b"x", self.task_index, [text.encode()], time.time()))
+
+    # -- internals ---------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        if self._log_fd is None:
+            # opened on first output: a silent task never creates a file
+            self._log_fd = os.open(
+                self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+            )
+        with contextlib.suppress(OSError):  # a full disk must not kill the scheduler
+            os.write(self._log_fd, data)
+
+    def _readable(self, fd: int) -> None:
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EIO:  # EIO: pty whose slave side is closed = EOF
+                raise
+            data = b""
+        self._feed(fd, data)
+
+    def _feed(self, fd: int, data: bytes) -> None:
+        fileno, kind = self._outputs[fd]
+        for listener in tuple(self._listeners):
+            listener(fileno, data)
+        if not data:
+            self._close_output(fd)
+            return
+        buf = self._bufs[fd] + data
+        if b"\n" not in data and len(buf) < logfile.MAX_LINE:
+            self._bufs[fd] = buf
+            return
+        lines = buf.split(b"\n")
+        rest = lines.pop()
+        while len(rest) >= logfile.MAX_LINE:
+            lines.append(rest[: logfile.MAX_LINE])
+            rest = rest[logfile.MAX_LINE :]
+        self._bufs[fd] = rest
+        if self.tty:
+            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        if lines:
+            self._write(logfile.format_records(kind, self.task_index, lines, time.time()))
+
+    def _close_output(self, fd: int) -> None:
+        rest = self._bufs.pop(fd, b"")
+        _, kind = self._outputs.pop(fd)
+        if rest:
+            if self.tty and rest.endswith(b"\r"):
+                rest = rest[:-1]
+            self._write(logfile.format_records(kind, self.task_index, [rest], time.time()))
+        if self._armed:
+            self.loop.remove_reader(fd)
+        if fd == self.stdin_fd:
+            self.stdin_fd = None
+        os.close(fd)
+
+    def _drain(self) -> None:
+        for fd in list(self._outputs):
+            while fd in self._outputs:
+                try:
+                    data = os.read(fd, _READ_SIZE)
+                except BlockingIOError:
+                    # an escaped grandchild may hold the write end: stop here anyway
+                    data = b""
+                except OSError:
+                    data = b""
+                self._feed(fd, data)
+
+    def _pidfd_readable(self) -> None:
+        pidfd, self._pidfd = self._pidfd, None
+        if pidfd is None:
+            return
+        self.loop.remove_reader(pidfd)
+        if self._arm_timer is not None:
+            self._arm_timer.cancel()
+            self._arm_timer = None
+        os.close(pidfd)
+        # the leader is a zombie now, so its pid (= our pgid) cannot be recycled yet:
+        # kill whatever it left in the group, then reap
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, signal.SIGKILL)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            # someone else reaped it (a waitpid(-1) child watcher): status unknown
+            code = -255
+        self.returncode = code
+        self.proc.returncode = code  # Popen must not think it still runs
+        self.exited = True
+        self._drain()
+        self.close_stdin()
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+            self._log_fd = None
+        try:
+            self._on_exit(self)
+        finally:
+            for fut in self._waiters:
+                if not fut.done():
+                    fut.set_result(code)
+            self._waiters.clear()
+
+
+def spawn(
+    loop: asyncio.AbstractEventLoop,
+    argv: Sequence[str],
+    *,
+    env: Mapping[bytes, bytes],
+    cwd: str | None,
+    tty: bool,
+    stdin: bool,
+    log_path: str,
+    job_id: str,
+    task_id: str,
+    task_index: int,
+    on_exit: Callable[[RunningTask], None],
+) -> RunningTask:
+    """Start one task attempt. Raises OSError when the program cannot be started."""
+    close_after: list[int] = []  # the child's ends, closed in the parent once spawned
+    ours: list[int] = []  # our ends, closed only if spawning fails
+    try:
+        if tty:
+            master, slave = os.openpty()
+            ours.append(master)
+            close_after.append(slave)
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_set_ctty,  # needed to make the pty the controlling tty
+            )
+            outputs = {master: (1, b"o")}
+            stdin_fd: int | None = master
+        else:
+            r_out, w_out = os.pipe()
+            ours.append(r_out)
+            close_after.append(w_out)
+            r_err, w_err = os.pipe()
+            ours.append(r_err)
+            close_after.append(w_err)
+            stdin_arg: int = subprocess.DEVNULL
+            stdin_fd = None
+            if stdin:
+                r_in, w_in = os.pipe()
+                ours.append(w_in)
+                close_after.append(r_in)
+                stdin_arg = r_in
+                stdin_fd = w_in
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=stdin_arg,
+                stdout=w_out,
+                stderr=w_err,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
+            outputs = {r_out: (1, b"o"), r_err: (2, b"e")}
+            if stdin_fd is not None:
+                os.set_blocking(stdin_fd, False)
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+    except BaseException:
+        for fd in ours:
+            os.close(fd)
+        raise
+    finally:
+        for fd in close_after:
+            os.close(fd)
+    return RunningTask(
+        loop=loop,
+        proc=proc,
+        pidfd=pidfd,
+        outputs=outputs,
+        stdin_fd=stdin_fd,
+        log_path=log_path,
+        task_index=task_index,
+        job_id=job_id,
+        task_id=task_id,
+        argv=argv,
+        cwd=cwd,
+        env=env,
+        tty=tty,
+        on_exit=on_exit,
+    )
