@@ -17,7 +17,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,8 @@ from .watch import DEFAULT_MAX_INTERVAL, CallbackSubscription, Waiter
 if TYPE_CHECKING:
     from .client import Client
     from .drivers.base import Driver, ListQuery
+    from .portforward import ForwardError, PortForward
+    from .stdio import StdStream
     from .where import Expr
 
 __all__ = ["Jobs"]
@@ -569,7 +571,7 @@ class Jobs:
     # -- interactive (aiofarm.stdio / aiofarm.portforward) --------------------------
     def attach(
         self, job_id: str, *, stdin: bool = True, stdout: bool = True, stderr: bool = True
-    ) -> Any:
+    ) -> AbstractAsyncContextManager[StdStream]:
         """``async with farm.jobs.attach(id) as stream:`` — the job's own stdio."""
         from . import stdio
 
@@ -585,21 +587,34 @@ class Jobs:
         stdin: bool = True,
         stdout: bool = True,
         stderr: bool = True,
-    ) -> Any:
-        """``async with farm.jobs.exec(id, ["bash"], tty=True) as stream:``"""
+        size: tuple[int, int] | None = None,
+    ) -> AbstractAsyncContextManager[StdStream]:
+        """``async with farm.jobs.exec(id, ["bash"], tty=True) as stream:``
+
+        ``size=(rows, cols)`` starts a tty at that size (no resize race at start)."""
         from . import stdio
 
         check_id(job_id, "job_id")
         return stdio.open_exec(
-            self._driver, job_id, command, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr
+            self._driver, job_id, command, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr, size=size
         )
 
-    def port_forward(self, job_id: str, *, local_port: int = 0, job_port: int, **kwargs: Any) -> Any:
-        """``async with farm.jobs.port_forward(id, job_port=8080) as fwd: fwd.local_port``"""
+    def port_forward(
+        self,
+        job_id: str,
+        *,
+        local_port: int = 0,
+        job_port: int,
+        on_error: Callable[[ForwardError], None] | None = None,
+    ) -> AbstractAsyncContextManager[PortForward]:
+        """``async with farm.jobs.port_forward(id, job_port=8080) as fwd: fwd.local_port``
+
+        Listens on 127.0.0.1 (``local_port=0`` picks a free port). Each connection's
+        failure is reported to ``on_error``, ``fwd.errors`` and ``fwd.events()``."""
         from . import portforward
 
         check_id(job_id, "job_id")
-        return portforward.port_forward(self._driver, job_id, local_port, job_port, **kwargs)
+        return portforward.port_forward(self._driver, job_id, local_port, job_port, on_error=on_error)
 
 
 def _coerce_status(value: JobStatus | str, field: str) -> JobStatus:

@@ -101,26 +101,44 @@ async def _pump_stdin(stream: StdStream, *, detach_key: bytes | None) -> bool:
             return False  # the remote stdin is gone; output may still come
 
 
-async def _follow_winch(stream: StdStream, fd: int) -> None:
+class _Outcome:
+    """How a session ended: output over, the user detached, or a signal stopped us."""
+
+    def __init__(self) -> None:
+        self.detached = False
+        self.signal: int | None = None
+
+
+async def _follow_signals(
+    stream: StdStream, fd: int, raw: bool, outcome: _Outcome, stop: Any
+) -> None:
+    """SIGWINCH → resize (raw sessions); SIGTERM/SIGHUP → leave cleanly, so the terminal
+    is restored and an exec'd process is killed, not orphaned."""
     import anyio
 
-    with anyio.open_signal_receiver(signal.SIGWINCH) as signals:
-        async for _ in signals:
-            size = os.get_terminal_size(fd)
-            await stream.resize(rows=size.lines, cols=size.columns)
+    wanted = [signal.SIGTERM, signal.SIGHUP] + ([signal.SIGWINCH] if raw else [])
+    with anyio.open_signal_receiver(*wanted) as signals:
+        async for signum in signals:
+            if signum == signal.SIGWINCH:
+                size = os.get_terminal_size(fd)
+                await stream.resize(rows=size.lines, cols=size.columns)
+            else:
+                outcome.signal = int(signum)
+                stop()
+                return
 
 
 async def _session(
     stream: StdStream, *, interactive: bool, raw: bool, detach_key: bytes | None
-) -> bool:
-    """Relay this terminal and the session until the output ends (or a detach).
-    Returns True if the user detached."""
+) -> _Outcome:
+    """Relay this terminal and the session until the output ends, a detach, or SIGTERM /
+    SIGHUP."""
     import anyio
 
     in_fd = sys.stdin.fileno()
     out_fd, err_fd = sys.stdout.fileno(), sys.stderr.fileno()
     sys.stdout.flush()
-    detached = False
+    outcome = _Outcome()
     if raw:
         size = os.get_terminal_size(in_fd)
         await stream.resize(rows=size.lines, cols=size.columns)
@@ -128,19 +146,17 @@ async def _session(
         async with anyio.create_task_group() as tg:
 
             async def stdin_task() -> None:
-                nonlocal detached
                 if await _pump_stdin(stream, detach_key=detach_key):
-                    detached = True
+                    outcome.detached = True
                     tg.cancel_scope.cancel()
 
             if interactive:
                 tg.start_soon(stdin_task)
-            if raw:
-                tg.start_soon(_follow_winch, stream, in_fd)
+            tg.start_soon(_follow_signals, stream, in_fd, raw, outcome, tg.cancel_scope.cancel)
             while (msg := await stream.read_out()) is not None:
                 _write_all(err_fd if msg.fileno == 2 else out_fd, msg.data)
             tg.cancel_scope.cancel()
-    return detached
+    return outcome
 
 
 async def _exec(
@@ -166,7 +182,9 @@ async def _exec(
             size=size,
         ) as stream,
     ):
-        await _session(stream, interactive=interactive, raw=raw, detach_key=None)
+        outcome = await _session(stream, interactive=interactive, raw=raw, detach_key=None)
+        if outcome.signal is not None:
+            return 128 + outcome.signal  # leaving the context kills the command
         return _exit_code(await stream.wait())
 
 
@@ -178,10 +196,12 @@ async def _attach(opts: Any, job_id: str, interactive: bool) -> int:
         raw = stream.tty and interactive and sys.stdin.isatty()
         if raw:
             _main()._note(f"attached to {job_id}; Ctrl-] detaches", dim=True)
-        detached = await _session(
+        outcome = await _session(
             stream, interactive=interactive, raw=raw, detach_key=DETACH_KEY if raw else None
         )
-        if detached:
+        if outcome.signal is not None:
+            return 128 + outcome.signal
+        if outcome.detached:
             _main()._note(f"detached from {job_id}; it goes on", dim=True)
             return 0
         return _exit_code(stream.exit_code)
