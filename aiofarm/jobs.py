@@ -27,7 +27,7 @@ import anyio
 from .errors import InvalidSpec, JobNotFound, WaitTimeout
 from .models import Capability, CompletionResult, Job, JobEvent, JobSpec, JobStatus, Resources, Task
 from .validation import as_ids, check_id, check_priority, dependency_order, validate_spec
-from .watch import DEFAULT_MAX_INTERVAL, CallbackSubscription, Waiter
+from .watch import DEFAULT_MAX_INTERVAL, CallbackSubscription, Waiter, batched_get
 
 if TYPE_CHECKING:
     from .client import Client
@@ -225,10 +225,9 @@ class Jobs:
 
     # -- read --------------------------------------------------------------------
     async def _get_many(self, ids: Sequence[str]) -> dict[str, Job]:
-        driver = self._driver
-        found: dict[str, Job] = {}
-        for start in range(0, len(ids), driver.max_batch_get):
-            found.update(await driver.get_jobs(ids[start : start + driver.max_batch_get]))
+        found, error = await batched_get(self._driver, ids)
+        if error is not None:
+            raise error
         return found
 
     async def get(self, job_id: str) -> Job:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -31,11 +31,39 @@ from .models import Capability, Job, JobStatus
 if TYPE_CHECKING:
     from .drivers.base import Driver
 
-__all__ = ["Hub", "Subscription"]
+__all__ = ["Hub", "Subscription", "batched_get"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_INTERVAL = 120.0
+
+
+async def batched_get(driver: Driver, ids: Sequence[str]) -> tuple[dict[str, Job], FarmError | None]:
+    """Every job of ``ids`` the back end knows, in chunks of ``driver.max_batch_get``
+    with up to ``driver.max_concurrent_gets`` chunks in flight. What the chunks that
+    worked returned comes back with the first error, so one failed request does not
+    throw away the rest of a round."""
+    batch = driver.max_batch_get
+    if len(ids) <= batch:
+        try:
+            return await driver.get_jobs(ids), None
+        except FarmError as exc:
+            return {}, exc
+    found: dict[str, Job] = {}
+    errors: list[FarmError] = []
+    limit = anyio.Semaphore(driver.max_concurrent_gets)
+
+    async def one(chunk: Sequence[str]) -> None:
+        async with limit:
+            try:
+                found.update(await driver.get_jobs(chunk))
+            except FarmError as exc:
+                errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for start in range(0, len(ids), batch):
+            tg.start_soon(one, ids[start : start + batch])
+    return found, (errors[0] if errors else None)
 
 
 def version(job: Job) -> int:
@@ -221,21 +249,20 @@ class Hub:
     async def _fetch(self, ids: Iterable[str]) -> bool:
         """One batched read of ``ids``. True if any watched status changed."""
         ids = list(ids)
-        batch = self._driver.max_batch_get
+        found, error = await batched_get(self._driver, ids)
         changed = False
-        for start in range(0, len(ids), batch):
-            chunk = ids[start : start + batch]
-            found = await self._driver.get_jobs(chunk)
-            for job_id in chunk:
-                job = found.get(job_id)
-                if job is None:
-                    if job_id in self._subs:
-                        self._fail(job_id, JobNotFound(job_id, driver=self._driver.name))
-                    continue
-                if self._status.get(job_id) is not job.status:
-                    self._status[job_id] = job.status
-                    changed = True
-                self.offer(job)
+        for job_id in ids:
+            job = found.get(job_id)
+            if job is None:
+                if error is None and job_id in self._subs:
+                    self._fail(job_id, JobNotFound(job_id, driver=self._driver.name))
+                continue
+            if self._status.get(job_id) is not job.status:
+                self._status[job_id] = job.status
+                changed = True
+            self.offer(job)
+        if error is not None:
+            raise error
         return changed
 
     def _max_interval(self) -> float:

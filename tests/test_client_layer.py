@@ -124,7 +124,10 @@ async def test_ten_thousand_waits_cost_one_batched_round() -> None:
         async with anyio.create_task_group() as tg:
             for job in jobs:
                 tg.start_soon(waiter, job.id)
-            await anyio.sleep(0.05)
+            with anyio.fail_after(30):
+                while farm.hub.watched < n or driver.calls["get_jobs"] < n / driver.max_batch_get:
+                    await anyio.sleep(0.01)
+            await anyio.sleep(0.1)  # (the poller's next round is 0.5 s away)
             # every wait registered; the first fetch was batched: n / 100 calls
             first = driver.calls["get_jobs"]
             assert first == math.ceil(n / driver.max_batch_get)

@@ -135,6 +135,8 @@ class Driver:
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     #: how many ids one ``get_jobs`` call may carry (the shared poller chunks by this)
     max_batch_get: ClassVar[int] = 100
+    #: how many ``get_jobs`` calls the client layer may have in flight at once
+    max_concurrent_gets: ClassVar[int] = 8
 
     # -- lifecycle ---------------------------------------------------------------
     @classmethod

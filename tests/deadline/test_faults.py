@@ -1,0 +1,52 @@
+"""Fault injection: with a quarter of all API calls throttled, failing with 500 or
+reset mid-request, a thousand concurrent waits through the client's shared poller all
+end with the right outcome."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+import aiofarm
+from aiofarm import JobStatus
+from tests.fakes.deadline.process import FakeDeadlineProcess
+
+pytestmark = pytest.mark.anyio
+
+OK = '{"specificationVersion":"jobtemplate-2023-09","name":"fine","steps":[{"name":"s","script":{"actions":{"onRun":{"command":"true"}}}}]}'
+BAD = OK.replace('"fine"', '"doomed"')
+
+
+async def test_thousand_waits_survive_throttling_500s_and_resets(
+    fake: FakeDeadlineProcess, url: str
+) -> None:
+    good = fake.admin(
+        "seed", {"count": 800, "template": OK, "templateType": "JSON", "maxRetriesPerTask": 0}
+    )["jobIds"]
+    bad = fake.admin(
+        "seed", {"count": 200, "template": BAD, "templateType": "JSON", "maxRetriesPerTask": 0}
+    )["jobIds"]
+    fake.fail({"job_name": "^doomed$"})
+    async with aiofarm.Client(url, max_attempts=3) as farm:
+        fake.faults(rate=0.25, kinds=["throttle", "500", "reset"], seed=7)
+        fake.auto(0.1)
+        results: dict[str, aiofarm.CompletionResult] = {}
+
+        async def wait(job_id: str) -> None:
+            results[job_id] = await farm.jobs.wait(job_id, timeout=100, max_interval=2)
+
+        with anyio.fail_after(110):
+            async with anyio.create_task_group() as tg:
+                for job_id in good + bad:
+                    tg.start_soon(wait, job_id)
+        injected = fake.stats()
+        fake.faults(rate=0)
+    assert len(results) == 1000
+    assert {results[j].status for j in good} == {JobStatus.SUCCEEDED}
+    assert {results[j].status for j in bad} == {JobStatus.FAILED}
+    for job_id in bad:
+        (task,) = results[job_id].failed_tasks
+        assert task.status is JobStatus.FAILED and task.exit_code == 1
+    # status came from batched reads only: 10 BatchGetJob per round, never GetJob
+    assert injected.get("GetJob", 0) == 0
+    assert injected["BatchGetJob"] >= 10

@@ -1,0 +1,1 @@
+"""A fake AWS Deadline Cloud service held to botocore's own service model."""

@@ -1,0 +1,93 @@
+"""``python -m tests.fakes.deadline --port N``: run the fake Deadline Cloud service.
+
+With ``--moto`` it also starts moto's CloudWatch Logs server (ThreadedMotoServer) on a
+free port. Prints one line ``READY {json}`` (ports and the seeded farm/queue/fleet ids)
+on stdout once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+
+from aiohttp import web
+
+from .server import FakeServer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _main(args: argparse.Namespace) -> None:
+    moto = None
+    logs_endpoint = args.logs_endpoint
+    if args.moto:
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+        port = _free_port()
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        moto.start()
+        logs_endpoint = f"http://127.0.0.1:{port}"
+    server = FakeServer(
+        logs_endpoint=logs_endpoint,
+        workers=args.workers,
+        auto_interval=args.auto,
+        execute=args.execute,
+    )
+    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=1024)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    info = {
+        "port": port,
+        "endpoint": f"http://127.0.0.1:{port}",
+        "logsEndpoint": logs_endpoint,
+        **server.state.default,
+    }
+    print("READY " + json.dumps(info), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # stdin closing means the parent died: never outlive it
+    if args.die_with_parent:
+        loop.run_in_executor(None, lambda: (sys.stdin.read(), loop.call_soon_threadsafe(stop.set)))
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        if moto is not None:
+            moto.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.deadline")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--moto", action="store_true", help="start moto CloudWatch Logs too")
+    parser.add_argument("--logs-endpoint", default=None)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--auto", type=float, default=None, help="tick every AUTO seconds")
+    parser.add_argument("--die-with-parent", action="store_true")
+    parser.add_argument("--execute", action="store_true", help="workers really run task commands")
+    args = parser.parse_args()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "fake")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "fake")
+    asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    main()
