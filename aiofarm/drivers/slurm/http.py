@@ -1,0 +1,214 @@
+"""The HTTP session to slurmrestd: JWT headers, retries, error translation.
+
+aiohttp is imported here only when a session opens, so ``import aiofarm`` stays
+light. No aiohttp exception leaves this module: transient failures are retried
+with :func:`aiofarm.backoff.retry_transient`, then become ``ConnectionLost``;
+Slurm's own errors become :class:`SlurmAPIError` (the driver maps them to
+``JobNotFound`` / ``InvalidSpec`` / ``BackendError``) or ``AuthError``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ...backoff import retry_transient
+from ...errors import AuthError, BackendError, ConnectionLost
+
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["SlurmAPIError", "SlurmHTTP"]
+
+DRIVER = "slurm"
+
+#: Slurm error numbers worth retrying: communication errors between slurmrestd and
+#: slurmctld (1000-1099, 1800-1899) and "Job can not be altered now, try again later".
+TRANSITION_STATE_NO_UPDATE = 2020
+#: "Zero Bytes were transmitted or received": what a submit with a rejected JWT gets
+ZERO_BYTES = 5005
+_TRANSIENT_NUMBERS = frozenset({*range(1000, 1100), *range(1800, 1900), TRANSITION_STATE_NO_UPDATE})
+_TRANSIENT_TEXT = ("can not be altered now", "try again later", "Unable to contact slurm controller")
+
+
+class SlurmAPIError(Exception):
+    """slurmrestd answered with Slurm errors (internal to the driver package)."""
+
+    def __init__(self, status: int, number: int | None, message: str, source: str = "") -> None:
+        self.status = status
+        self.number = number
+        self.message = message
+        self.source = source
+        super().__init__(f"HTTP {status}: {number}: {message}")
+
+    def to_backend(self) -> BackendError:
+        return BackendError(DRIVER, self.number, self.message)
+
+
+class _Transient(Exception):
+    def __init__(self, why: str, api: SlurmAPIError | None = None) -> None:
+        super().__init__(why)
+        self.api = api
+
+
+def _first_error(data: Mapping[str, Any]) -> tuple[int | None, str, str]:
+    errors = data.get("errors")
+    if isinstance(errors, list):
+        for err in errors:
+            if not isinstance(err, dict):
+                continue
+            num = err.get("error_number", err.get("error_code"))
+            if isinstance(num, int) and num == 0:
+                continue
+            text = err.get("description") or err.get("error") or "error"
+            if err.get("description") and err.get("error") and err["error"] != err["description"]:
+                text = f"{err['description']} ({err['error']})"
+            return (num if isinstance(num, int) else None), str(text), str(err.get("source") or "")
+    return None, "", ""
+
+
+class SlurmHTTP:
+    """One aiohttp session to slurmrestd. ``requests`` counts HTTP requests sent
+    (benchmarks read it)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        unix_path: str | None,
+        user: str,
+        token: str,
+        timeout: float = 30.0,
+        attempts: int = 6,
+        reload_token: Callable[[], str | None] | None = None,
+        auth_probe: str | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.unix_path = unix_path
+        self.user = user
+        self.token = token
+        self.timeout = timeout
+        self.attempts = attempts
+        self.requests = 0
+        self.not_modified = 0  # 304 answers (GET /jobs?update_time= with no change)
+        # token_file users rotate tokens: on a rejection the file is read again once
+        self._reload_token = reload_token
+        # a cheap authenticated path to tell a rejected JWT from a real socket error
+        self._auth_probe = auth_probe
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        import aiohttp
+
+        # keep-alive, never force_close: slurmrestd 22.05 answers a request that says
+        # "Connection: close" with a stray "Connection: Close" line after the body,
+        # which breaks HTTP framing
+        connector: aiohttp.BaseConnector
+        if self.unix_path is not None:
+            connector = aiohttp.UnixConnector(path=self.unix_path, limit=16)
+        else:
+            connector = aiohttp.TCPConnector(limit=16)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+        )
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Mapping[str, Any] | None = None,
+        retry_numbers: frozenset[int] = frozenset(),
+    ) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON body). 304 comes back as (304, {})."""
+        import asyncio
+
+        import aiohttp
+
+        session = self._session
+        if session is None:
+            raise ConnectionLost("the Slurm driver is not open")
+        url = self.base_url + path
+        payload = json.dumps(body).encode() if body is not None else None
+
+        async def once() -> tuple[int, dict[str, Any]]:
+            self.requests += 1
+            headers = {"X-SLURM-USER-NAME": self.user, "X-SLURM-USER-TOKEN": self.token}
+            if payload is not None:
+                headers["Content-Type"] = "application/json"
+            async with session.request(method, url, params=params, data=payload, headers=headers) as resp:
+                status = resp.status
+                text = await resp.text() if status != 304 else ""
+            if status == 304:
+                self.not_modified += 1
+                return status, {}
+            if status == 401:
+                raise AuthError(
+                    f"slurmrestd at {self.base_url} refused the request (HTTP 401): "
+                    "no JWT was accepted; pass token=/token_file= or set SLURM_JWT"
+                )
+            try:
+                data = json.loads(text) if text.strip() else {}
+            except ValueError:
+                if status >= 500:
+                    raise _Transient(f"HTTP {status}: {text[:200]}") from None
+                raise BackendError(DRIVER, status, f"{method} {path}: {text[:200]}") from None
+            if not isinstance(data, dict):
+                raise BackendError(DRIVER, status, "unexpected JSON answer")
+            if status < 400:
+                return status, data
+            number, message, source = _first_error(data)
+            err = SlurmAPIError(status, number, message or f"HTTP {status}", source)
+            if number == -1 and status >= 500:
+                # slurmrestd reports a rejected JWT as HTTP 500 "Unspecified error" (-1)
+                # from whatever call it was making, never as 401
+                raise AuthError(
+                    f"slurmrestd rejected the credentials of user {self.user!r} "
+                    f"(HTTP {status}, Slurm error -1: {message}); the JWT is invalid or expired"
+                )
+            if number == ZERO_BYTES and self._auth_probe is not None and path != self._auth_probe:
+                # slurmctld drops the connection of a rejected (e.g. expired) JWT on
+                # some calls (submit): ask the probe, which says -1 if that is it
+                await self.call("GET", self._auth_probe)
+                raise _Transient(message, err)
+            if number in _TRANSIENT_NUMBERS or number in retry_numbers or any(
+                t in message for t in _TRANSIENT_TEXT
+            ):
+                raise _Transient(message, err)
+            if number is None and status in (502, 503, 504):
+                raise _Transient(f"HTTP {status}", err)
+            raise err
+
+        def transient(exc: BaseException) -> bool:
+            return isinstance(exc, (_Transient, aiohttp.ClientError, asyncio.TimeoutError, OSError)) and not (
+                isinstance(exc, aiohttp.InvalidURL)
+            )
+
+        try:
+            try:
+                return await retry_transient(once, is_transient=transient, attempts=self.attempts)
+            except AuthError:
+                fresh = self._reload_token() if self._reload_token is not None else None
+                if not fresh or fresh == self.token:
+                    raise
+                self.token = fresh
+                return await retry_transient(once, is_transient=transient, attempts=self.attempts)
+        except _Transient as exc:
+            if exc.api is not None:
+                raise exc.api.to_backend() from None
+            raise ConnectionLost(f"slurmrestd at {self.base_url} keeps failing: {exc}") from None
+        except aiohttp.InvalidURL as exc:
+            raise BackendError(DRIVER, None, f"invalid URL {exc}") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            what = type(exc).__name__
+            raise ConnectionLost(
+                f"cannot reach slurmrestd at {self.unix_path or self.base_url}: {what}: {str(exc)[:300]}"
+            ) from None
