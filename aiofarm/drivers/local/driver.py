@@ -310,6 +310,7 @@ class LocalDriver(Driver):
             Capability.ATTACH,
             Capability.EXEC,
             Capability.PORT_FORWARD,
+            Capability.FUNCTIONS,
         }
     )
     max_batch_get: ClassVar[int] = 900  # SQLite's bound-parameter budget per IN (...)
