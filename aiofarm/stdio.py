@@ -179,13 +179,6 @@ async def _session(channel: StdioChannel, stream: StdStream) -> AsyncIterator[St
             await channel.aclose()
 
 
-def _takes_size(driver: Driver) -> bool:
-    import inspect
-
-    params = inspect.signature(driver.open_stdio).parameters
-    return "size" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
 def _check_flags(**flags: object) -> None:
     for name, value in flags.items():
         if not isinstance(value, bool):
@@ -230,30 +223,17 @@ async def open_exec(
     size from the first instant (default 24x80). Leaving kills what still runs."""
     _check_flags(tty=tty, stdin=stdin, stdout=stdout, stderr=stderr)
     argv = normalize_command(command)
-    extra: dict[str, tuple[int, int]] = {}
-    if size is not None:
-        if (
-            not isinstance(size, tuple)
-            or len(size) != 2
-            or not all(
-                isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536 for v in size
-            )
-        ):
-            raise InvalidSpec("size", f"must be (rows, cols) ints in 1..65535, got {size!r}")
-        extra["size"] = size
+    if size is not None and (
+        not isinstance(size, tuple)
+        or len(size) != 2
+        or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536 for v in size
+        )
+    ):
+        raise InvalidSpec("size", f"must be (rows, cols) ints in 1..65535, got {size!r}")
     await check_running(driver, job_id, "exec")
-    late_resize = bool(extra) and not _takes_size(driver)
-    if late_resize:
-        del extra["size"]  # a driver whose open_stdio predates ``size``: resize at once
     channel = await driver.open_stdio(
-        job_id, argv, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr, **extra
+        job_id, argv, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr, size=size
     )
-    if late_resize and size is not None:
-        try:
-            await channel.resize(*size)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await channel.aclose()
-            raise
     async with _session(channel, StdStream(channel, job_id=job_id, stdin=stdin, exec_=True)) as s:
         yield s

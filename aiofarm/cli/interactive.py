@@ -162,7 +162,6 @@ async def _session(
 async def _exec(
     opts: Any, job_id: str, command: tuple[str, ...], interactive: bool, tty: bool
 ) -> int:
-    from ..stdio import open_exec
 
     raw = tty and interactive and sys.stdin.isatty()
     size = None
@@ -171,16 +170,7 @@ async def _exec(
         size = (term.lines, term.columns)  # from the first instant, not a resize later
     async with (
         opts.client() as farm,
-        open_exec(
-            farm.driver,
-            job_id,
-            list(command),
-            tty=tty,
-            stdin=interactive,
-            stdout=True,
-            stderr=True,
-            size=size,
-        ) as stream,
+        farm.jobs.exec(job_id, list(command), tty=tty, stdin=interactive, size=size) as stream,
     ):
         outcome = await _session(stream, interactive=interactive, raw=raw, detach_key=None)
         if outcome.signal is not None:
