@@ -49,6 +49,7 @@ _LAZY = {
     "LogPage": "models",
     "Message": "models",
     "PathMappingRule": "models",
+    "PathMapping": "pathmap",
     "Pool": "models",
     "Resources": "models",
     "StatusTransition": "models",
@@ -127,6 +128,7 @@ if TYPE_CHECKING:
         Task,
         Worker,
     )
+    from .pathmap import PathMapping
     from .pools import Pools
     from .portforward import ForwardError, ForwardEvent, PortForward
     from .stdio import StdStream

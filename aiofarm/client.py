@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .functions import Functions
     from .jobs import Jobs
     from .logs import Logs
+    from .pathmap import PathMapping
     from .pools import Pools
     from .watch import Hub
     from .workers import Workers
@@ -184,6 +185,7 @@ class Client:
         self._supervisor: _Supervisor | None = None
         self._closed = False
         self._path_mapping_rules = tuple(path_mapping)
+        self._path_mapping: PathMapping | None = None
 
         from .jobs import Jobs
         from .logs import Logs
@@ -290,8 +292,13 @@ class Client:
         return self._functions
 
     @property
-    def path_mapping(self) -> tuple[PathMappingRule, ...]:
-        return self._path_mapping_rules
+    def path_mapping(self) -> PathMapping:
+        """The rules applied to every submission: ``add``, ``list``, ``remove``."""
+        if self._path_mapping is None:
+            from .pathmap import PathMapping
+
+            self._path_mapping = PathMapping(self._path_mapping_rules)
+        return self._path_mapping
 
     def __repr__(self) -> str:
         state = "open" if self._driver is not None else ("closed" if self._closed else "new")

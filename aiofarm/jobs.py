@@ -135,11 +135,11 @@ class Jobs:
         if not specs:
             return []
         checked = [validate_spec(spec, f"specs[{i}]") for i, spec in enumerate(specs)]
-        rules = self._client.path_mapping
+        rules = self._client.path_mapping.list()
         if rules or any(s.path_mapping for s in checked):
-            from .pathmap import apply_to_spec
+            from .pathmap import prepare_spec
 
-            checked = [apply_to_spec(s, rules) for s in checked]
+            checked = [prepare_spec(s, rules) for s in checked]
         if any(s.template is not None for s in checked):
             self._client.require(Capability.SUBMIT_TEMPLATE, "template jobs")
         order, external = dependency_order(checked)
@@ -169,14 +169,16 @@ class Jobs:
         parameters: Mapping[str, Any] | None = None,
         name: str | None = None,
         priority: int | None = None,
-        paused: bool = False,
+        paused: bool | None = None,
         max_failed_tasks: int | None = None,
         max_retries_per_task: int | None = None,
         pool: str | None = None,
         tags: Sequence[str] = (),
     ) -> Job:
         """Submit an Open Job Description job bundle directory (as the Deadline Cloud
-        client reads it: template.yaml|json, parameter_values, asset_references)."""
+        client reads it: template.yaml|json, parameter_values, asset_references).
+        Settings left as None come from the bundle's parameter values
+        (``deadline:priority``, ``deadline:targetTaskRunStatus``, ...)."""
         from . import bundles
 
         spec = bundles.load_bundle(
@@ -200,7 +202,7 @@ class Jobs:
         parameters: Mapping[str, Any] | None = None,
         name: str | None = None,
         priority: int | None = None,
-        paused: bool = False,
+        paused: bool | None = None,
         max_failed_tasks: int | None = None,
         max_retries_per_task: int | None = None,
         pool: str | None = None,

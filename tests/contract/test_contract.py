@@ -190,3 +190,17 @@ async def test_many_concurrent_waits(farm: Client) -> None:
     async for job in farm.jobs.as_completed([j.id for j in jobs], timeout=30):
         done.append(job.id)
     assert sorted(done) == sorted(j.id for j in jobs)
+
+
+async def test_functions_run_or_are_unsupported(farm: Client) -> None:
+    import operator
+
+    if Capability.FUNCTIONS not in farm.capabilities:
+        with pytest.raises(UnsupportedError):
+            farm.functions.create(operator.mul)
+        return
+    fn = farm.functions.create(operator.mul, timeout=120)
+    batch = await fn.map([[2, 3], [4, 5]])
+    assert batch.is_success
+    values = sorted([await farm.functions.result(job) async for job in fn.as_completed(batch.jobs)])
+    assert values == [6, 20]

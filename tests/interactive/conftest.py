@@ -15,12 +15,9 @@ import pytest
 
 from aiofarm import Client
 from aiofarm.models import Job, JobStatus
+from tests.conftest import open_fds
 
 PY = sys.executable
-
-
-def open_fds() -> set[int]:
-    return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
 def open_sockets() -> set[int]:

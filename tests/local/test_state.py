@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import psutil
 import pytest
 import yarl
 
@@ -22,14 +21,11 @@ from aiofarm.drivers.base import Action, LogQuery
 from aiofarm.drivers.local import LocalDriver
 from aiofarm.errors import InvalidSpec, JobNotFound, PoolNotFound, StateLocked
 from aiofarm.models import Capability, Job, JobSpec, JobStatus, Resources
+from tests.conftest import open_fds
 
-from .helpers import GRACE, alive, open_driver, read_pids, wait_for, wait_gone
+from .helpers import GRACE, alive, descendants_of_me, open_driver, read_pids, wait_for, wait_gone
 
 pytestmark = pytest.mark.anyio
-
-
-def open_fds() -> set[int]:
-    return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
 async def test_state_is_sqlite_wal_with_tables(tmp_path: Path) -> None:
@@ -555,6 +551,9 @@ async def test_cancelled_wait_stream_and_list_leak_nothing(tmp_path: Path) -> No
     from aiofarm import Client
 
     before = open_fds()
+    # other suites' session fixtures (a fake service, a cluster) may run children of
+    # their own: count only what appears during this test
+    baseline = {p.pid for p in descendants_of_me()}
     async with Client("local://" + str(tmp_path), cancel_grace=GRACE) as farm:
         job = await farm.jobs.start(command="while :; do echo x; sleep 0.05; done")
         with anyio.move_on_after(0.3):
@@ -571,11 +570,19 @@ async def test_cancelled_wait_stream_and_list_leak_nothing(tmp_path: Path) -> No
                     await anyio.sleep(5)
         assert (await farm.jobs.get(job.id)).status is JobStatus.RUNNING
     assert open_fds() == before
-    left = [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    left = [p for p in descendants_of_me() if p.pid not in baseline]
     assert left == []
 
 
+_BASELINE: set[int] = set()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _children_at_module_start() -> None:
+    _BASELINE.update(p.pid for p in descendants_of_me())
+
+
 def test_no_leftover_children() -> None:
-    """Runs last in this module: nothing any test started is still running."""
-    left = [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    """Runs last in this module: nothing any test of it started is still running."""
+    left = [p for p in descendants_of_me() if p.pid not in _BASELINE]
     assert left == []
