@@ -38,17 +38,17 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_INTERVAL = 120.0
 
 
-async def batched_get(driver: Driver, ids: Sequence[str]) -> tuple[dict[str, Job], FarmError | None]:
+ChunkCallback = Callable[[Sequence[str], "dict[str, Job]"], None]
+
+
+async def batched_get(
+    driver: Driver, ids: Sequence[str], each: ChunkCallback | None = None
+) -> tuple[dict[str, Job], FarmError | None]:
     """Every job of ``ids`` the back end knows, in chunks of ``driver.max_batch_get``
-    with up to ``driver.max_concurrent_gets`` chunks in flight. What the chunks that
-    worked returned comes back with the first error, so one failed request does not
-    throw away the rest of a round."""
-    batch = driver.max_batch_get
-    if len(ids) <= batch:
-        try:
-            return await driver.get_jobs(ids), None
-        except FarmError as exc:
-            return {}, exc
+    with up to ``driver.max_concurrent_gets`` chunks in flight; ``each(chunk, found)``
+    sees every chunk's answer as soon as it arrives. What the chunks that worked
+    returned comes back with the first error, so one failed request does not throw
+    away the rest of a round."""
     found: dict[str, Job] = {}
     errors: list[FarmError] = []
     limit = anyio.Semaphore(driver.max_concurrent_gets)
@@ -56,9 +56,18 @@ async def batched_get(driver: Driver, ids: Sequence[str]) -> tuple[dict[str, Job
     async def one(chunk: Sequence[str]) -> None:
         async with limit:
             try:
-                found.update(await driver.get_jobs(chunk))
+                part = await driver.get_jobs(chunk)
             except FarmError as exc:
                 errors.append(exc)
+                return
+        found.update(part)
+        if each is not None:
+            each(chunk, part)
+
+    batch = driver.max_batch_get
+    if len(ids) <= batch:
+        await one(ids)
+        return found, (errors[0] if errors else None)
 
     async with anyio.create_task_group() as tg:
         for start in range(0, len(ids), batch):
@@ -248,19 +257,23 @@ class Hub:
 
     async def _fetch(self, ids: Iterable[str]) -> bool:
         """One batched read of ``ids``. True if any watched status changed."""
-        ids = list(ids)
-        found, error = await batched_get(self._driver, ids)
         changed = False
-        for job_id in ids:
-            job = found.get(job_id)
-            if job is None:
-                if error is None and job_id in self._subs:
-                    self._fail(job_id, JobNotFound(job_id, driver=self._driver.name))
-                continue
-            if self._status.get(job_id) is not job.status:
-                self._status[job_id] = job.status
-                changed = True
-            self.offer(job)
+
+        def deliver(chunk: Sequence[str], found: dict[str, Job]) -> None:
+            # as each chunk lands, not at the end of the round
+            nonlocal changed
+            for job_id in chunk:
+                job = found.get(job_id)
+                if job is None:
+                    if job_id in self._subs:
+                        self._fail(job_id, JobNotFound(job_id, driver=self._driver.name))
+                    continue
+                if self._status.get(job_id) is not job.status:
+                    self._status[job_id] = job.status
+                    changed = True
+                self.offer(job)
+
+        _, error = await batched_get(self._driver, list(ids), deliver)
         if error is not None:
             raise error
         return changed
