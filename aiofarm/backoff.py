@@ -45,9 +45,6 @@ class Backoff:
             return random.uniform(0, delay)
         return delay
 
-    def peek(self) -> float:
-        return self._next
-
     def reset(self) -> None:
         self._next = self.initial
 

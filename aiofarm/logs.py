@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from .backoff import Backoff
 from .errors import ConnectionLost, InvalidSpec, JobNotFound
-from .models import LogLine, LogPage
+from .models import Job, LogLine, LogPage
 from .validation import check_id
+from .watch import CallbackSubscription
 
 if TYPE_CHECKING:
     from .client import Client
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 __all__ = ["Logs"]
 
 _STREAMS = frozenset({"stdout", "stderr"})
+# on polling drivers a followed stream ends at most this long (plus one poll round)
+# after its job does; the poll is shared with every other watcher of the client
+FOLLOW_MAX_INTERVAL = 2.0
 
 
 def _query(
@@ -85,37 +89,52 @@ class Logs:
         if not follow:
             await client.jobs.get(job_id)  # JobNotFound before the first line, not after
 
+        # A follower learns that the job ended from the client's hub (push, or the one
+        # shared batched poller), not from a status request of its own per idle read.
+        ended: list[BaseException | None] = []
+
+        def on_job(job: Job) -> None:
+            if job.status.is_finished and not ended:
+                ended.append(None)
+
+        def on_error(job_id: str, exc: BaseException) -> None:
+            ended.append(exc)
+
         async def lines() -> AsyncGenerator[LogLine, None]:
             token: str | None = None
             idle = Backoff(0.05, 1.0)
             drained_after_finish = False
-            while True:
-                try:
-                    page = await driver.read_log(job_id, token, query)
-                except ConnectionLost:
-                    if not follow:
-                        raise
-                    await idle.sleep()  # the back end is away: resume from the same cursor
-                    continue
-                for line in page.lines:
-                    yield _stamp(line) if timestamps else line
-                if page.next_token is not None:
-                    token = page.next_token
-                if page.lines:
-                    idle.reset()
-                    continue
-                if not follow or drained_after_finish:
-                    return
-                try:
-                    job = await client.jobs.get(job_id)
-                except ConnectionLost:
+            sub = CallbackSubscription((job_id,), FOLLOW_MAX_INTERVAL, on_job, on_error)
+            if follow:
+                client.hub.register(sub)
+            try:
+                while True:
+                    try:
+                        page = await driver.read_log(job_id, token, query)
+                    except ConnectionLost:
+                        if not follow:
+                            raise
+                        await idle.sleep()  # the back end is away: resume from the same cursor
+                        continue
+                    for line in page.lines:
+                        yield _stamp(line) if timestamps else line
+                    if page.next_token is not None:
+                        token = page.next_token
+                    if page.lines:
+                        idle.reset()
+                        continue
+                    if not follow or drained_after_finish:
+                        return
+                    if ended:
+                        if ended[0] is not None:
+                            raise ended[0]
+                        # one more read: output written before the end may still be landing
+                        drained_after_finish = True
+                        continue
                     await idle.sleep()
-                    continue
-                if job.status.is_finished:
-                    # one more read: output written before the end may still be landing
-                    drained_after_finish = True
-                    continue
-                await idle.sleep()
+            finally:
+                if follow:
+                    client.hub.unregister(sub)
 
         it = lines()
         try:

@@ -221,9 +221,6 @@ class PathMapping:
         """``path`` mapped by ``extra`` (per-submission rules) and the client's rules."""
         return apply_rules([*extra, *self._rules], path)
 
-    def prepare(self, spec: JobSpec) -> JobSpec:
-        return prepare_spec(spec, self._rules)
-
     def __iter__(self) -> Iterator[PathMappingRule]:
         return iter(tuple(self._rules))
 

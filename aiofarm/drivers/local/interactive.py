@@ -57,6 +57,7 @@ from ...errors import (
 )
 from ...models import JobStatus, Message, Task
 from ..base import StdioChannel
+from .process import pidfd_or_kill
 
 __all__ = [
     "ATTACH_BUFFER",
@@ -393,12 +394,7 @@ def spawn_exec(
             raise InvalidSpec("cwd", f"{cwd!r}: not a directory") from None
         except (OSError, subprocess.SubprocessError) as exc:
             raise InvalidSpec("command", f"{argv[0]!r}: cannot start: {exc}") from None
-        try:
-            pidfd = os.pidfd_open(proc.pid)
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
+        pidfd = pidfd_or_kill(proc)
     except BaseException:
         for fd in parent:
             os.close(fd)

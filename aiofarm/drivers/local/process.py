@@ -54,6 +54,18 @@ _READ_SIZE = 65536
 ARM_DELAY = 0.05
 
 
+
+def pidfd_or_kill(proc: subprocess.Popen[bytes]) -> int:
+    """A pidfd for a child just started in its own session; if there is none to be
+    had, the child's group is killed and reaped so nothing runs unwatched."""
+    try:
+        return os.pidfd_open(proc.pid)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
 def _set_ctty() -> None:  # pragma: no cover - runs in the child
     # Popen already called setsid(): make the pty slave (our fd 0) the session's
     # controlling terminal so job control, ^C and SIGWINCH work in the job
@@ -333,12 +345,7 @@ def spawn(
             outputs = {r_out: (1, b"o"), r_err: (2, b"e")}
             if stdin_fd is not None:
                 os.set_blocking(stdin_fd, False)
-        try:
-            pidfd = os.pidfd_open(proc.pid)
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
+        pidfd = pidfd_or_kill(proc)
     except BaseException:
         for fd in ours:
             os.close(fd)

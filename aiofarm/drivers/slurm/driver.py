@@ -134,7 +134,6 @@ class SlurmDriver(Driver):
             base_url=base_url, unix_path=unix_path, user=user, token=token or "", timeout=timeout,
             reload_token=reload, auth_probe=self._api("/ping"),
         )
-        self.slurm_release: str | None = None
         # the last full /jobs answer, grouped by aiofarm job id
         self._records: dict[str, list[Mapping[str, Any]]] = {}
         self._update_time: int | None = None
@@ -244,8 +243,6 @@ class SlurmDriver(Driver):
             raise UnsupportedError(
                 self.name, f"slurmrestd plugin {plugin!r}", f"aiofarm speaks openapi/{wire.API_VERSION}"
             )
-        slurm = meta.get("Slurm") if isinstance(meta, dict) else None
-        self.slurm_release = slurm.get("release") if isinstance(slurm, dict) else None
         try:
             os.makedirs(self.log_dir, exist_ok=True)
             if os.stat(self.log_dir).st_uid == os.geteuid():
