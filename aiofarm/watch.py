@@ -9,6 +9,15 @@ them from ONE source:
   calls (``driver.max_batch_get`` ids per call), starting at 0.5 s and doubling
   up to the smallest ``max_interval`` asked for while nothing changes.
 
+A round that takes many requests is expensive, so it cannot come often. When the
+driver has a change feed (``Driver.changes_since``: one request, "what changed
+since T", Deadline's SearchJobs) and a round takes more than one request, the
+poller asks the feed every 0.5 s between rounds and reads at once just the
+watched jobs it names; the full rounds come half as often and remain the truth,
+like a Kubernetes informer's resync. The feed only makes noticing sooner, so a
+change it never reports is still noticed by the next round (at most twice the
+back-off interval away).
+
 Newly registered ids are fetched at once, batched with every other id
 registered in the same tick, so ten thousand concurrent ``wait()`` calls cost
 one batched round, not ten thousand requests.
@@ -19,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +46,9 @@ __all__ = ["Hub", "Subscription", "batched_get"]
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_INTERVAL = 120.0
+PROBE_INTERVAL = 0.5  # the back-off's first step: a probe costs one request
+FEED_MARGIN = 1.0  # the feed's clock is the back end's: allow this much skew
+FEED_ROUND_FACTOR = 2  # with a feed, full rounds are a consistency check
 
 
 ChunkCallback = Callable[[Sequence[str], "dict[str, Job]"], None]
@@ -185,7 +198,10 @@ class Hub:
         self._poller_running = False
         self._push = Capability.PUSH in driver.capabilities
         self.rounds = 0  # completed poll rounds (for benchmarks and tests)
+        self.probes = 0  # answered change-feed probes (for benchmarks and tests)
         self._status: dict[str, JobStatus] = {}  # last status the poller saw per id
+        self._feed = driver.change_feed and not self._push
+        self._since: float | None = None  # wall time every watched job was last read by
         if self._push:
             driver.subscribe(self.offer)
 
@@ -286,9 +302,61 @@ class Hub:
                     best = sub.max_interval
         return DEFAULT_MAX_INTERVAL if best is math.inf else best
 
+    def _probing(self) -> bool:
+        # a round of one request is as cheap as a probe: then just poll
+        return self._feed and len(self._subs) > self._driver.max_batch_get
+
+    async def _between_rounds(self, delay: float, moving: bool) -> None:
+        """Wait ``delay`` for the next round, or less: a registration ends the wait,
+        and so does a probe of the change feed that says to read everything now.
+        ``moving``: the last round saw changes, so more may have come in while it
+        read; the first probe goes at once."""
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        end = loop.time() + delay
+        while (left := end - loop.time()) > 0:
+            probing = self._probing()
+            if not (probing and moving):
+                with anyio.move_on_after(min(PROBE_INTERVAL, left) if probing else left):
+                    await self._wake.wait()
+            moving = False
+            if self._new or not probing or loop.time() >= end:
+                return
+            if not await self._probe():
+                return
+
+    async def _probe(self) -> bool:
+        """One look at the change feed. False: run the full round now."""
+        if self._since is None:
+            return True
+        try:
+            seen, complete = await self._driver.changes_since(self._since - FEED_MARGIN)
+        except ConnectionLost:
+            log.debug("aiofarm: change feed probe failed", exc_info=True)
+            return True
+        except FarmError:
+            # e.g. not allowed to search: the rounds alone still notice everything
+            log.warning("aiofarm: change feed unavailable; polling only", exc_info=True)
+            self._feed = False
+            return True
+        self.probes += 1
+        status, subs = self._status, self._subs
+        changed = [i for i, s in seen.items() if i in subs and status.get(i) is not s]
+        if not changed:
+            return True
+        if not complete:
+            # a watched job changed, and more may have than the answer lists
+            return False
+        try:
+            await self._fetch(changed)
+        except FarmError:
+            return False
+        return True
+
     async def _run(self) -> None:
         self._wake = asyncio.Event()
         backoff = Backoff(0.5, max(0.5, self._max_interval()))
+        moving = False  # the last round saw a change
         try:
             while self._subs:
                 self._wake.clear()
@@ -296,6 +364,7 @@ class Hub:
                     # let every wait() started in this tick register first
                     await asyncio.sleep(0)
                     new, self._new = self._new, set()
+                    started = time.time()
                     try:
                         await self._fetch(new)
                     except ConnectionLost:
@@ -307,6 +376,8 @@ class Hub:
                         for job_id in new:
                             self._fail(job_id, exc)
                         continue
+                    if self._since is None:
+                        self._since = started
                     if self._push:
                         continue
                 if self._push or not self._subs:
@@ -315,10 +386,13 @@ class Hub:
                     continue
                 backoff.maximum = max(0.5, self._max_interval())
                 delay = backoff.next()
-                with anyio.move_on_after(delay):
-                    await self._wake.wait()
+                if self._probing():
+                    delay *= FEED_ROUND_FACTOR
+                await self._between_rounds(delay, moving)
+                moving = False
                 if self._new:
                     continue  # woken by a registration: serve it, keep the schedule
+                started = time.time()
                 try:
                     changed = await self._fetch(list(self._subs))
                 except ConnectionLost:
@@ -329,10 +403,12 @@ class Hub:
                     for job_id in list(self._subs):
                         self._fail(job_id, exc)
                     continue
+                self._since = started
                 self.rounds += 1
                 if changed:
                     backoff.reset()
+                    moving = True
         finally:
             self._poller_running = False
             self._wake = None
-
+            self._since = None

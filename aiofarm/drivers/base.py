@@ -137,6 +137,8 @@ class Driver:
     max_batch_get: ClassVar[int] = 100
     #: how many ``get_jobs`` calls the client layer may have in flight at once
     max_concurrent_gets: ClassVar[int] = 8
+    #: whether :meth:`changes_since` is implemented (one cheap "what changed" query)
+    change_feed: ClassVar[bool] = False
 
     # -- lifecycle ---------------------------------------------------------------
     @classmethod
@@ -165,6 +167,15 @@ class Driver:
         """Many jobs in one call (at most ``max_batch_get`` ids). Unknown ids are
         simply absent from the result."""
         raise self._unsupported("get")
+
+    async def changes_since(self, since: float) -> tuple[dict[str, JobStatus], bool]:
+        """ONE request: the jobs whose state changed at or after ``since`` (seconds
+        since the epoch, this host's clock), each with the status it has now, and
+        whether that is all of them (False: there were more than one answer holds).
+
+        It may say too much (jobs that did not change, jobs nobody watches) but the
+        poller only trusts it to notice sooner: its full rounds stay the truth."""
+        raise self._unsupported("changes_since")
 
     async def list_page(
         self, query: ListQuery, page_token: str | None, page_size: int

@@ -125,6 +125,7 @@ class DeadlineDriver(Driver):
     #: does not wait for them one after another
     max_batch_get: ClassVar[int] = 100  # BatchGetJob's limit
     max_concurrent_gets: ClassVar[int] = 16
+    change_feed: ClassVar[bool] = True  # SearchJobs on startedAt/endedAt/updatedAt
 
     def __init__(
         self,
@@ -258,9 +259,10 @@ class DeadlineDriver(Driver):
                     config=config,
                 )
             )
-            # the poller's BatchGetJob requests are built here from ids that already
-            # passed wire.JOB_RE; botocore's per-request validation of 100 identifiers
-            # was a fifth of a poll round's CPU, so that one call skips it
+            # the poller's requests (BatchGetJob, and SearchJobs for the change feed)
+            # are built here from ids that already passed wire.JOB_RE and from fixed
+            # filters; botocore's per-request validation of 100 identifiers was a
+            # fifth of a poll round's CPU, so those calls skip it
             self._dl_status = await stack.enter_async_context(
                 session.create_client(
                     "deadline",
@@ -634,6 +636,23 @@ class DeadlineDriver(Driver):
                 f"deadline BatchGetJob: {len(wanted)} job(s) kept failing transiently"
             )
         return out
+
+    async def changes_since(self, since: float) -> tuple[dict[str, JobStatus], bool]:
+        resp = await self._call(
+            "search_jobs",
+            farmId=self.farm_id,
+            queueIds=[self.queue_id],
+            itemOffset=0,
+            pageSize=100,
+            filterExpressions=wire.changes_filter(datetime.fromtimestamp(since, timezone.utc)),
+            client=self._dl_status,
+        )
+        items = resp.get("jobs", [])
+        seen = {
+            j["jobId"]: wire.job_status(j.get("taskRunStatus"), j.get("lifecycleStatus"))
+            for j in items
+        }
+        return seen, int(resp.get("totalResults", 0)) <= len(items)
 
     def _check_pool(self, pool: str | None, field: str) -> None:
         if pool is None or pool in (self.queue_id, self._queue.get("displayName")):

@@ -469,6 +469,28 @@ def _group(operator: str, filters: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"operator": operator, "filters": filters}
 
 
+# a job's status changes when it starts, when it ends, or when someone updates it
+# (suspend, cancel, requeue); lesser moves (READY -> ASSIGNED) are left to full rounds
+CHANGE_FIELDS = ("STARTED_AT", "ENDED_AT", "UPDATED_AT")
+
+
+def changes_filter(since: datetime) -> dict[str, Any]:
+    """SearchJobs filterExpressions: jobs started, ended or updated at or after ``since``."""
+    return _group(
+        "OR",
+        [
+            {
+                "dateTimeFilter": {
+                    "name": name,
+                    "operator": "GREATER_THAN_EQUAL_TO",
+                    "dateTime": since,
+                }
+            }
+            for name in CHANGE_FIELDS
+        ],
+    )
+
+
 def search_filters(
     statuses: frozenset[JobStatus] | None,
     name: str | None,

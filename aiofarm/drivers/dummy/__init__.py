@@ -3,7 +3,9 @@
 Jobs never run by themselves: a test moves them with :meth:`DummyDriver.set_status`.
 It counts every primitive call in ``calls`` so tests and benchmarks can check
 how many back-end requests the client layer makes. ``dummy://?push=1`` makes it
-a push driver; by default it is polled, like Slurm or Deadline.
+a push driver; by default it is polled, like Slurm or Deadline. ``dummy://?feed=1``
+gives it a change feed (``changes_since``) answering at most ``feed_page`` jobs, like
+Deadline's SearchJobs.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import collections
 import itertools
 import signal as _signal
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ...errors import InvalidSpec, JobNotFound
+from ...errors import ConnectionLost, FarmError, InvalidSpec, JobNotFound
 from ...models import Capability, Job, JobSpec, JobStatus, LogLine, LogPage, Pool, StatusTransition
 from ..base import Action, Driver, JobUpdate, ListQuery, LogQuery
 
@@ -44,8 +47,12 @@ class DummyDriver(Driver):
     capabilities: ClassVar[frozenset[Capability]] = _BASE_CAPS
     max_batch_get: ClassVar[int] = 100
 
-    def __init__(self, push: bool = False, fail_get: int = 0) -> None:
+    def __init__(self, push: bool = False, fail_get: int = 0, feed: bool = False) -> None:
         self.push = push
+        self.change_feed = feed  # type: ignore[misc]  # per instance, like capabilities
+        self.feed_page = 100
+        self.feed_error: FarmError | None = None  # raised by every changes_since call
+        self.changed_at: dict[str, float] = {}  # job id -> wall time of its last change
         self.jobs: dict[str, Job] = {}
         self.logs: dict[str, list[LogLine]] = collections.defaultdict(list)
         self.calls: collections.Counter[str] = collections.Counter()
@@ -55,10 +62,13 @@ class DummyDriver(Driver):
 
     @classmethod
     def from_url(cls, url: yarl.URL, options: Mapping[str, Any]) -> Driver:
-        push = options.get("push", url.query.get("push", "0"))
-        if str(push) not in ("0", "1", "True", "False"):
-            raise InvalidSpec("url", f"push must be 0 or 1, got {push!r}")
-        driver = cls(push=str(push) in ("1", "True"))
+        flags = {}
+        for key in ("push", "feed"):
+            value = str(options.get(key, url.query.get(key, "0")))
+            if value not in ("0", "1", "True", "False"):
+                raise InvalidSpec("url", f"{key} must be 0 or 1, got {value!r}")
+            flags[key] = value in ("1", "True")
+        driver = cls(**flags)
         if driver.push:
             # an instance attribute shadows the class-level set for this driver only
             driver.capabilities = _BASE_CAPS | {Capability.PUSH}  # type: ignore[misc]
@@ -83,6 +93,7 @@ class DummyDriver(Driver):
             history=(*old.history, StatusTransition(status, now)),
         )
         self.jobs[job_id] = job
+        self.changed_at[job_id] = time.time()
         for fn in self._subscribers:
             fn(job)
         return job
@@ -120,8 +131,6 @@ class DummyDriver(Driver):
         return out
 
     async def get_jobs(self, ids: Sequence[str]) -> dict[str, Job]:
-        from ...errors import ConnectionLost
-
         self.calls["get_jobs"] += 1
         if len(ids) > self.max_batch_get:
             raise AssertionError(f"get_jobs called with {len(ids)} ids > {self.max_batch_get}")
@@ -129,6 +138,16 @@ class DummyDriver(Driver):
             self.fail_get -= 1
             raise ConnectionLost("dummy: injected failure")
         return {i: self.jobs[i] for i in ids if i in self.jobs}
+
+    async def changes_since(self, since: float) -> tuple[dict[str, JobStatus], bool]:
+        if not self.change_feed:
+            raise self._unsupported("changes_since")
+        self.calls["changes_since"] += 1
+        if self.feed_error is not None:
+            raise self.feed_error
+        hits = [i for i, t in self.changed_at.items() if t >= since]
+        page = hits[: self.feed_page]
+        return {i: self.jobs[i].status for i in page}, len(page) == len(hits)
 
     async def list_page(
         self, query: ListQuery, page_token: str | None, page_size: int
