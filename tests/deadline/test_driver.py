@@ -217,6 +217,40 @@ async def test_status_of_many_jobs_is_batched(fake: FakeDeadlineProcess, url: st
     assert stats["BatchGetJob"] <= 6  # 3 per round (250 ids / 100), one or two rounds
 
 
+async def test_change_feed_notices_a_cancel_without_a_full_round(
+    fake: FakeDeadlineProcess, url: str
+) -> None:
+    template = '{"specificationVersion":"jobtemplate-2023-09","name":"bulk","steps":[{"name":"s","script":{"actions":{"onRun":{"command":"true"}}}}]}'
+    ids = fake.admin("seed", {"count": 150, "template": template, "templateType": "JSON"})["jobIds"]
+    fake.advance(1)  # every job RUNNING
+    done: dict[str, JobStatus] = {}
+    async with aiofarm.Client(url) as farm:
+
+        async def wait(job_id: str) -> None:
+            done[job_id] = (await farm.jobs.wait(job_id, max_interval=60)).status
+
+        async with anyio.create_task_group() as tg:
+            for job_id in ids:
+                tg.start_soon(wait, job_id)
+            with anyio.fail_after(20):
+                while farm.hub.rounds < 2:  # noqa: ASYNC110 - the round counter has no event
+                    await anyio.sleep(0.01)
+            # the next full round is 4 s away; a probe (one SearchJobs) every 0.5 s
+            rounds = farm.hub.rounds
+            fake.admin("stats/reset", {})
+            await farm.jobs.cancel(ids[7])
+            with anyio.fail_after(20):
+                while ids[7] not in done:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            assert farm.hub.rounds == rounds
+            stats = fake.stats()
+            tg.cancel_scope.cancel()
+    assert done == {ids[7]: JobStatus.CANCELED}
+    assert stats["SearchJobs"] >= 1
+    assert stats["BatchGetJob"] == 1  # the canceled job alone, not 2 per round
+    assert stats.get("GetJob", 0) == 0
+
+
 async def test_pools_and_workers(fake: FakeDeadlineProcess, url: str) -> None:
     async with aiofarm.Client(url) as farm:
         pools = await farm.pools.list()

@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any
 
 from ...errors import InvalidSpec, UnsupportedError
@@ -75,21 +76,41 @@ def status_filter_values(statuses: frozenset[JobStatus]) -> list[str]:
 def _utc(value: Any) -> datetime | None:
     if value is None:
         return None
+    if isinstance(value, str):
+        # the poller reads ten thousand records a round, each with up to four times
+        try:
+            t = datetime.fromisoformat(value)  # Python 3.11+ reads "Z" and any fraction
+        except ValueError:
+            t = _parse_time_slow(value)
+        if t.tzinfo is timezone.utc:
+            return t
+        value = t
     if isinstance(value, datetime):
         return (
             value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
         )
-    if isinstance(value, str):
-        text = value[:-1] + "+00:00" if value.endswith("Z") else value
-        try:
-            return _utc(datetime.fromisoformat(text))
-        except ValueError:  # e.g. a fraction of other than 3 or 6 digits on Python 3.10
-            from botocore.utils import parse_timestamp  # type: ignore[import-untyped]
-
-            return _utc(parse_timestamp(value))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return datetime.fromtimestamp(value, timezone.utc)
     return None
+
+
+def _parse_time_slow(value: str) -> datetime:
+    text = value[:-1] + "+00:00" if value.endswith("Z") else value
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:  # e.g. a fraction of other than 3 or 6 digits on Python 3.10
+        from botocore.utils import parse_timestamp  # type: ignore[import-untyped]
+
+        result: datetime = parse_timestamp(value)
+        return result
+
+
+def _plain(item: Mapping[str, Any]) -> Mapping[str, Any]:
+    if "ResponseMetadata" in item:
+        item = {k: v for k, v in item.items() if k != "ResponseMetadata"}
+    # a record parsed from a response belongs to nobody else: wrapped, not copied
+    # (Job would copy any other mapping)
+    return MappingProxyType(item)
 
 
 def job_from_wire(item: Mapping[str, Any], queue_id: str | None = None) -> Job:
@@ -134,10 +155,6 @@ def job_from_wire(item: Mapping[str, Any], queue_id: str | None = None) -> Job:
     )
 
 
-def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in item.items() if k != "ResponseMetadata"}
-
-
 def _param_value(wire: Mapping[str, Any]) -> Any:
     if not wire:
         return None
@@ -168,7 +185,7 @@ def task_from_wire(
         reason = f"exit code {exit_code}" if exit_code is not None else "task failed"
     raw = dict(item)
     if action:
-        raw["latestSessionAction"] = _plain(action)
+        raw["latestSessionAction"] = dict(_plain(action))
     return Task(
         id=item["taskId"],
         job_id=job_id,
