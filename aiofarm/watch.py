@@ -12,9 +12,10 @@ them from ONE source:
 A round that takes many requests is expensive, so it cannot come often. When the
 driver has a change feed (``Driver.changes_since``: one request, "what changed
 since T", Deadline's SearchJobs) and a round takes more than one request, the
-poller asks the feed every 0.5 s between rounds and reads at once just the
-watched jobs it names; the full rounds come half as often and remain the truth,
-like a Kubernetes informer's resync. The feed only makes noticing sooner, so a
+poller asks the feed between rounds (as often as one round's requests allow,
+at most four times a second) and reads at once just the watched jobs it names;
+the full rounds come half as often and remain the truth, like a Kubernetes
+informer's resync, so watching never costs more requests than polling alone. The feed only makes noticing sooner, so a
 change it never reports is still noticed by the next round (at most twice the
 back-off interval away).
 
@@ -46,7 +47,7 @@ __all__ = ["Hub", "Subscription", "batched_get"]
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_INTERVAL = 120.0
-PROBE_INTERVAL = 0.5  # the back-off's first step: a probe costs one request
+MIN_PROBE_INTERVAL = 0.25  # at most four probes a second, however many jobs
 FEED_MARGIN = 1.0  # the feed's clock is the back end's: allow this much skew
 FEED_ROUND_FACTOR = 2  # with a feed, full rounds are a consistency check
 
@@ -302,9 +303,21 @@ class Hub:
                     best = sub.max_interval
         return DEFAULT_MAX_INTERVAL if best is math.inf else best
 
+    def _round_requests(self) -> int:
+        return -(-len(self._subs) // self._driver.max_batch_get)
+
     def _probing(self) -> bool:
         # a round of one request is as cheap as a probe: then just poll
-        return self._feed and len(self._subs) > self._driver.max_batch_get
+        return self._feed and self._round_requests() > 1
+
+    def _probe_every(self, round_delay: float) -> float | None:
+        """How often to ask the change feed while waiting ``round_delay`` for the next
+        round; None: not worth it. The probes of one wait cost no more requests than
+        the round they come before, and rounds come half as often with a feed, so a
+        feed never makes watching dearer than polling alone."""
+        if not self._probing():
+            return None
+        return max(MIN_PROBE_INTERVAL, round_delay / self._round_requests())
 
     async def _between_rounds(self, delay: float, moving: bool) -> None:
         """Wait ``delay`` for the next round, or less: a registration ends the wait,
@@ -315,12 +328,12 @@ class Hub:
         loop = asyncio.get_running_loop()
         end = loop.time() + delay
         while (left := end - loop.time()) > 0:
-            probing = self._probing()
-            if not (probing and moving):
-                with anyio.move_on_after(min(PROBE_INTERVAL, left) if probing else left):
+            every = self._probe_every(delay)
+            if every is None or not moving:
+                with anyio.move_on_after(left if every is None else min(every, left)):
                     await self._wake.wait()
             moving = False
-            if self._new or not probing or loop.time() >= end:
+            if self._new or every is None or loop.time() >= end:
                 return
             if not await self._probe():
                 return

@@ -15,7 +15,7 @@ from aiofarm.errors import AuthError
 
 pytestmark = pytest.mark.anyio
 
-N = 250  # three get_jobs calls per full round: worth probing
+N = 1000  # ten get_jobs calls per full round: a probe every 0.4 s of a 4 s wait
 
 
 def dummy(client: Client) -> DummyDriver:

@@ -221,7 +221,7 @@ async def test_change_feed_notices_a_cancel_without_a_full_round(
     fake: FakeDeadlineProcess, url: str
 ) -> None:
     template = '{"specificationVersion":"jobtemplate-2023-09","name":"bulk","steps":[{"name":"s","script":{"actions":{"onRun":{"command":"true"}}}}]}'
-    ids = fake.admin("seed", {"count": 150, "template": template, "templateType": "JSON"})["jobIds"]
+    ids = fake.admin("seed", {"count": 350, "template": template, "templateType": "JSON"})["jobIds"]
     fake.advance(1)  # every job RUNNING
     done: dict[str, JobStatus] = {}
     async with aiofarm.Client(url) as farm:
@@ -235,7 +235,8 @@ async def test_change_feed_notices_a_cancel_without_a_full_round(
             with anyio.fail_after(20):
                 while farm.hub.rounds < 2:  # noqa: ASYNC110 - the round counter has no event
                     await anyio.sleep(0.01)
-            # the next full round is 4 s away; a probe (one SearchJobs) every 0.5 s
+            # the next full round is 4 s away; a probe (one SearchJobs) every 1 s:
+            # the round's 4 requests spread over its wait
             rounds = farm.hub.rounds
             fake.admin("stats/reset", {})
             await farm.jobs.cancel(ids[7])
@@ -247,7 +248,7 @@ async def test_change_feed_notices_a_cancel_without_a_full_round(
             tg.cancel_scope.cancel()
     assert done == {ids[7]: JobStatus.CANCELED}
     assert stats["SearchJobs"] >= 1
-    assert stats["BatchGetJob"] == 1  # the canceled job alone, not 2 per round
+    assert stats["BatchGetJob"] == 1  # the canceled job alone, not 4 per round
     assert stats.get("GetJob", 0) == 0
 
 

@@ -336,7 +336,7 @@ class DeadlineDriver(Driver):
                 )
                 expiration = creds["expiration"]
                 self._logs_expiry = (
-                    expiration if isinstance(expiration, datetime) else _parse_timestamp(expiration)
+                    expiration if isinstance(expiration, datetime) else wire.parse_time(expiration)
                 )
                 if old is not None:
                     await old.aclose()
@@ -1034,17 +1034,6 @@ async def _concurrently(fns: Sequence[Callable[[], Awaitable[None]]]) -> None:
         raise errors[0]
 
 
-def _parse_timestamp(value: Any) -> datetime:
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            t = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
-            return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-    from botocore.utils import parse_timestamp  # type: ignore[import-untyped]
-
-    result: datetime = parse_timestamp(value)
-    return result
-
-
 #: responses decoded with json.loads alone: the poller's hot path. Walking the shape
 #: tree for 100 job records costs several times the JSON decoding, and wire.py reads
 #: the ISO 8601 timestamps itself.
@@ -1073,5 +1062,5 @@ def _parser_factory() -> Any:
     factory = Factory()
     # botocore parses every other timestamp with dateutil; Deadline sends ISO 8601,
     # which the stdlib parses far faster (anything else still goes to botocore's)
-    factory.set_parser_defaults(timestamp_parser=_parse_timestamp)
+    factory.set_parser_defaults(timestamp_parser=wire.parse_time)
     return factory
