@@ -15,7 +15,7 @@ since T", Deadline's SearchJobs) and a round takes more than one request, the
 poller asks the feed between rounds (as often as one round's requests allow,
 at most four times a second) and reads at once just the watched jobs it names;
 the full rounds come half as often and remain the truth, like a Kubernetes
-informer's resync, so watching never costs more requests than polling alone. The feed only makes noticing sooner, so a
+informer's resync, and never closer together than polling alone's. The feed only makes noticing sooner, so a
 change it never reports is still noticed by the next round (at most twice the
 back-off interval away).
 
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_INTERVAL = 120.0
 MIN_PROBE_INTERVAL = 0.25  # at most four probes a second, however many jobs
+MIN_ROUND_GAP = 0.5  # the back-off's first step: rounds never closer, feed or not
 FEED_MARGIN = 1.0  # the feed's clock is the back end's: allow this much skew
 FEED_ROUND_FACTOR = 2  # with a feed, full rounds are a consistency check
 
@@ -326,7 +327,8 @@ class Hub:
         read; the first probe goes at once."""
         assert self._wake is not None
         loop = asyncio.get_running_loop()
-        end = loop.time() + delay
+        now = loop.time()
+        end, earliest = now + delay, now + MIN_ROUND_GAP
         while (left := end - loop.time()) > 0:
             every = self._probe_every(delay)
             if every is None or not moving:
@@ -336,7 +338,11 @@ class Hub:
             if self._new or every is None or loop.time() >= end:
                 return
             if not await self._probe():
-                return
+                if loop.time() >= earliest:
+                    return
+                # while jobs keep changing, every probe says "read everything": rounds
+                # must still not follow each other sooner than polling alone's would
+                end = earliest
 
     async def _probe(self) -> bool:
         """One look at the change feed. False: run the full round now."""

@@ -96,6 +96,28 @@ async def test_feed_overflow_of_unwatched_jobs_does_not_trigger_rounds() -> None
             tg.cancel_scope.cancel()
 
 
+async def test_rounds_stay_apart_while_watched_jobs_keep_changing() -> None:
+    async with Client("dummy://?feed=1") as farm:
+        driver = dummy(farm)
+        driver.feed_page = 10
+        jobs = await farm.jobs.submit([JobSpec(command=["x"]) for _ in range(N)])
+        done: dict[str, JobStatus] = {}
+        async with anyio.create_task_group() as tg:
+            await start_waits(farm, tg, [j.id for j in jobs], done)
+            driver.get_delay = 0.15  # a round takes ~0.3 s: jobs change while it reads
+            rounds = farm.hub.rounds
+            # five more jobs start every 10 ms for 2 s: every probe names watched
+            # jobs that moved, in a page too small for all of them
+            for start in range(0, N, 5):
+                for job in jobs[start : start + 5]:
+                    driver.set_status(job.id, JobStatus.RUNNING)
+                await anyio.sleep(0.01)
+            extra = farm.hub.rounds - rounds
+            tg.cancel_scope.cancel()
+    # back to back they would be ~6; MIN_ROUND_GAP after each keeps them >= 0.8 s apart
+    assert 1 <= extra <= 3, extra
+
+
 async def test_a_feed_that_fails_leaves_the_rounds_to_notice() -> None:
     async with Client("dummy://?feed=1") as farm:
         driver = dummy(farm)

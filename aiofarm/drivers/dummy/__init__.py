@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import anyio
+
 from ...errors import ConnectionLost, FarmError, InvalidSpec, JobNotFound
 from ...models import Capability, Job, JobSpec, JobStatus, LogLine, LogPage, Pool, StatusTransition
 from ..base import Action, Driver, JobUpdate, ListQuery, LogQuery
@@ -57,6 +59,7 @@ class DummyDriver(Driver):
         self.logs: dict[str, list[LogLine]] = collections.defaultdict(list)
         self.calls: collections.Counter[str] = collections.Counter()
         self.fail_get = fail_get  # the next N get_jobs calls raise ConnectionLost
+        self.get_delay = 0.0  # seconds each get_jobs call takes, like a round trip
         self._ids = itertools.count(1)
         self._subscribers: list[Callable[[Job], None]] = []
 
@@ -93,6 +96,7 @@ class DummyDriver(Driver):
             history=(*old.history, StatusTransition(status, now)),
         )
         self.jobs[job_id] = job
+        self.changed_at.pop(job_id, None)  # keeps the dict in order of last change
         self.changed_at[job_id] = time.time()
         for fn in self._subscribers:
             fn(job)
@@ -137,6 +141,8 @@ class DummyDriver(Driver):
         if self.fail_get > 0:
             self.fail_get -= 1
             raise ConnectionLost("dummy: injected failure")
+        if self.get_delay:
+            await anyio.sleep(self.get_delay)
         return {i: self.jobs[i] for i in ids if i in self.jobs}
 
     async def changes_since(self, since: float) -> tuple[dict[str, JobStatus], bool]:
@@ -146,7 +152,7 @@ class DummyDriver(Driver):
         if self.feed_error is not None:
             raise self.feed_error
         hits = [i for i, t in self.changed_at.items() if t >= since]
-        page = hits[: self.feed_page]
+        page = hits[::-1][: self.feed_page]  # the latest changes first
         return {i: self.jobs[i].status for i in page}, len(page) == len(hits)
 
     async def list_page(
