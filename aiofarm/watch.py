@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_INTERVAL = 120.0
 MIN_PROBE_INTERVAL = 0.25  # at most four probes a second, however many jobs
-MIN_ROUND_GAP = 0.5  # the back-off's first step: rounds never closer, feed or not
+MIN_ROUND_GAP = 0.5  # the back-off's first step: after a changed round, as polling
 FEED_MARGIN = 1.0  # the feed's clock is the back end's: allow this much skew
 FEED_ROUND_FACTOR = 2  # with a feed, full rounds are a consistency check
 
@@ -328,7 +328,8 @@ class Hub:
         assert self._wake is not None
         loop = asyncio.get_running_loop()
         now = loop.time()
-        end, earliest = now + delay, now + MIN_ROUND_GAP
+        # after a round that saw changes, as after polling alone's, the next waits
+        end, earliest = now + delay, now + (MIN_ROUND_GAP if moving else 0.0)
         while (left := end - loop.time()) > 0:
             every = self._probe_every(delay)
             if every is None or not moving:
