@@ -118,6 +118,25 @@ def _veof(fd: int) -> bytes:
         return b"\x04"
 
 
+class _Wakeup:
+    """Parks the one reader of a queue until its producer has news. A fresh Event per
+    wait: a set() with nobody parked must not be remembered past the next check."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    def set(self) -> None:
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    async def wait(self) -> None:
+        event = self._event = anyio.Event()
+        await event.wait()
+
+
 class _FdIO:
     """Non-blocking output fds read with loop readers (no task per fd), merged into one
     queue with flow control, plus one input fd written with ``wait_writable``.
@@ -140,7 +159,7 @@ class _FdIO:
         self._paused = False
         self._open: dict[int, int] = {}  # output fd -> fileno tag, until its EOF
         self._owned: set[int] = set()  # every fd closed by close_fds
-        self._wakeup: anyio.Event | None = None
+        self._wakeup = _Wakeup()
         self._input_fd = input_fd
         self._control_fd = control_fd
         self._write_lock = anyio.Lock()
@@ -176,12 +195,7 @@ class _FdIO:
                 self._paused = True
                 for ofd in self._open:
                     self._loop.remove_reader(ofd)
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
-            self._wakeup = None
+        self._wakeup.set()
 
     async def receive(self) -> Message | None:
         while True:
@@ -201,8 +215,7 @@ class _FdIO:
                 return msg
             if self._closed or not any(self._open.values()):
                 return None
-            event = self._wakeup = anyio.Event()
-            await event.wait()
+            await self._wakeup.wait()
 
     async def send(self, data: bytes) -> None:
         async with self._write_lock:
@@ -250,7 +263,7 @@ class _FdIO:
         self._owned.clear()
         self._input_fd = self._control_fd = None
         self._queue.clear()
-        self._wake()
+        self._wakeup.set()
 
 
 class ExecChannel(StdioChannel):
@@ -477,7 +490,7 @@ class AttachChannel(StdioChannel):
         self._queued = 0
         self._eof = task.exited
         self._overflow = False
-        self._wakeup: anyio.Event | None = None
+        self._wakeup = _Wakeup()
         lock = _task_locks.get(task)
         if lock is None:
             lock = _task_locks[task] = anyio.Lock()
@@ -500,18 +513,13 @@ class AttachChannel(StdioChannel):
             else:
                 self._queue.append(Message(fileno, data))
                 self._queued += len(data)
-        self._wake()
+        self._wakeup.set()
 
     def _detach(self) -> None:
         self._eof = True
         remove, self._remove = self._remove, None
         if remove is not None:
             remove()
-
-    def _wake(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
-            self._wakeup = None
 
     async def receive(self) -> Message | None:
         while True:
@@ -526,8 +534,7 @@ class AttachChannel(StdioChannel):
                 )
             if self._eof:
                 return None
-            event = self._wakeup = anyio.Event()
-            await event.wait()
+            await self._wakeup.wait()
 
     async def send(self, data: bytes) -> None:
         if not self._stdin:
@@ -576,7 +583,7 @@ class AttachChannel(StdioChannel):
     async def aclose(self) -> None:
         self._detach()
         self._queue.clear()
-        self._wake()
+        self._wakeup.set()
 
 
 class _LocalDriverLike(Protocol):

@@ -228,7 +228,7 @@ class SlurmDriver(Driver):
         # (slurmrestd 22.05 frames /openapi/v3 with a wrong Content-Length, so that
         # document is read only to name the versions on offer when ours is missing)
         try:
-            _, ping = await self._call("GET", self._api("/ping"))
+            _, ping = await self.http.call("GET", self._api("/ping"))
         except BackendError as exc:
             if exc.code != 404:
                 raise
@@ -256,7 +256,7 @@ class SlurmDriver(Driver):
 
     async def _offered_versions(self) -> str:
         try:
-            _, spec = await self._call("GET", "/openapi/v3")
+            _, spec = await self.http.call("GET", "/openapi/v3")
         except FarmError:
             return "(unknown: /openapi/v3 unreadable)"
         paths = spec.get("paths")
@@ -269,16 +269,6 @@ class SlurmDriver(Driver):
     def _api(path: str) -> str:
         return f"/slurm/{wire.API_VERSION}{path}"
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        body: Mapping[str, Any] | None = None,
-        retry_numbers: frozenset[int] = frozenset(),
-    ) -> tuple[int, dict[str, Any]]:
-        return await self.http.call(method, path, params=params, body=body, retry_numbers=retry_numbers)
 
     async def _refresh(self, *, force: bool = False) -> bool:
         """One GET /jobs. With ``update_time`` slurmctld answers 304 when nothing
@@ -289,7 +279,7 @@ class SlurmDriver(Driver):
         # a second of margin: a change in the same second as this request is seen
         # again next time rather than missed
         started = int(time.time()) - 1
-        status, data = await self._call("GET", self._api("/jobs"), params=params)
+        status, data = await self.http.call("GET", self._api("/jobs"), params=params)
         if status == 304:
             return False
         jobs = data.get("jobs")
@@ -427,7 +417,7 @@ class SlurmDriver(Driver):
 
     async def _submit_one(self, body: Mapping[str, Any], field: str, spec: JobSpec) -> tuple[str, dict[str, Any]]:
         try:
-            _, data = await self._call("POST", self._api("/job/submit"), body=body)
+            _, data = await self.http.call("POST", self._api("/job/submit"), body=body)
         except SlurmAPIError as exc:
             raise self._submit_error(exc, field, spec) from None
         job_id = data.get("job_id")
@@ -495,13 +485,13 @@ class SlurmDriver(Driver):
                         spec.tags, spec.description, step=steps[0].name,
                         steps=[[st.name, step_ids[st.name]] for st in steps],
                     )
-                    await self._call("POST", self._api(f"/job/{head[0]}"), body={"comment": comment})
+                    await self.http.call("POST", self._api(f"/job/{head[0]}"), body={"comment": comment})
             except BaseException:
                 # no half-submitted job left behind
                 with anyio.CancelScope(shield=True):
                     for jid in step_ids.values():
                         with contextlib.suppress(FarmError, SlurmAPIError):
-                            await self._call("DELETE", self._api(f"/job/{jid}"))
+                            await self.http.call("DELETE", self._api(f"/job/{jid}"))
                 raise
             jid, data, body = head
             self._submitted[jid] = _Submitted(
@@ -598,7 +588,7 @@ class SlurmDriver(Driver):
 
             async def cancel(_: str, jid: str) -> None:
                 try:
-                    await self._call("DELETE", self._api(f"/job/{jid}"))
+                    await self.http.call("DELETE", self._api(f"/job/{jid}"))
                 except SlurmAPIError as exc:
                     if exc.number != _ALREADY_DONE:
                         raise
@@ -609,7 +599,7 @@ class SlurmDriver(Driver):
 
             async def set_hold(_: str, jid: str) -> None:
                 try:
-                    await self._call(
+                    await self.http.call(
                         "POST", self._api(f"/job/{jid}"), body={"hold": hold},
                         retry_numbers=frozenset({TRANSITION_STATE_NO_UPDATE}),
                     )
@@ -639,7 +629,7 @@ class SlurmDriver(Driver):
                 recs = await self._records_of(job_id)
                 this["comment"] = wire.retag_comment(recs[0].get("comment"), changes.tags)
             if this:
-                await self._call(
+                await self.http.call(
                     "POST", self._api(f"/job/{jid}"), body=this,
                     retry_numbers=frozenset({TRANSITION_STATE_NO_UPDATE}),
                 )
@@ -696,7 +686,7 @@ class SlurmDriver(Driver):
             if jid not in running:
                 return  # a step that is not running has no process to signal
             # "Job can not be altered now" right after the job starts: retried
-            await self._call(
+            await self.http.call(
                 "DELETE", self._api(f"/job/{jid}"), params={"signal": name},
                 retry_numbers=frozenset({TRANSITION_STATE_NO_UPDATE}),
             )
@@ -875,7 +865,7 @@ class SlurmDriver(Driver):
         if not host:
             raise BackendError(self.name, None, f"job {job_id} has no node yet")
         try:
-            _, data = await self._call("GET", self._api(f"/node/{host}"))
+            _, data = await self.http.call("GET", self._api(f"/node/{host}"))
         except SlurmAPIError:
             return str(host), port  # fall back to the node name as a host name
         nodes = data.get("nodes") or []
@@ -897,14 +887,14 @@ class SlurmDriver(Driver):
     # -- pools and workers -------------------------------------------------------
     async def _nodes(self) -> list[Mapping[str, Any]]:
         try:
-            _, data = await self._call("GET", self._api("/nodes"))
+            _, data = await self.http.call("GET", self._api("/nodes"))
         except SlurmAPIError as exc:
             raise exc.to_backend() from None
         return [n for n in data.get("nodes", []) if isinstance(n, dict)]
 
     async def list_pools(self) -> list[Pool]:
         try:
-            _, data = await self._call("GET", self._api("/partitions"))
+            _, data = await self.http.call("GET", self._api("/partitions"))
         except SlurmAPIError as exc:
             raise exc.to_backend() from None
         pools = []
