@@ -18,7 +18,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +26,21 @@ import anyio
 
 from .errors import InvalidSpec, JobNotFound, WaitTimeout
 from .models import Capability, CompletionResult, Job, JobEvent, JobSpec, JobStatus, Resources, Task
-from .validation import as_ids, check_id, check_priority, dependency_order, validate_spec
-from .watch import DEFAULT_MAX_INTERVAL, CallbackSubscription, Waiter, batched_get
+from .query import build_query, matches
+from .validation import (
+    as_ids,
+    check_id,
+    check_interval,
+    check_priority,
+    check_timeout,
+    dependency_order,
+    validate_spec,
+)
+from .watch import DEFAULT_MAX_INTERVAL, Waiter, batched_get
 
 if TYPE_CHECKING:
     from .client import Client
-    from .drivers.base import Driver, ListQuery
+    from .drivers.base import Driver
     from .portforward import ForwardError, PortForward
     from .stdio import StdStream
     from .where import Expr
@@ -41,24 +50,6 @@ __all__ = ["Jobs"]
 _NO_TIMEOUT = contextlib.nullcontext()
 
 StatusCallback = Callable[[Job], "bool | Awaitable[bool | None] | None"]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _check_interval(max_interval: object) -> float:
-    if isinstance(max_interval, bool) or not isinstance(max_interval, (int, float)) or not max_interval > 0:
-        raise InvalidSpec("max_interval", f"must be a number > 0, got {max_interval!r}")
-    return float(max_interval)
-
-
-def _check_timeout(timeout: object) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or math.isnan(timeout) or timeout < 0:
-        raise InvalidSpec("timeout", f"must be None or a number >= 0, got {timeout!r}")
-    return float(timeout)
 
 
 class Jobs:
@@ -268,7 +259,7 @@ class Jobs:
 
         The driver filters what its back end can; the client re-checks every job
         against the whole query, so results are the same on every driver."""
-        query = _build_query(statuses, name, tags, owners, since, until, pool, where, reverse)
+        query = build_query(statuses, name, tags, owners, since, until, pool, where, reverse)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise InvalidSpec("limit", f"must be None or an integer >= 0, got {limit!r}")
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
@@ -283,7 +274,7 @@ class Jobs:
             while True:
                 jobs, token = await driver.list_page(query, token, page_size)
                 for job in jobs:
-                    if _matches(query, job):
+                    if matches(query, job):
                         yield job
                         count += 1
                         if limit is not None and count >= limit:
@@ -319,8 +310,8 @@ class Jobs:
         drivers share one batched poller per client (0.5 s doubling to ``max_interval``).
         ``on_status(job)`` is called with the first state seen and on every status change."""
         check_id(job_id, "job_id")
-        limit = _check_timeout(timeout)
-        interval = _check_interval(max_interval)
+        limit = check_timeout(timeout)
+        interval = check_interval(max_interval)
         started = time.monotonic()
         hub = self._client.hub
         waiter = Waiter(job_id, interval)
@@ -351,165 +342,34 @@ class Jobs:
             failed = tuple(t for t in await self._driver.tasks(job_id) if t.status is JobStatus.FAILED)
         return CompletionResult(job, job.status, failed, timedelta(seconds=time.monotonic() - started))
 
-    async def as_completed(
+    def as_completed(
         self,
         job_ids: str | Sequence[str],
         *,
         timeout: float | None = None,
         max_interval: float = DEFAULT_MAX_INTERVAL,
     ) -> AsyncIterator[Job]:
-        """Yield each job as it finishes, in the order they finish."""
-        ids = as_ids(job_ids, "job_ids")
-        limit = _check_timeout(timeout)
-        interval = _check_interval(max_interval)
-        send, receive = anyio.create_memory_object_stream[Job | BaseException](math.inf)
-        done: set[str] = set()
+        """``async for job in farm.jobs.as_completed(ids):`` each job as it finishes, in
+        the order they finish."""
+        from .jobevents import as_completed
 
-        def on_job(job: Job) -> None:
-            if job.status.is_finished and job.id not in done:
-                done.add(job.id)
-                send.send_nowait(job)
+        return as_completed(self._client, job_ids, timeout=timeout, max_interval=max_interval)
 
-        def on_error(job_id: str, exc: BaseException) -> None:
-            if job_id not in done:
-                done.add(job_id)
-                send.send_nowait(exc)
-
-        hub = self._client.hub
-        sub = CallbackSubscription(tuple(ids), interval, on_job, on_error)
-        hub.register(sub)
-        try:
-            with receive, send:
-                deadline = None if limit is None else time.monotonic() + limit
-                for _ in ids:
-                    try:
-                        if deadline is None:
-                            item = await receive.receive()
-                        else:
-                            with anyio.fail_after(max(0.0, deadline - time.monotonic())):
-                                item = await receive.receive()
-                    except TimeoutError:
-                        raise WaitTimeout([i for i in ids if i not in done], limit or 0.0) from None
-                    if isinstance(item, BaseException):
-                        raise item
-                    yield item
-        finally:
-            hub.unregister(sub)
-
-    @asynccontextmanager
-    async def watch(
+    def watch(
         self,
         jobs: str | Sequence[str] | Expr,
         *,
         max_interval: float = DEFAULT_MAX_INTERVAL,
         buffer: float = math.inf,
-    ) -> AsyncIterator[AsyncIterator[JobEvent]]:
+    ) -> AbstractAsyncContextManager[AsyncIterator[JobEvent]]:
         """``async with farm.jobs.watch(ids_or_filter) as events: async for ev in events``
 
         With ids: one event per status change of those jobs (the first state seen
         included, with ``previous=None``). With a ``where`` filter: events for every
         job that matches, including jobs submitted later."""
-        from .where import Expr
+        from .jobevents import watch
 
-        interval = _check_interval(max_interval)
-        send, receive = anyio.create_memory_object_stream[JobEvent | BaseException](buffer)
-        last: dict[str, JobStatus] = {}
-
-        def on_job(job: Job) -> None:
-            prev = last.get(job.id)
-            if prev is job.status:
-                return
-            last[job.id] = job.status
-            send.send_nowait(JobEvent(job, prev, job.status, _utcnow()))
-
-        def on_error(job_id: str, exc: BaseException) -> None:
-            send.send_nowait(exc)
-
-        async def events() -> AsyncGenerator[JobEvent, None]:
-            async for item in receive:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-
-        hub = self._client.hub
-        if isinstance(jobs, Expr):
-            expr = jobs
-            if Capability.PUSH in self._client.capabilities:
-
-                def on_any(job: Job) -> None:
-                    if expr.evaluate(job):
-                        on_job(job)
-
-                remove = hub.add_listener(on_any)
-                try:
-                    async with self.list(where=expr) as current:
-                        async for job in current:
-                            if job.status.is_active:
-                                on_job(job)
-                    async with send, receive:
-                        it = events()
-                        try:
-                            yield it
-                        finally:
-                            await it.aclose()
-                finally:
-                    remove()
-            else:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._poll_filter, expr, interval, on_job, on_error)
-                    async with send, receive:
-                        it = events()
-                        try:
-                            yield it
-                        finally:
-                            await it.aclose()
-                    tg.cancel_scope.cancel()
-            return
-        ids = as_ids(jobs, "jobs")
-        sub = CallbackSubscription(tuple(ids), interval, on_job, on_error)
-        hub.register(sub)
-        try:
-            async with send, receive:
-                it = events()
-                try:
-                    yield it
-                finally:
-                    await it.aclose()
-        finally:
-            hub.unregister(sub)
-
-    async def _poll_filter(
-        self,
-        expr: Expr,
-        max_interval: float,
-        on_job: Callable[[Job], None],
-        on_error: Callable[[str, BaseException], None],
-    ) -> None:
-        """Polling drivers: list the matching jobs on the shared back-off schedule."""
-        from .backoff import Backoff
-        from .errors import ConnectionLost
-
-        backoff = Backoff(0.5, max(0.5, max_interval))
-        seen: dict[str, JobStatus] = {}
-        first = True
-        while True:
-            changed = False
-            try:
-                async with self.list(where=expr) as it:
-                    async for job in it:
-                        if seen.get(job.id) is not job.status:
-                            seen[job.id] = job.status
-                            changed = True
-                            # as with push drivers: what had already finished before
-                            # the watch began is not news
-                            if not first or job.status.is_active:
-                                on_job(job)
-                first = False
-            except ConnectionLost:
-                pass
-            if changed:
-                backoff.reset()
-            await backoff.sleep()
+        return watch(self._client, jobs, max_interval=max_interval, buffer=buffer)
 
     # -- control -----------------------------------------------------------------
     async def _control(self, ids: str | Sequence[str], action: str, stop_work: bool) -> None:
@@ -617,90 +477,3 @@ class Jobs:
         check_id(job_id, "job_id")
         return portforward.port_forward(self._driver, job_id, local_port, job_port, on_error=on_error)
 
-
-def _coerce_status(value: JobStatus | str, field: str) -> JobStatus:
-    if isinstance(value, JobStatus):
-        return value
-    if isinstance(value, str):
-        try:
-            return JobStatus(value.lower())
-        except ValueError:
-            pass
-    choices = ", ".join(s.value for s in JobStatus)
-    raise InvalidSpec(field, f"{value!r} is not a status ({choices})")
-
-
-def _aware(value: datetime | None, field: str) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime):
-        raise InvalidSpec(field, f"must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is None:
-        raise InvalidSpec(field, "must be timezone-aware (e.g. datetime.now(timezone.utc))")
-    return value
-
-
-def _build_query(
-    statuses: Iterable[JobStatus | str] | None,
-    name: str | None,
-    tags: Sequence[str],
-    owners: Sequence[str],
-    since: datetime | None,
-    until: datetime | None,
-    pool: str | None,
-    where: Expr | str | None,
-    reverse: bool,
-) -> ListQuery:
-    from .drivers.base import ListQuery
-
-    status_set: frozenset[JobStatus] | None = None
-    if statuses is not None:
-        if isinstance(statuses, (str, JobStatus)):
-            statuses = [statuses]
-        status_set = frozenset(_coerce_status(s, "statuses") for s in statuses)
-    for field, value in (("name", name), ("pool", pool)):
-        if value is not None and (not isinstance(value, str) or not value):
-            raise InvalidSpec(field, "must be a non-empty string")
-    for field, seq in (("tags", tags), ("owners", owners)):
-        if isinstance(seq, str) or not all(isinstance(x, str) for x in seq):
-            raise InvalidSpec(field, "must be a sequence of strings")
-    expr: Expr | None
-    if isinstance(where, str):
-        from .where import parse
-
-        expr = parse(where)
-    else:
-        from .where import Expr as _Expr
-
-        if where is not None and not isinstance(where, _Expr):
-            raise InvalidSpec("where", f"must be an aiofarm.where expression or text, got {type(where).__name__}")
-        expr = where
-    return ListQuery(
-        statuses=status_set,
-        name=name,
-        tags=tuple(tags),
-        owners=tuple(owners),
-        since=_aware(since, "since"),
-        until=_aware(until, "until"),
-        pool=pool,
-        where=expr,
-        reverse=bool(reverse),
-    )
-
-
-def _matches(q: ListQuery, job: Job) -> bool:
-    if q.statuses is not None and job.status not in q.statuses:
-        return False
-    if q.name is not None and job.name != q.name:
-        return False
-    if q.tags and not set(q.tags).issubset(job.tags):
-        return False
-    if q.owners and job.owner not in q.owners:
-        return False
-    if q.pool is not None and job.pool != q.pool:
-        return False
-    if q.since is not None and (job.created_at is None or job.created_at < q.since):
-        return False
-    if q.until is not None and (job.created_at is None or job.created_at > q.until):
-        return False
-    return q.where is None or q.where.evaluate(job)

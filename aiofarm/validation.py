@@ -15,7 +15,15 @@ from typing import Any
 from .errors import InvalidSpec
 from .models import JobSpec, Resources
 
-__all__ = ["MAX_PRIORITY", "as_ids", "check_priority", "dependency_order", "validate_spec"]
+__all__ = [
+    "MAX_PRIORITY",
+    "as_ids",
+    "check_interval",
+    "check_priority",
+    "check_timeout",
+    "dependency_order",
+    "validate_spec",
+]
 
 MAX_PRIORITY = 100  # Deadline Cloud and Smedge both use 0..100
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
@@ -50,6 +58,20 @@ def check_priority(priority: object, field: str) -> int:
     if not 0 <= priority <= MAX_PRIORITY:
         raise InvalidSpec(field, f"must be between 0 and {MAX_PRIORITY}, got {priority}")
     return priority
+
+
+def check_interval(max_interval: object) -> float:
+    if isinstance(max_interval, bool) or not isinstance(max_interval, (int, float)) or not max_interval > 0:
+        raise InvalidSpec("max_interval", f"must be a number > 0, got {max_interval!r}")
+    return float(max_interval)
+
+
+def check_timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or math.isnan(timeout) or timeout < 0:
+        raise InvalidSpec("timeout", f"must be None or a number >= 0, got {timeout!r}")
+    return float(timeout)
 
 
 def _check_str(value: object, field: str, *, empty: bool = False) -> None:

@@ -1,0 +1,189 @@
+"""Streams of job changes over the client's Hub: ``as_completed`` and ``watch``.
+
+``Jobs.as_completed`` and ``Jobs.watch`` hand back what these functions return, so
+the call a user makes is the only frame between them and the Hub.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+import anyio
+
+from .errors import WaitTimeout
+from .models import Capability, Job, JobEvent, JobStatus
+from .validation import as_ids, check_interval, check_timeout
+from .watch import CallbackSubscription
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .where import Expr
+
+__all__ = ["as_completed", "watch"]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def as_completed(
+    client: Client,
+    job_ids: str | Sequence[str],
+    *,
+    timeout: float | None,
+    max_interval: float,
+) -> AsyncIterator[Job]:
+    """Yield each job as it finishes, in the order they finish."""
+    ids = as_ids(job_ids, "job_ids")
+    limit = check_timeout(timeout)
+    interval = check_interval(max_interval)
+    send, receive = anyio.create_memory_object_stream[Job | BaseException](math.inf)
+    done: set[str] = set()
+
+    def on_job(job: Job) -> None:
+        if job.status.is_finished and job.id not in done:
+            done.add(job.id)
+            send.send_nowait(job)
+
+    def on_error(job_id: str, exc: BaseException) -> None:
+        if job_id not in done:
+            done.add(job_id)
+            send.send_nowait(exc)
+
+    hub = client.hub
+    sub = CallbackSubscription(tuple(ids), interval, on_job, on_error)
+    hub.register(sub)
+    try:
+        with receive, send:
+            deadline = None if limit is None else time.monotonic() + limit
+            for _ in ids:
+                try:
+                    if deadline is None:
+                        item = await receive.receive()
+                    else:
+                        with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                            item = await receive.receive()
+                except TimeoutError:
+                    raise WaitTimeout([i for i in ids if i not in done], limit or 0.0) from None
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+    finally:
+        hub.unregister(sub)
+
+
+@asynccontextmanager
+async def watch(
+    client: Client,
+    jobs: str | Sequence[str] | Expr,
+    *,
+    max_interval: float,
+    buffer: float,
+) -> AsyncIterator[AsyncIterator[JobEvent]]:
+    """Events for the jobs ``jobs`` names (ids, or a ``where`` filter); see ``Jobs.watch``."""
+    from .where import Expr
+
+    interval = check_interval(max_interval)
+    send, receive = anyio.create_memory_object_stream[JobEvent | BaseException](buffer)
+    last: dict[str, JobStatus] = {}
+
+    def on_job(job: Job) -> None:
+        prev = last.get(job.id)
+        if prev is job.status:
+            return
+        last[job.id] = job.status
+        send.send_nowait(JobEvent(job, prev, job.status, _utcnow()))
+
+    def on_error(job_id: str, exc: BaseException) -> None:
+        send.send_nowait(exc)
+
+    async def events() -> AsyncGenerator[JobEvent, None]:
+        async for item in receive:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    hub = client.hub
+    if isinstance(jobs, Expr):
+        expr = jobs
+        if Capability.PUSH in client.capabilities:
+
+            def on_any(job: Job) -> None:
+                if expr.evaluate(job):
+                    on_job(job)
+
+            remove = hub.add_listener(on_any)
+            try:
+                async with client.jobs.list(where=expr) as current:
+                    async for job in current:
+                        if job.status.is_active:
+                            on_job(job)
+                async with send, receive:
+                    it = events()
+                    try:
+                        yield it
+                    finally:
+                        await it.aclose()
+            finally:
+                remove()
+        else:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_poll_filter, client, expr, interval, on_job)
+                async with send, receive:
+                    it = events()
+                    try:
+                        yield it
+                    finally:
+                        await it.aclose()
+                tg.cancel_scope.cancel()
+        return
+    ids = as_ids(jobs, "jobs")
+    sub = CallbackSubscription(tuple(ids), interval, on_job, on_error)
+    hub.register(sub)
+    try:
+        async with send, receive:
+            it = events()
+            try:
+                yield it
+            finally:
+                await it.aclose()
+    finally:
+        hub.unregister(sub)
+
+
+async def _poll_filter(
+    client: Client,
+    expr: Expr,
+    max_interval: float,
+    on_job: Callable[[Job], None],
+) -> None:
+    """Polling drivers: list the matching jobs on the shared back-off schedule."""
+    from .backoff import Backoff
+    from .errors import ConnectionLost
+
+    backoff = Backoff(0.5, max(0.5, max_interval))
+    seen: dict[str, JobStatus] = {}
+    first = True
+    while True:
+        changed = False
+        try:
+            async with client.jobs.list(where=expr) as it:
+                async for job in it:
+                    if seen.get(job.id) is not job.status:
+                        seen[job.id] = job.status
+                        changed = True
+                        # as with push drivers: what had already finished before
+                        # the watch began is not news
+                        if not first or job.status.is_active:
+                            on_job(job)
+            first = False
+        except ConnectionLost:
+            pass
+        if changed:
+            backoff.reset()
+        await backoff.sleep()
