@@ -57,6 +57,18 @@ def _command(value: Sequence[str] | str | None) -> tuple[str, ...] | str | None:
     return tuple(value)
 
 
+#: the shell a ``str`` command runs through (documented in docs/decisions.md)
+SHELL = "/bin/sh"
+
+
+def command_argv(command: Sequence[str] | str) -> tuple[str, ...]:
+    """The argv of a command: a ``str`` runs through ``/bin/sh -c``, a sequence is
+    exec'd as is. The one place that rule lives (jobs, exec, every driver)."""
+    if isinstance(command, str):
+        return (SHELL, "-c", command)
+    return tuple(command)
+
+
 class JobStatus(str, enum.Enum):
     PENDING = "pending"
     RUNNING = "running"

@@ -30,7 +30,7 @@ import anyio
 
 from .drivers.base import Driver, StdioChannel
 from .errors import ConnectionLost, FarmError, InvalidSpec, JobNotFound, JobNotRunning
-from .models import Job, JobStatus, Message
+from .models import Job, JobStatus, Message, command_argv
 
 # user-facing: StdStream. open_attach / open_exec / check_running are the entry points
 # Jobs delegates to (importable, documented above, not re-exported by the package).
@@ -142,7 +142,7 @@ def normalize_command(command: object) -> list[str]:
     if isinstance(command, str):
         if not command.strip():
             raise InvalidSpec("command", "must not be empty")
-        return ["/bin/sh", "-c", command]
+        return list(command_argv(command))
     if not isinstance(command, Sequence) or isinstance(command, (bytes, bytearray)):
         raise InvalidSpec(
             "command", f"must be a str or a sequence of str, not {type(command).__name__}"

@@ -224,7 +224,10 @@ class Driver:
         size: tuple[int, int] | None = None,
     ) -> StdioChannel:
         """``command`` None: attach to the job's own stdio; else exec ``command`` in the
-        job's context. ``size`` (rows, cols): the terminal size an exec with ``tty``
+        job's context. The client has just seen the job RUNNING (``stdio.check_running``,
+        the one place that checks): a driver does not look again, it raises
+        JobNotRunning only when its back end refuses (the process ended meanwhile).
+        A driver that runs a local process for this uses ``drivers.childproc``. ``size`` (rows, cols): the terminal size an exec with ``tty``
         starts with (the client passes it only when the caller gave one, so a driver
         may leave it out of its signature; the client then resizes right after)."""
         raise self._unsupported("exec" if command is not None else "attach")

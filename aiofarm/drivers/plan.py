@@ -13,9 +13,9 @@ from typing import Any
 
 import attrs
 
-from ..models import JobSpec, _frozen_map, _tuple
+from ..models import JobSpec, _frozen_map, _tuple, command_argv
 
-__all__ = ["COMMAND_STEP", "RunSpec", "StepPlan", "TaskPlan", "plan_job"]
+__all__ = ["COMMAND_STEP", "RunSpec", "StepPlan", "TaskPlan", "command_argv", "plan_job"]
 
 COMMAND_STEP = "main"
 
@@ -53,10 +53,3 @@ def plan_job(spec: JobSpec) -> tuple[StepPlan, ...]:
 
         return bundles.plan_template(spec)
     return (StepPlan(COMMAND_STEP, (TaskPlan(),)),)
-
-
-def command_argv(command: tuple[str, ...] | str) -> tuple[str, ...]:
-    """A ``str`` command runs through ``/bin/sh -c`` (documented); a sequence is exec'd."""
-    if isinstance(command, str):
-        return ("/bin/sh", "-c", command)
-    return command
