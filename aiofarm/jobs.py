@@ -170,9 +170,9 @@ class Jobs:
         client reads it: template.yaml|json, parameter_values, asset_references).
         Settings left as None come from the bundle's parameter values
         (``deadline:priority``, ``deadline:targetTaskRunStatus``, ...)."""
-        from . import bundles
+        from .openjd.loading import load_bundle
 
-        spec = bundles.load_bundle(
+        spec = load_bundle(
             path,
             parameters=parameters,
             name=name,
@@ -200,9 +200,9 @@ class Jobs:
         tags: Sequence[str] = (),
     ) -> Job:
         """Submit an Open Job Description job template given as text or a mapping."""
-        from . import bundles
+        from .openjd.loading import template_spec
 
-        spec = bundles.template_spec(
+        spec = template_spec(
             template,
             parameters=parameters,
             name=name,

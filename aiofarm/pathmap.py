@@ -146,7 +146,7 @@ def prepare_spec(spec: JobSpec, client_rules: Sequence[PathMappingRule] = ()) ->
     the spec's own (so per-submission rules win ties), and map ``cwd``.
 
     Template PATH parameters stay as submitted in ``spec.parameters``; they are mapped
-    when each task's command is built (``aiofarm.bundles.task_run``), keeping
+    when each task's command is built (``aiofarm.openjd.taskrun.task_run``), keeping
     ``RawParam.X`` available as OpenJD requires.
     """
     own = tuple(

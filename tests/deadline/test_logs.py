@@ -11,8 +11,8 @@ import anyio.abc
 import pytest
 
 import aiofarm
-from aiofarm.bundles import template_spec
 from aiofarm.drivers.base import LogQuery
+from aiofarm.openjd.loading import template_spec
 from tests.fakes.deadline.process import FakeDeadlineProcess
 
 pytestmark = pytest.mark.anyio

@@ -57,8 +57,8 @@ from ...models import (
     Task,
     Worker,
 )
+from ...openjd.plan import COMMAND_STEP, RunSpec, StepPlan, TaskPlan, command_argv, plan_job
 from ..base import Action, Driver, JobUpdate, ListQuery, LogQuery, StdioChannel
-from ..plan import COMMAND_STEP, RunSpec, StepPlan, TaskPlan, command_argv, plan_job
 from . import logfile, process, store
 from .store import dumps, to_dt
 
@@ -836,7 +836,7 @@ class LocalDriver(Driver):
     def _run_spec(self, t: _Task) -> RunSpec:
         spec = t.job.spec
         if spec.template is not None:
-            from ... import bundles
+            from ...openjd import taskrun as bundles
 
             workdir = os.path.join(self.state_dir, "work", str(t.job.seq), str(t.idx))
             return bundles.task_run(spec, t.step.name, t.params, workdir)

@@ -387,13 +387,13 @@ class SlurmDriver(Driver):
 
     def _plan(self, spec: JobSpec) -> list[_StepRun]:
         """The job's steps in dependency order, each with its tasks' commands."""
-        from ..plan import COMMAND_STEP, command_argv, plan_job
+        from ...openjd.plan import COMMAND_STEP, command_argv, plan_job
 
         if spec.template is None:
             if spec.command is None:
                 raise InvalidSpec("command", "a job needs a command or a template")
             return [_StepRun(COMMAND_STEP, (), [(command_argv(spec.command), None, {})], [{}], spec.timeout)]
-        from ...bundles import task_run
+        from ...openjd.taskrun import task_run
 
         root = os.path.join(self.log_dir, "openjd", uuid.uuid4().hex)
         out: list[_StepRun] = []

@@ -1,8 +1,8 @@
 """Run one Open Job Description session for one task: enter environments, run the
 task, exit the entered environments in reverse order.
 
-``python -m aiofarm.adaptors.openjd_task SESSION.json`` where the JSON (written by
-:func:`aiofarm.bundles.task_run`, every format string already resolved) is::
+``python aiofarm/openjd/session_runner.py SESSION.json`` where the JSON (written by
+:func:`aiofarm.openjd.taskrun.task_run`, every format string already resolved) is::
 
     {"environments": [{"name": str, "variables": {str: str},
                        "enter": ACTION | null, "exit": ACTION | null}, ...],
@@ -149,7 +149,7 @@ class _Session:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m aiofarm.adaptors.openjd_task SESSION.json", file=sys.stderr)
+        print("usage: session_runner.py SESSION.json", file=sys.stderr)
         return 2
     with open(args[0], encoding="utf-8") as f:
         plan = json.load(f)
