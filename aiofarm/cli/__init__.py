@@ -1,13 +1,12 @@
 """The ``aiofarm`` command line: ``aiofarm run -- echo hello from aiofarm``.
 
-Decisions are in docs/cli.md.
+The group and its entry point are in :mod:`.app`; each command group in a module of its
+own (:mod:`.run`, :mod:`.jobs`, :mod:`.interactive`), sharing :mod:`.common` (options,
+exit codes, notes) and :mod:`.output` (log lines, job text). Decisions are in docs/cli.md.
 """
 
 from __future__ import annotations
 
-from . import interactive as _interactive
-from .main import cli, main
-
-_interactive.register(cli)  # exec, attach, port-forward (aiofarm/cli/interactive.py)
+from .app import cli, main
 
 __all__ = ["cli", "main"]

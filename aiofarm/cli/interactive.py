@@ -1,6 +1,6 @@
 """``aiofarm exec``, ``aiofarm attach``, ``aiofarm port-forward``.
 
-Registered on the main group by ``register(cli)``. Decisions are in docs/interactive.md:
+Decisions are in docs/interactive.md:
 
 - ``exec -it``: the command gets a pty sized like this terminal; this terminal goes
   to raw mode (every key, Ctrl-C included, goes to the remote side), window size
@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import ConnectionLost, InvalidSpec
+from .common import Options, note, run_command
+from .output import shell_status
 
 if TYPE_CHECKING:
     from ..stdio import StdStream
@@ -33,14 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["attach", "exec_", "port_forward", "register"]
 
 DETACH_KEY = b"\x1d"  # Ctrl-]
-
-
-def _main() -> Any:
-    # the group's plumbing (_run, _note; owned by the CLI engineer). By import path:
-    # the package's ``main`` attribute is the entry-point function, not the module
-    import importlib
-
-    return importlib.import_module(f"{__package__}.main")
 
 
 @contextlib.contextmanager
@@ -69,12 +63,6 @@ def _write_all(fd: int, data: bytes) -> None:
             import select
 
             select.select([], [fd], [])
-
-
-def _exit_code(code: int | None) -> int:
-    if code is None:
-        return 0
-    return 128 - code if code < 0 else code
 
 
 async def _pump_stdin(stream: StdStream, *, detach_key: bytes | None) -> bool:
@@ -160,7 +148,7 @@ async def _session(
 
 
 async def _exec(
-    opts: Any, job_id: str, command: tuple[str, ...], interactive: bool, tty: bool
+    opts: Options, job_id: str, command: tuple[str, ...], interactive: bool, tty: bool
 ) -> int:
 
     raw = tty and interactive and sys.stdin.isatty()
@@ -175,26 +163,26 @@ async def _exec(
         outcome = await _session(stream, interactive=interactive, raw=raw, detach_key=None)
         if outcome.signal is not None:
             return 128 + outcome.signal  # leaving the context kills the command
-        return _exit_code(await stream.wait())
+        return 0 if (code := await stream.wait()) is None else shell_status(code)
 
 
-async def _attach(opts: Any, job_id: str, interactive: bool) -> int:
+async def _attach(opts: Options, job_id: str, interactive: bool) -> int:
     async with (
         opts.client() as farm,
         farm.jobs.attach(job_id, stdin=interactive, stdout=True, stderr=True) as stream,
     ):
         raw = stream.tty and interactive and sys.stdin.isatty()
         if raw:
-            _main()._note(f"attached to {job_id}; Ctrl-] detaches", dim=True)
+            note(f"attached to {job_id}; Ctrl-] detaches", dim=True)
         outcome = await _session(
             stream, interactive=interactive, raw=raw, detach_key=DETACH_KEY if raw else None
         )
         if outcome.signal is not None:
             return 128 + outcome.signal
         if outcome.detached:
-            _main()._note(f"detached from {job_id}; it goes on", dim=True)
+            note(f"detached from {job_id}; it goes on", dim=True)
             return 0
-        return _exit_code(stream.exit_code)
+        return 0 if stream.exit_code is None else shell_status(stream.exit_code)
 
 
 def _parse_ports(spec: str) -> tuple[int, int]:
@@ -207,12 +195,10 @@ def _parse_ports(spec: str) -> tuple[int, int]:
         raise InvalidSpec("ports", f"{spec!r} is not LOCAL:REMOTE (e.g. 8080:80 or :80)") from None
 
 
-async def _port_forward(opts: Any, job_id: str, ports: str) -> int:
+async def _port_forward(opts: Options, job_id: str, ports: str) -> int:
     from ..portforward import ForwardError
 
     local, remote = _parse_ports(ports)
-    note = _main()._note
-
     def on_error(err: ForwardError) -> None:
         peer = f"{err.peer[0]}:{err.peer[1]}" if err.peer else "?"
         note(f"connection {err.connection} from {peer}: {err.error}", fg="yellow")
@@ -239,7 +225,7 @@ _PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": Fals
 @click.argument("job_id")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_obj
-def exec_(opts: Any, interactive: bool, tty: bool, job_id: str, command: tuple[str, ...]) -> None:
+def exec_(opts: Options, interactive: bool, tty: bool, job_id: str, command: tuple[str, ...]) -> None:
     """Run COMMAND inside running job JOB_ID (its cwd and environment).
 
     \b
@@ -251,32 +237,32 @@ def exec_(opts: Any, interactive: bool, tty: bool, job_id: str, command: tuple[s
         command = command[1:]
     if not command:
         raise click.UsageError("COMMAND is missing after --")
-    sys.exit(_main()._run(lambda: _exec(opts, job_id, command, interactive, tty)))
+    sys.exit(run_command(lambda: _exec(opts, job_id, command, interactive, tty)))
 
 
 @click.command("attach")
 @click.option("-i", "--interactive", is_flag=True, help="Forward this terminal's stdin to the job.")
 @click.argument("job_id")
 @click.pass_obj
-def attach(opts: Any, interactive: bool, job_id: str) -> None:
+def attach(opts: Options, interactive: bool, job_id: str) -> None:
     """Follow running job JOB_ID's output from now on (and, with -i, feed its stdin).
 
     On a tty job with -i this terminal goes raw: Ctrl-] detaches. Otherwise Ctrl-C
     detaches. Detaching never stops the job.
     """
-    sys.exit(_main()._run(lambda: _attach(opts, job_id, interactive)))
+    sys.exit(run_command(lambda: _attach(opts, job_id, interactive)))
 
 
 @click.command("port-forward")
 @click.argument("job_id")
 @click.argument("ports", metavar="LOCAL:REMOTE")
 @click.pass_obj
-def port_forward(opts: Any, job_id: str, ports: str) -> None:
+def port_forward(opts: Options, job_id: str, ports: str) -> None:
     """Listen on 127.0.0.1:LOCAL and relay connections to port REMOTE of job JOB_ID.
 
     LOCAL empty or 0 picks a free port. Runs until Ctrl-C or the job ends.
     """
-    sys.exit(_main()._run(lambda: _port_forward(opts, job_id, ports)))
+    sys.exit(run_command(lambda: _port_forward(opts, job_id, ports)))
 
 
 def register(group: click.Group) -> None:

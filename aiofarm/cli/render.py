@@ -15,7 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..models import Job, JobStatus
-from .main import _STATUS_STYLE, _duration, _end_detail, _local
+from .common import STATUS_STYLE
+from .output import duration, end_detail, local_time
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -32,7 +33,7 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _status(status: JobStatus) -> Text:
-    return Text(status.value, style=_STATUS_STYLE.get(status, ""))
+    return Text(status.value, style=STATUS_STYLE.get(status, ""))
 
 
 def jobs_table(jobs: Sequence[Job]) -> None:
@@ -56,8 +57,8 @@ def jobs_table(jobs: Sequence[Job]) -> None:
             _status(job.status),
             job.pool or "-",
             str(job.priority),
-            _local(job.created_at),
-            _duration(job),
+            local_time(job.created_at),
+            duration(job),
             "-" if job.exit_code is None else str(job.exit_code),
         )
     console.print(table)
@@ -80,10 +81,10 @@ def job_details(job: Job) -> None:
         ("tags", ", ".join(job.tags) or "-"),
         ("description", job.description or "-"),
         ("depends on", ", ".join(job.depends_on) or "-"),
-        ("created", _local(job.created_at)),
-        ("started", _local(job.started_at)),
-        ("finished", _local(job.finished_at)),
-        ("run time", _duration(job)),
+        ("created", local_time(job.created_at)),
+        ("started", local_time(job.started_at)),
+        ("finished", local_time(job.finished_at)),
+        ("run time", duration(job)),
         ("driver", job.driver),
     ]
     if job.task_counts:
@@ -124,10 +125,10 @@ async def wait_progress(farm: Client, ids: list[str], timeout: float | None) -> 
         bar = progress.add_task("wait", total=len(ids), summary="")
         async for job in farm.jobs.as_completed(ids, timeout=timeout):
             counts[job.status] += 1
-            style = _STATUS_STYLE.get(job.status, "")
+            style = STATUS_STYLE.get(job.status, "")
             extra = ""
             if job.status is not JobStatus.SUCCEEDED:
-                detail = _end_detail(job)
+                detail = end_detail(job)
                 extra = f" ({escape(detail)})" if detail else ""
             name = f" {escape(job.name)}" if job.name else ""
             progress.console.print(
