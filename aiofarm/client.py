@@ -42,15 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Client"]
 
-# Used when aiofarm runs from a source tree without installed entry points.
-_BUILTIN_DRIVERS = {
-    "local": "aiofarm.drivers.local:LocalDriver",
-    "slurm+http": "aiofarm.drivers.slurm:SlurmDriver",
-    "slurm+unix": "aiofarm.drivers.slurm:SlurmDriver",
-    "deadline": "aiofarm.drivers.deadline:DeadlineDriver",
-    "dummy": "aiofarm.drivers.dummy:DummyDriver",
-}
-
 
 def _config_url() -> str | None:
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
@@ -95,22 +86,16 @@ def _parse(url: str) -> yarl.URL:
 
 
 def _driver_class(scheme: str) -> type[Driver]:
-    from importlib import import_module
+    """The driver for ``scheme``, from the ``aiofarm.drivers`` entry points (the
+    built-in drivers are registered there too, in pyproject.toml)."""
     from importlib.metadata import entry_points
 
-    target: str | None = None
-    for ep in entry_points(group="aiofarm.drivers"):
-        if ep.name == scheme:
-            target = ep.value
-            break
-    if target is None:
-        target = _BUILTIN_DRIVERS.get(scheme)
-    if target is None:
-        known = sorted({ep.name for ep in entry_points(group="aiofarm.drivers")} | set(_BUILTIN_DRIVERS))
-        raise InvalidSpec("url", f"no driver for scheme {scheme!r}; known: {', '.join(known)}")
-    module, _, attr = target.partition(":")
+    found = {ep.name: ep for ep in entry_points(group="aiofarm.drivers")}
+    ep = found.get(scheme)
+    if ep is None:
+        raise InvalidSpec("url", f"no driver for scheme {scheme!r}; known: {', '.join(sorted(found))}")
     try:
-        cls: type[Driver] = getattr(import_module(module), attr)
+        cls: type[Driver] = ep.load()
     except (ImportError, AttributeError) as exc:
         raise InvalidSpec("url", f"driver for {scheme!r} cannot be loaded: {exc}") from None
     return cls

@@ -26,7 +26,7 @@ is carried as text and re-raised here as :class:`aiofarm.RemoteError`, never unp
 
 The functions directory is, in order: ``Functions(client, root=...)``, the
 ``AIOFARM_FUNCTIONS_DIR`` environment variable, ``<state dir>/functions`` for a driver
-with a ``state_dir`` (local://), ``$XDG_DATA_HOME/aiofarm/functions``. For a remote farm it must be on
+with a state dir of its own (``drivers.base.HasStateDir``: local://), ``$XDG_DATA_HOME/aiofarm/functions``. For a remote farm it must be on
 a filesystem the workers see at the same path.
 
 ``max_concurrency``: each Function with a limit gets its own pool of that many slots
@@ -394,12 +394,7 @@ def _sys_path() -> list[str]:
     return out
 
 
-def _default_root(client: Client) -> Path:
-    import yarl
-
-    url = yarl.URL(client.url)
-    if url.scheme == "local" and url.path not in ("", "/"):
-        return Path(url.path) / "functions"
+def _default_root() -> Path:
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(data) / "aiofarm" / "functions"
 
@@ -420,11 +415,10 @@ class Functions:
         env = os.environ.get("AIOFARM_FUNCTIONS_DIR")
         if env:
             return Path(env)
-        try:
-            state_dir = getattr(self.client.driver, "state_dir", None)
-        except FarmError:  # not open yet: decide from the URL for now
-            return _default_root(self.client)
-        self._root = Path(state_dir) / "functions" if isinstance(state_dir, str) else _default_root(self.client)
+        from .drivers.base import HasStateDir
+
+        driver = self.client.driver  # raises FarmError until the client is open
+        self._root = Path(driver.state_dir) / "functions" if isinstance(driver, HasStateDir) else _default_root()
         return self._root
 
     def create(

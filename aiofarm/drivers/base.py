@@ -23,7 +23,7 @@ import enum
 import signal as _signal
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Action",
     "Driver",
+    "HasStateDir",
     "JobUpdate",
     "ListQuery",
     "LogQuery",
@@ -125,6 +126,16 @@ class StdioChannel:
     async def aclose(self) -> None:
         """Release everything; for exec, kill what still runs."""
         raise NotImplementedError
+
+
+@runtime_checkable
+class HasStateDir(Protocol):
+    """A driver with a directory of its own on this host that the jobs it runs can read
+    (the local farm's state dir). The client layer keeps the files jobs need there (farm
+    functions, under ``<state_dir>/functions``); other drivers leave it to the client's
+    default directory."""
+
+    state_dir: str
 
 
 class Driver:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aiofarm import Client
-from aiofarm.errors import InvalidSpec, RemoteError
+from aiofarm.errors import FarmError, InvalidSpec, RemoteError
 from aiofarm.models import JobStatus
 
 from . import farm_funcs
@@ -97,7 +97,10 @@ def test_create_validates(tmp_path: Path) -> None:
         farm.functions.create(farm_funcs.add, max_concurrency=2, pool="default")
     assert err3.value.field == "pool"
     assert os.environ.get("AIOFARM_FUNCTIONS_DIR") is None
-    assert farm.functions.root == tmp_path / "functions"
+    # the driver says where its state dir is (tests/functions/test_functions_dir.py):
+    # before the client is open there is no driver to ask
+    with pytest.raises(FarmError, match="not open"):
+        farm.functions.root  # noqa: B018
 
 
 async def test_timeout_and_retries(tmp_path: Path) -> None:
