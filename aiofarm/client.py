@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .errors import ConnectionLost, FarmError, InvalidSpec, UnsupportedError
+from .errors import ConnectionLost, FarmError, InvalidSpec
 from .models import Capability, PathMappingRule
 
 if TYPE_CHECKING:
@@ -243,15 +243,24 @@ class Client:
 
     @property
     def capabilities(self) -> frozenset[Capability]:
-        """What the driver can do (an open driver may know more than its class, e.g.
-        from the back end's version)."""
+        """What the driver can do: operations (``Capability.PAUSE``) and the parameters
+        it honours (``Capability.PAUSE_STOP_WORK``, ``LOGS_SINCE``...). An open driver
+        may know more than its class, e.g. from the back end's version."""
         if self._driver is not None:
             return self._driver.capabilities
         return self._driver_cls.capabilities
 
-    def require(self, capability: Capability, feature: str | None = None) -> None:
-        if capability not in self.capabilities:
-            raise UnsupportedError(self._driver_cls.name, feature or capability.value)
+    @property
+    def _driver_info(self) -> Driver | type[Driver]:
+        """The open driver, else its class: what capability checks read."""
+        return self._driver if self._driver is not None else self._driver_cls
+
+    def require(self, capability: Capability, *value: object) -> None:
+        """Raise ``UnsupportedError`` naming the driver and ``capability`` unless the
+        driver can do it (for a parameter: honour ``value``); see aiofarm/capabilities.py."""
+        from .capabilities import require
+
+        require(self._driver_info, capability, *value)
 
     @property
     def driver(self) -> Driver:

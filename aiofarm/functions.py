@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
-from .errors import FarmError, InvalidSpec, PoolNotFound, RemoteError, UnsupportedError
+from .errors import FarmError, InvalidSpec, PoolNotFound, RemoteError
 from .models import Capability, Job, JobSpec, JobStatus, Resources
 
 if TYPE_CHECKING:
@@ -171,10 +171,6 @@ class Function:
                 self._dir = directory
             if self.max_concurrency is not None and not self._pool_ready:
                 client = self._functions.client
-                if Capability.POOLS_MANAGE not in client.capabilities:
-                    raise UnsupportedError(
-                        client.driver_name, "Function max_concurrency", "needs pool management"
-                    )
                 name = self.pool_name
                 assert name is not None
                 try:
@@ -434,7 +430,7 @@ class Functions:
         pool: str | None = None,
     ) -> Function:
         # results come back through a filesystem the workers share with this client
-        self.client.require(Capability.FUNCTIONS, "functions")
+        self.client.require(Capability.FUNCTIONS)
         if not callable(func):
             raise InvalidSpec("func", f"must be callable, got {type(func).__name__}")
         if name is None:
@@ -449,6 +445,7 @@ class Functions:
             isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
         ):
             raise InvalidSpec("max_concurrency", f"must be an integer >= 1, got {max_concurrency!r}")
+        self.client.require(Capability.FUNCTIONS_MAX_CONCURRENCY, max_concurrency)
         if max_concurrency is not None and pool is not None:
             raise InvalidSpec("pool", "max_concurrency gives the function its own pool; do not set both")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):

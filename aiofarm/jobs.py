@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .capabilities import native_value, require_spec
 from .errors import InvalidSpec, JobNotFound, WaitTimeout
 from .models import Capability, CompletionResult, Job, JobEvent, JobSpec, JobStatus, Resources, Task
 from .query import build_query, matches
@@ -131,8 +132,8 @@ class Jobs:
             from .pathmap import prepare_spec
 
             checked = [prepare_spec(s, rules) for s in checked]
-        if any(s.template is not None for s in checked):
-            self._client.require(Capability.SUBMIT_TEMPLATE, "template jobs")
+        for i, spec in enumerate(checked):
+            require_spec(self._driver, spec, f"specs[{i}]")
         order, external = dependency_order(checked)
         driver = self._driver
         own_ids = [s.id for s in checked if s.id is not None]
@@ -265,6 +266,7 @@ class Jobs:
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise InvalidSpec("page_size", f"must be an integer >= 1, got {page_size!r}")
         driver = self._driver
+        self._client.require(Capability.LIST)
 
         async def iterate() -> AsyncGenerator[Job, None]:
             count = 0
@@ -290,11 +292,13 @@ class Jobs:
 
     async def tasks(self, job_id: str) -> builtins.list[Task]:
         check_id(job_id, "job_id")
+        self._client.require(Capability.TASKS)
         return await self._driver.tasks(job_id)
 
     async def explain(self, job_id: str) -> str:
         """In words, why a pending job is not running (Smedge's dispatch log)."""
         check_id(job_id, "job_id")
+        self._client.require(Capability.EXPLAIN)
         return await self._driver.explain(job_id)
 
     # -- wait --------------------------------------------------------------------
@@ -372,29 +376,48 @@ class Jobs:
         return watch(self._client, jobs, max_interval=max_interval, buffer=buffer)
 
     # -- control -----------------------------------------------------------------
-    async def _control(self, ids: str | Sequence[str], action: str, stop_work: bool) -> None:
+    async def _control(
+        self,
+        ids: str | Sequence[str],
+        action: str,
+        capability: Capability,
+        stop_work: bool | None = None,
+        stop_work_capability: Capability | None = None,
+    ) -> None:
         from .drivers.base import Action
 
         wanted = as_ids(ids)
+        self._client.require(capability)
+        stop = False
+        if stop_work_capability is not None:
+            if stop_work is not None and not isinstance(stop_work, bool):
+                raise InvalidSpec("stop_work", f"must be None or a bool, got {stop_work!r}")
+            self._client.require(stop_work_capability, stop_work)
+            stop = bool(native_value(self._driver, stop_work_capability) if stop_work is None else stop_work)
         if wanted:
-            await self._driver.control(wanted, Action(action), stop_work=stop_work)
+            await self._driver.control(wanted, Action(action), stop_work=stop)
 
-    async def cancel(self, ids: str | Sequence[str], *, stop_work: bool = True) -> None:
-        await self._control(ids, "cancel", stop_work)
+    async def cancel(self, ids: str | Sequence[str], *, stop_work: bool | None = None) -> None:
+        """Cancel jobs. ``stop_work`` True stops running work at once, False lets it
+        finish (only pending work is canceled); None: the back end's way (see
+        ``client.capabilities`` and docs/drivers.md; the local farm stops it)."""
+        await self._control(ids, "cancel", Capability.CANCEL, stop_work, Capability.CANCEL_STOP_WORK)
 
-    async def pause(self, ids: str | Sequence[str], *, stop_work: bool = False) -> None:
-        """Hold pending work; with ``stop_work`` also stop what is running (it reruns on resume)."""
-        await self._control(ids, "pause", stop_work)
+    async def pause(self, ids: str | Sequence[str], *, stop_work: bool | None = None) -> None:
+        """Hold pending work; with ``stop_work=True`` also stop what is running (it reruns
+        on resume), with False let it go on. None: the back end's way (local and Slurm
+        let it go on; Deadline Cloud interrupts it)."""
+        await self._control(ids, "pause", Capability.PAUSE, stop_work, Capability.PAUSE_STOP_WORK)
 
     async def resume(self, ids: str | Sequence[str]) -> None:
-        await self._control(ids, "resume", False)
+        await self._control(ids, "resume", Capability.PAUSE)
 
     async def retry(self, ids: str | Sequence[str]) -> None:
         """Rerun failed and canceled tasks and reset failure counts."""
-        await self._control(ids, "retry", False)
+        await self._control(ids, "retry", Capability.RETRY)
 
     async def delete(self, ids: str | Sequence[str]) -> None:
-        await self._control(ids, "delete", True)
+        await self._control(ids, "delete", Capability.DELETE)
 
     async def update(
         self,
@@ -418,6 +441,7 @@ class Jobs:
             if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags):
                 raise InvalidSpec("tags", "must be a sequence of non-empty strings")
             tags = tuple(tags)
+        self._client.require(Capability.UPDATE)
         if wanted:
             await self._driver.update(wanted, JobUpdate(priority=priority, name=name, tags=tags))
 
@@ -427,6 +451,7 @@ class Jobs:
             signum = _signal.Signals(sig)
         except (ValueError, TypeError):
             raise InvalidSpec("signal", f"{sig!r} is not a signal") from None
+        self._client.require(Capability.SIGNAL)
         await self._driver.send_signal(job_id, signum)
 
     # -- interactive (aiofarm.stdio / aiofarm.portforward) --------------------------
@@ -437,6 +462,7 @@ class Jobs:
         from . import stdio
 
         check_id(job_id, "job_id")
+        self._client.require(Capability.ATTACH)
         return stdio.open_attach(self._driver, job_id, stdin=stdin, stdout=stdout, stderr=stderr)
 
     def exec(
@@ -456,6 +482,8 @@ class Jobs:
         from . import stdio
 
         check_id(job_id, "job_id")
+        self._client.require(Capability.EXEC)
+        self._client.require(Capability.EXEC_TTY, tty)
         return stdio.open_exec(
             self._driver, job_id, command, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr, size=size
         )
@@ -475,5 +503,6 @@ class Jobs:
         from . import portforward
 
         check_id(job_id, "job_id")
+        self._client.require(Capability.PORT_FORWARD)
         return portforward.port_forward(self._driver, job_id, local_port, job_port, on_error=on_error)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .backoff import Backoff
 from .errors import ConnectionLost, InvalidSpec, JobNotFound
-from .models import Job, LogLine, LogPage
+from .models import Capability, Job, LogLine, LogPage
 from .validation import check_id
 from .watch import CallbackSubscription
 
@@ -56,6 +56,17 @@ def _query(
     return LogQuery(task=task, streams=frozenset(streams), start_time=start_time, end_time=end_time, limit=limit)
 
 
+def _require(client: Client, query: LogQuery, *, timestamps: bool, follow: bool) -> None:
+    client.require(Capability.LOGS)
+    if follow:
+        client.require(Capability.LOGS_FOLLOW)
+    client.require(Capability.LOGS_SINCE, query.start_time)
+    client.require(Capability.LOGS_SINCE, query.end_time)
+    client.require(Capability.LOGS_TIMESTAMPS, timestamps)
+    client.require(Capability.LOGS_STREAMS, query.streams)
+    client.require(Capability.LOGS_TASK, query.task)
+
+
 def _stamp(line: LogLine) -> LogLine:
     if line.time is None:
         return line
@@ -86,6 +97,7 @@ class Logs:
         query = _query(task, streams, since, None, 1000)
         client = self._client
         driver = client.driver
+        _require(client, query, timestamps=timestamps, follow=follow)
         if not follow:
             await client.jobs.get(job_id)  # JobNotFound before the first line, not after
 
@@ -172,6 +184,7 @@ class Logs:
         if next_token is not None and not isinstance(next_token, str):
             raise InvalidSpec("next_token", "must be a token from a previous page")
         driver = self._client.driver
+        _require(self._client, query, timestamps=False, follow=False)
         page = await driver.read_log(job_id, next_token, query)
         if not page.lines and next_token is None:
             # an unknown job and an empty log look alike to some back ends

@@ -103,7 +103,13 @@ _FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED
 
 
 class Capability(str, enum.Enum):
-    """What a driver can do. ``client.capabilities`` is a frozenset of these."""
+    """What a driver can do. ``client.capabilities`` is a frozenset of these.
+
+    Plain names are operations. Dotted names (``operation.parameter``) say that the
+    driver honours that parameter of the operation; without one, a call giving the
+    parameter a value the back end cannot honour raises ``UnsupportedError`` naming
+    the driver and the parameter, before anything is sent (docs/drivers.md).
+    """
 
     SUBMIT = "submit"
     SUBMIT_TEMPLATE = "submit_template"  # OpenJD templates / bundles
@@ -127,6 +133,32 @@ class Capability(str, enum.Enum):
     WORKERS_MANAGE = "workers_manage"  # enable / disable
     EXPLAIN = "explain"
     FUNCTIONS = "functions"
+    # -- parameters ----------------------------------------------------------------
+    SUBMIT_TTY = "submit.tty"  # a job on a terminal
+    SUBMIT_STDIN = "submit.stdin"  # a job whose stdin stays open for attach
+    SUBMIT_RETRIES = "submit.retries"  # retries > 0
+    SUBMIT_MAX_FAILED_TASKS = "submit.max_failed_tasks"
+    SUBMIT_MAX_WORKERS = "submit.max_workers"
+    CANCEL_STOP_WORK = "cancel.stop_work"  # both values: running work stops, or finishes
+    PAUSE_STOP_WORK = "pause.stop_work"  # both values: running work stops, or goes on
+    LOGS_SINCE = "logs.since"  # since= / start_time= / end_time=: lines by time
+    LOGS_TIMESTAMPS = "logs.timestamps"  # each line's time is known
+    LOGS_STREAMS = "logs.streams"  # stdout and stderr apart
+    LOGS_TASK = "logs.task"  # one task's lines
+    ATTACH_BATCH_STEP = "attach.batch_step"  # attach reaches the job's own process
+    EXEC_TTY = "exec.tty"
+    WORKERS_STOP_WORK = "workers.stop_work"  # disable(stop_work=True)
+    FUNCTIONS_MAX_CONCURRENCY = "functions.max_concurrency"
+
+    @property
+    def operation(self) -> str:
+        """``pause`` for ``pause.stop_work``; the name itself for an operation."""
+        return self.value.partition(".")[0]
+
+    @property
+    def parameter(self) -> str | None:
+        """``stop_work`` for ``pause.stop_work``; None for an operation."""
+        return self.value.partition(".")[2] or None
 
     def __str__(self) -> str:
         return self.value

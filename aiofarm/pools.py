@@ -6,7 +6,7 @@ import re
 from typing import TYPE_CHECKING
 
 from .errors import InvalidSpec, PoolNotFound
-from .models import Pool
+from .models import Capability, Pool
 
 if TYPE_CHECKING:
     from .client import Client
@@ -27,6 +27,7 @@ class Pools:
         self._client = client
 
     async def list(self) -> list[Pool]:
+        self._client.require(Capability.POOLS)
         return await self._client.driver.list_pools()
 
     async def get(self, name_or_id: str | Pool) -> Pool:
@@ -47,17 +48,21 @@ class Pools:
         _check_name(name)
         if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int) or slots < 1):
             raise InvalidSpec("slots", f"must be an integer >= 1, got {slots!r}")
+        self._client.require(Capability.POOLS_MANAGE)
         return await self._client.driver.create_pool(name, slots)
 
     async def rename(self, pool: str | Pool, new_name: str) -> Pool:
         _check_name(new_name, "new_name")
+        self._client.require(Capability.POOLS_MANAGE)
         found = await self.get(pool)
         return await self._client.driver.rename_pool(found.id, new_name)
 
     async def delete(self, pool: str | Pool) -> None:
+        self._client.require(Capability.POOLS_MANAGE)
         found = await self.get(pool)
         await self._client.driver.delete_pool(found.id)
 
     async def capacity(self) -> dict[str, int]:
         """Free slots per pool name, now."""
+        self._client.require(Capability.POOLS)
         return await self._client.driver.capacity()

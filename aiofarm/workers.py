@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .errors import InvalidSpec
-from .models import Worker
+from .models import Capability, Worker
 
 if TYPE_CHECKING:
     from .client import Client
@@ -39,6 +39,7 @@ class Workers:
 
     async def list(self, names: str | Sequence[str] | None = None, regex: str | None = None) -> builtins.list[Worker]:
         wanted, pattern = _selector(names, regex)
+        self._client.require(Capability.WORKERS)
         workers = await self._client.driver.list_workers()
         return [
             w
@@ -56,6 +57,10 @@ class Workers:
     ) -> builtins.list[Worker]:
         if names is None and regex is None:
             raise InvalidSpec("names", "name the workers (names=... or regex=...)")
+        if not isinstance(stop_work, bool):
+            raise InvalidSpec("stop_work", f"must be a bool, got {stop_work!r}")
+        self._client.require(Capability.WORKERS_MANAGE)
+        self._client.require(Capability.WORKERS_STOP_WORK, stop_work)
         chosen = await self.list(names, regex)
         wanted, _ = _selector(names, regex)
         missing = (wanted or set()) - {w.name for w in chosen}

@@ -102,7 +102,7 @@ async def test_unsupported_feature_names_driver_and_feature() -> None:
         (job,) = await farm.jobs.submit([JobSpec(command=["x"])])
         with pytest.raises(aiofarm.UnsupportedError) as info:
             await farm.jobs.send_signal(job.id, 15)
-        assert info.value.driver == "dummy" and info.value.feature == "send_signal"
+        assert info.value.driver == "dummy" and info.value.feature == "signal"
         assert aiofarm.Capability.SIGNAL not in farm.capabilities
         with pytest.raises(aiofarm.UnsupportedError):
             await farm.workers.list()

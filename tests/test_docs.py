@@ -7,6 +7,7 @@ import importlib
 from pathlib import Path
 
 from aiofarm import Capability
+from aiofarm.drivers.base import Driver
 
 DRIVERS = {
     "local": "aiofarm.drivers.local:LocalDriver",
@@ -26,10 +27,18 @@ def render() -> str:
     head = "| capability | " + " | ".join(classes) + " |"
     rule = "|---|" + "---|" * len(classes)
     rows = [
-        f"| `{cap.value}` | " + " | ".join("yes" if cap in cls.capabilities else "—" for cls in classes.values()) + " |"
+        f"| `{cap.value}` | " + " | ".join(_cell(cls, cap) for cls in classes.values()) + " |"
         for cap in Capability
     ]
     return "\n".join([head, rule, *rows])
+
+
+def _cell(cls: type[Driver], cap: Capability) -> str:
+    if cap in cls.capabilities:
+        return "yes"
+    if cap in cls.fixed_parameters:
+        return f"only `{cap.parameter}={cls.fixed_parameters[cap]!r}`"
+    return "—"
 
 
 def test_capability_table_matches_the_drivers() -> None:

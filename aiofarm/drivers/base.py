@@ -7,7 +7,10 @@ client layer does all of that once, for every driver (httpx's Client vs
 Transport; Libcloud's API vs driver).
 
 Every primitive a driver does not implement raises :class:`UnsupportedError`
-naming the driver and the feature; ``capabilities`` says so up front.
+naming the driver and the feature; ``capabilities`` says so up front, operations
+and parameters alike (``pause.stop_work``, ``logs.since``...), and the client layer
+checks them once (``aiofarm.capabilities.require``) before calling the driver: a
+driver never sees a parameter value it did not declare it honours.
 
 Rules every driver keeps:
 - Only ``aiofarm.errors`` exceptions cross this boundary.
@@ -23,6 +26,7 @@ import enum
 import signal as _signal
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
@@ -144,6 +148,9 @@ class Driver:
 
     name: ClassVar[str] = "base"
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    #: parameters this back end cannot choose but always behaves as one value of (a
+    #: call asking for that value is honoured, see aiofarm/capabilities.py)
+    fixed_parameters: ClassVar[Mapping[Capability, object]] = MappingProxyType({})
     #: how many ids one ``get_jobs`` call may carry (the shared poller chunks by this)
     max_batch_get: ClassVar[int] = 100
     #: how many ``get_jobs`` calls the client layer may have in flight at once

@@ -126,9 +126,12 @@ async def test_log_pages_resume_by_token(fake: FakeDeadlineProcess, url: str) ->
             paged += [ln.text for ln in page.lines]
             token = page.next_token
         assert paged == whole
-        # CloudWatch session logs merge stdout and stderr: all of it is "stdout"
-        async with farm.logs.stream(job.id, follow=False, streams=["stderr"]) as lines:
-            assert [ln async for ln in lines] == []
+        # CloudWatch session logs merge stdout and stderr: asking for one is refused,
+        # not answered with nothing
+        with pytest.raises(aiofarm.UnsupportedError) as refused:
+            async with farm.logs.stream(job.id, follow=False, streams=["stderr"]) as lines:
+                pass
+        assert (refused.value.driver, refused.value.feature) == ("deadline", "logs.streams")
         # a token is good for a new client too (it names the session and the cursor)
     async with aiofarm.Client(url) as again:
         page = await again.driver.read_log(job.id, token, query)

@@ -17,6 +17,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
@@ -118,7 +119,18 @@ class DeadlineDriver(Driver):
             Capability.LOGS_FOLLOW,
             Capability.POOLS,
             Capability.WORKERS,
+            # parameters (aiofarm/capabilities.py); session logs merge stdout and stderr
+            Capability.SUBMIT_RETRIES,
+            Capability.SUBMIT_MAX_FAILED_TASKS,
+            Capability.SUBMIT_MAX_WORKERS,
+            Capability.LOGS_SINCE,
+            Capability.LOGS_TIMESTAMPS,
+            Capability.LOGS_TASK,
         }
+    )
+    # a CANCELED or SUSPENDED target interrupts running tasks
+    fixed_parameters: ClassVar[Mapping[Capability, object]] = MappingProxyType(
+        {Capability.CANCEL_STOP_WORK: True, Capability.PAUSE_STOP_WORK: True}
     )
     #: ids per get_jobs call; each call fans out into concurrent BatchGetJob requests
     #: of 100 ids (the API's limit), so a poll round costs ceil(n / 100) requests but

@@ -40,6 +40,10 @@ _BASE_CAPS = frozenset(
         Capability.LOGS,
         Capability.LOGS_FOLLOW,
         Capability.POOLS,
+        # parameters: log lines are kept with their time and stream; jobs never run,
+        # so nothing about running work, terminals or retries is honoured
+        Capability.LOGS_TIMESTAMPS,
+        Capability.LOGS_STREAMS,
     }
 )
 

@@ -311,6 +311,22 @@ class LocalDriver(Driver):
             Capability.EXEC,
             Capability.PORT_FORWARD,
             Capability.FUNCTIONS,
+            # parameters (aiofarm/capabilities.py)
+            Capability.SUBMIT_TTY,
+            Capability.SUBMIT_STDIN,
+            Capability.SUBMIT_RETRIES,
+            Capability.SUBMIT_MAX_FAILED_TASKS,
+            Capability.SUBMIT_MAX_WORKERS,
+            Capability.CANCEL_STOP_WORK,
+            Capability.PAUSE_STOP_WORK,
+            Capability.LOGS_SINCE,
+            Capability.LOGS_TIMESTAMPS,
+            Capability.LOGS_STREAMS,
+            Capability.LOGS_TASK,
+            Capability.ATTACH_BATCH_STEP,
+            Capability.EXEC_TTY,
+            Capability.WORKERS_STOP_WORK,
+            Capability.FUNCTIONS_MAX_CONCURRENCY,
         }
     )
     max_batch_get: ClassVar[int] = 900  # SQLite's bound-parameter budget per IN (...)

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
@@ -96,7 +97,16 @@ class SlurmDriver(Driver):
             Capability.EXPLAIN,
             # the call files and the client's Python must be on the shared filesystem
             Capability.FUNCTIONS,
+            # parameters (aiofarm/capabilities.py); log lines carry no time (files)
+            Capability.LOGS_STREAMS,
+            Capability.LOGS_TASK,
+            Capability.EXEC_TTY,
+            Capability.WORKERS_STOP_WORK,
         }
+    )
+    # scancel stops running work; a hold keeps it running (suspend needs an operator)
+    fixed_parameters: ClassVar[Mapping[Capability, object]] = MappingProxyType(
+        {Capability.CANCEL_STOP_WORK: True, Capability.PAUSE_STOP_WORK: False}
     )
     # one GET /jobs answers any number of ids
     max_batch_get: ClassVar[int] = 100_000
