@@ -78,7 +78,7 @@ async def test_unhonoured_log_parameters_are_refused(farm: Client) -> None:
     await _refused(farm, "logs.since", farm.logs.page(job.id, start_time=since))
     await _refused(farm, "logs.since", farm.logs.page(job.id, end_time=since))
     await _refused(farm, "logs.task", farm.logs.page(job.id, task="0"))
-    with pytest.raises(UnsupportedError, match="logs.since"):
+    with pytest.raises(UnsupportedError, match=r"logs\.since"):
         async with farm.logs.stream(job.id, since=since):
             pass
     # honoured ones work
@@ -146,7 +146,7 @@ def test_require_reads_classes_and_instances() -> None:
     require(Tiny, Capability.LOGS)
     require(Tiny, Capability.LOGS_TIMESTAMPS, False)
     require(Tiny, Capability.LOGS_STREAMS, frozenset({"stdout", "stderr"}))
-    with pytest.raises(UnsupportedError, match="the tiny driver does not support logs.timestamps"):
+    with pytest.raises(UnsupportedError, match=r"the tiny driver does not support logs\.timestamps"):
         require(Tiny, Capability.LOGS_TIMESTAMPS, True)
     with pytest.raises(UnsupportedError, match="exec"):
         require(Tiny(), Capability.EXEC)

@@ -129,7 +129,7 @@ async def test_log_pages_resume_by_token(fake: FakeDeadlineProcess, url: str) ->
         # CloudWatch session logs merge stdout and stderr: asking for one is refused,
         # not answered with nothing
         with pytest.raises(aiofarm.UnsupportedError) as refused:
-            async with farm.logs.stream(job.id, follow=False, streams=["stderr"]) as lines:
+            async with farm.logs.stream(job.id, follow=False, streams=["stderr"]):
                 pass
         assert (refused.value.driver, refused.value.feature) == ("deadline", "logs.streams")
         # a token is good for a new client too (it names the session and the cursor)
