@@ -7,7 +7,7 @@ import pytest
 
 import aiofarm
 from aiofarm import JobStatus
-from aiofarm.errors import AuthError, InvalidSpec, JobNotFound, PoolNotFound
+from aiofarm.errors import AuthError, InvalidSpec, JobNotFound
 from tests.fakes.deadline.process import FakeDeadlineProcess
 
 pytestmark = pytest.mark.anyio
@@ -46,7 +46,8 @@ async def test_command_job_runs_to_success(fake: FakeDeadlineProcess, url: str) 
         job = await farm.jobs.start(command=["echo", "hi"], name="hello", priority=70)
         assert job.status is JobStatus.PENDING
         assert job.name == "hello" and job.priority == 70 and job.driver == "deadline"
-        assert job.raw["lifecycleStatus"] == "CREATE_COMPLETE"
+        # submit does not wait for creation to finish: the record may still say so
+        assert job.raw["lifecycleStatus"] in ("CREATE_IN_PROGRESS", "CREATE_COMPLETE")
         fake.advance(1)
         assert (await farm.jobs.get(job.id)).status is JobStatus.RUNNING
         fake.advance(1)
@@ -153,14 +154,17 @@ async def test_bad_inputs_are_typed_errors(fake: FakeDeadlineProcess, url: str) 
         async with aiofarm.Client("deadline://farm-nope/queue-" + "0" * 32):
             pass
     assert bad_farm.value.field == "url"
+    # an unknown farm or queue in the URL: the error lists the ones these credentials see
     missing_queue = url.replace(fake.queue_id, "queue-" + "1" * 32)
-    with pytest.raises(PoolNotFound):
+    with pytest.raises(InvalidSpec) as no_queue:
         async with aiofarm.Client(missing_queue):
             pass
+    assert no_queue.value.field == "url" and f"{fake.queue_id} (fake queue)" in str(no_queue.value)
     missing_farm = url.replace(fake.farm_id, "farm-" + "2" * 32)
-    with pytest.raises(InvalidSpec):
+    with pytest.raises(InvalidSpec) as no_farm:
         async with aiofarm.Client(missing_farm):
             pass
+    assert f"{fake.farm_id} (fake farm)" in str(no_farm.value)
     async with aiofarm.Client(url) as farm:
         with pytest.raises(InvalidSpec) as wrong_type:
             await farm.jobs.submit_template(RENDER, parameters={"Quality": "high"})

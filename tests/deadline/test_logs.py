@@ -127,11 +127,12 @@ async def test_log_pages_resume_by_token(fake: FakeDeadlineProcess, url: str) ->
             token = page.next_token
         assert paged == whole
         # CloudWatch session logs merge stdout and stderr: asking for one is refused,
-        # not answered with nothing
-        with pytest.raises(aiofarm.UnsupportedError) as refused:
-            async with farm.logs.stream(job.id, follow=False, streams=["stderr"]):
-                pass
-        assert (refused.value.driver, refused.value.feature) == ("deadline", "logs.streams")
+        # not answered with nothing or with both
+        for streams in (["stderr"], ["stdout"]):
+            with pytest.raises(aiofarm.UnsupportedError) as refused:
+                async with farm.logs.stream(job.id, follow=False, streams=streams) as lines:
+                    pass
+            assert (refused.value.driver, refused.value.feature) == ("deadline", "logs.streams")
         # a token is good for a new client too (it names the session and the cursor)
     async with aiofarm.Client(url) as again:
         page = await again.driver.read_log(job.id, token, query)

@@ -127,33 +127,6 @@ def test_parameters_are_typed_per_template() -> None:
         assert err.value.field == f"parameters.{next(iter(bad))}"
 
 
-def test_search_filters_nest_groups_of_three() -> None:
-    filters = wire.search_filters(frozenset({JobStatus.PENDING}), "abc", None, None, None)
-    assert filters is not None and filters["operator"] == "AND"
-
-    def depth_ok(group: dict[str, object]) -> None:
-        items = group["filters"]
-        assert isinstance(items, list) and 1 <= len(items) <= 3
-        for f in items:
-            if "groupFilter" in f:
-                depth_ok(f["groupFilter"])
-
-    depth_ok(filters)
-    statuses = filters["filters"][0]["groupFilter"]
-    flat: list[str] = []
-
-    def collect(group: dict[str, object]) -> None:
-        for f in group["filters"]:  # type: ignore[attr-defined]
-            if "groupFilter" in f:
-                collect(f["groupFilter"])
-            else:
-                flat.append(f["stringFilter"]["value"])
-
-    collect(statuses)
-    assert sorted(flat) == ["ASSIGNED", "PENDING", "READY", "SCHEDULED", "STARTING"]
-    assert wire.search_filters(None, None, None, None, None) is None
-
-
 def test_tokens_round_trip_and_bad_tokens_are_invalid() -> None:
     token = wire.encode_token({"s": "session-x", "f": "f/1"})
     assert wire.decode_token(token) == {"s": "session-x", "f": "f/1"}
@@ -182,11 +155,11 @@ def test_good_url() -> None:
         yarl.URL(f"deadline://{FARM}/{QUEUE}?region=eu-west-1&profile=p&retry_mode=adaptive"), {}
     )
     assert isinstance(driver, DeadlineDriver)
-    assert (driver.farm_id, driver.queue_id, driver.region, driver.profile) == (
+    assert (driver.farm_id, driver.queue_id, driver.api.region, driver.api.profile) == (
         FARM,
         QUEUE,
         "eu-west-1",
         "p",
     )
-    assert driver.retry_mode == "adaptive"
+    assert driver.api.retry_mode == "adaptive"
     assert driver.log_group == f"/aws/deadline/{FARM}/{QUEUE}"

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ...errors import InvalidSpec, UnsupportedError
-from ...models import Job, JobSpec, JobStatus, LogLine, Pool, Task, Worker
+from ...models import Job, JobSpec, JobStatus, LogLine, Pool, StatusTransition, Task, Worker
 
 __all__ = [
     "FARM_RE",
@@ -28,12 +28,12 @@ __all__ = [
     "create_job_request",
     "decode_token",
     "encode_token",
+    "history",
     "job_from_wire",
     "job_status",
     "log_line",
     "parse_time",
     "pool_from_wire",
-    "search_filters",
     "status_filter_values",
     "task_from_wire",
     "typed_parameters",
@@ -66,7 +66,9 @@ def job_status(task_run_status: str | None, lifecycle: str | None = None) -> Job
     if lifecycle == "CREATE_FAILED":
         return JobStatus.FAILED
     if lifecycle == "CREATE_IN_PROGRESS" or task_run_status is None:
-        return JobStatus.PENDING
+        # a job being created is not finished, whatever its tasks say; one submitted
+        # suspended says so from the start
+        return JobStatus.SUSPENDED if task_run_status == "SUSPENDED" else JobStatus.PENDING
     return _STATUS.get(task_run_status, JobStatus.UNKNOWN)
 
 
@@ -207,6 +209,47 @@ def task_from_wire(
         log=f"{log_group}/{session_id}" if session_id and log_group else session_id,
         raw=raw,
     )
+
+
+def history(
+    job: Job, runs: Sequence[Mapping[str, Any]], failed: Mapping[str, Any] | None
+) -> tuple[StatusTransition, ...]:
+    """A job's status transitions from its timestamps and its task-run session actions
+    (``runs``, oldest first; ``failed``: GetSessionAction of the failed attempt that
+    decided the outcome, if any)."""
+    out: list[StatusTransition] = []
+    if job.created_at is not None:
+        out.append(StatusTransition(JobStatus.PENDING, job.created_at, "submitted"))
+    first = next((a for a in runs if a.get("startedAt")), None)
+    started = _utc(first["startedAt"]) if first else job.started_at
+    if started is not None:
+        task = first["definition"]["taskRun"].get("taskId") if first else None
+        out.append(
+            StatusTransition(JobStatus.RUNNING, started, f"task {task} started" if task else None)
+        )
+    for action in runs:
+        ended = _utc(action.get("endedAt"))
+        if action.get("status") == "FAILED" and ended is not None and action is not runs[-1]:
+            task = action["definition"]["taskRun"].get("taskId")
+            out.append(
+                StatusTransition(JobStatus.RUNNING, ended, f"task {task} attempt failed")
+            )
+    if job.status.is_finished:
+        when = job.finished_at or _utc(job.raw.get("updatedAt")) or job.created_at
+        reason = job.reason
+        if job.status is JobStatus.FAILED and failed is not None:
+            task = (failed.get("definition") or {}).get("taskRun", {}).get("taskId")
+            code = failed.get("processExitCode")
+            reason = f"task {task} failed" + (f" with exit code {code}" if code is not None else "")
+            if failed.get("progressMessage"):
+                reason += f": {failed['progressMessage']}"
+        if when is not None:
+            out.append(StatusTransition(job.status, when, reason))
+    elif job.status is JobStatus.SUSPENDED:
+        when = _utc(job.raw.get("updatedAt")) or job.created_at
+        if when is not None:
+            out.append(StatusTransition(JobStatus.SUSPENDED, when, job.reason))
+    return tuple(sorted(out, key=lambda t: t.time))
 
 
 def pool_from_wire(queue: Mapping[str, Any], slots: int | None) -> Pool:
@@ -480,106 +523,3 @@ def decode_token(token: str, field: str = "token") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidSpec(field, "is not a token this driver issued")
     return data
-
-
-def _group(operator: str, filters: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A filter group; SearchJobs allows at most 3 filters per group, so nest."""
-    filters = list(filters)
-    while len(filters) > 3:
-        filters = [
-            {"groupFilter": {"operator": operator, "filters": filters[i : i + 3]}}
-            for i in range(0, len(filters), 3)
-        ]
-    return {"operator": operator, "filters": filters}
-
-
-# a job's status changes when it starts, when it ends, or when someone updates it
-# (suspend, cancel, requeue); lesser moves (READY -> ASSIGNED) are left to full rounds
-CHANGE_FIELDS = ("STARTED_AT", "ENDED_AT", "UPDATED_AT")
-
-
-def changes_filter(since: datetime) -> dict[str, Any]:
-    """SearchJobs filterExpressions: jobs started, ended or updated at or after ``since``."""
-    return _group(
-        "OR",
-        [
-            {
-                "dateTimeFilter": {
-                    "name": name,
-                    "operator": "GREATER_THAN_EQUAL_TO",
-                    "dateTime": since,
-                }
-            }
-            for name in CHANGE_FIELDS
-        ],
-    )
-
-
-def search_filters(
-    statuses: frozenset[JobStatus] | None,
-    name: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    threshold: tuple[str, datetime] | None,
-) -> dict[str, Any] | None:
-    """SearchJobs filterExpressions for what Deadline can filter natively.
-
-    ``threshold`` is ("GREATER_THAN_EQUAL_TO" | "LESS_THAN_EQUAL_TO", createdAt): the
-    restart point past the service's 10,000-result window."""
-    parts: list[dict[str, Any]] = []
-    if statuses is not None:
-        values = status_filter_values(statuses)
-        if not values:
-            values = ["__none__"]
-        parts.append(
-            {
-                "groupFilter": _group(
-                    "OR",
-                    [
-                        {
-                            "stringFilter": {
-                                "name": "TASK_RUN_STATUS",
-                                "operator": "EQUAL",
-                                "value": v,
-                            }
-                        }
-                        for v in values
-                    ],
-                )
-            }
-        )
-    if name:
-        parts.append({"searchTermFilter": {"searchTerm": name[:256], "matchType": "CONTAINS"}})
-    if since is not None:
-        parts.append(
-            {
-                "dateTimeFilter": {
-                    "name": "CREATED_AT",
-                    "operator": "GREATER_THAN_EQUAL_TO",
-                    "dateTime": since,
-                }
-            }
-        )
-    if until is not None:
-        parts.append(
-            {
-                "dateTimeFilter": {
-                    "name": "CREATED_AT",
-                    "operator": "LESS_THAN_EQUAL_TO",
-                    "dateTime": until,
-                }
-            }
-        )
-    if threshold is not None:
-        parts.append(
-            {
-                "dateTimeFilter": {
-                    "name": "CREATED_AT",
-                    "operator": threshold[0],
-                    "dateTime": threshold[1],
-                }
-            }
-        )
-    if not parts:
-        return None
-    return _group("AND", parts)
