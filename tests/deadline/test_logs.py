@@ -130,7 +130,7 @@ async def test_log_pages_resume_by_token(fake: FakeDeadlineProcess, url: str) ->
         # not answered with nothing or with both
         for streams in (["stderr"], ["stdout"]):
             with pytest.raises(aiofarm.UnsupportedError) as refused:
-                async with farm.logs.stream(job.id, follow=False, streams=streams) as lines:
+                async with farm.logs.stream(job.id, follow=False, streams=streams):
                     pass
             assert (refused.value.driver, refused.value.feature) == ("deadline", "logs.streams")
         # a token is good for a new client too (it names the session and the cursor)
