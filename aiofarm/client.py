@@ -98,6 +98,10 @@ def _driver_class(scheme: str) -> type[Driver]:
         cls: type[Driver] = ep.load()
     except (ImportError, AttributeError) as exc:
         raise InvalidSpec("url", f"driver for {scheme!r} cannot be loaded: {exc}") from None
+    if not cls.native_dependencies:
+        from .release import holding
+
+        cls = holding(cls)
     return cls
 
 
@@ -205,6 +209,11 @@ class Client:
         self._supervisor = supervisor
         self._driver = driver
         self._hub = Hub(driver, supervisor.spawn)
+        if not driver.native_dependencies:
+            from .release import HoldMixin
+
+            assert isinstance(driver, HoldMixin)
+            driver.start_release(self._hub, supervisor.spawn)
         return self
 
     async def aclose(self) -> None:
@@ -213,6 +222,11 @@ class Client:
         self._closed = True
         driver, supervisor = self._driver, self._supervisor
         self._driver = self._supervisor = self._hub = None
+        if driver is not None and not driver.native_dependencies:
+            from .release import HoldMixin
+
+            if isinstance(driver, HoldMixin):
+                driver.drop_holds()
         with anyio.CancelScope(shield=True):
             try:
                 if driver is not None:

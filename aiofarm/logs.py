@@ -117,9 +117,25 @@ class Logs:
             idle = Backoff(0.05, 1.0)
             drained_after_finish = False
             sub = CallbackSubscription((job_id,), FOLLOW_MAX_INTERVAL, on_job, on_error)
-            if follow:
+            polled = follow and not driver.log_push
+            if polled:
                 client.hub.register(sub)
             try:
+                if follow and driver.log_push:
+                    # the back end pushes lines; a dropped connection resumes from the
+                    # last page's token, and the stream ends when the driver's does
+                    while True:
+                        try:
+                            async with driver.follow_log(job_id, token, query) as pages:
+                                async for page in pages:
+                                    for line in page.lines:
+                                        yield _stamp(line) if timestamps else line
+                                    if page.next_token is not None:
+                                        token = page.next_token
+                                    idle.reset()
+                            return
+                        except ConnectionLost:
+                            await idle.sleep()
                 while True:
                     try:
                         page = await driver.read_log(job_id, token, query)
@@ -145,7 +161,7 @@ class Logs:
                         continue
                     await idle.sleep()
             finally:
-                if follow:
+                if polled:
                     client.hub.unregister(sub)
 
         it = lines()

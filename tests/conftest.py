@@ -24,3 +24,13 @@ def _isolated_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
 def open_fds() -> set[int]:
     """This process's open file descriptors (for leak checks)."""
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Install Ray (about a minute on a fresh machine) before the first Ray test, not
+    inside its timeout; only when the run has Ray tests."""
+    if session.config.option.collectonly or not any(item.get_closest_marker("ray") for item in session.items):
+        return
+    from tests.backends import ray
+
+    ray.install()

@@ -75,6 +75,10 @@ DRIVER_IMPORT_EXEMPT: frozenset[tuple[str, str]] = frozenset(
         # layer retries driver calls itself (the driver only saying what is transient)
         ("aiofarm.drivers.deadline.api", "aiofarm.backoff"),
         ("aiofarm.drivers.slurm.http", "aiofarm.backoff"),
+        ("aiofarm.drivers.ray.http", "aiofarm.backoff"),
+        # cancel confirms the stop: Ray answers "stopped" to a stop of a job whose
+        # supervisor has not started and leaves it PENDING, so the stop is re-sent
+        ("aiofarm.drivers.ray.driver", "aiofarm.backoff"),
         # dependency release paced by Backoff: to become a Hub subscription (issue 11)
         ("aiofarm.drivers.deadline.holds", "aiofarm.backoff"),
         # reads Expr/And/Compare/Or from the where package; aiofarm.where.nodes has them

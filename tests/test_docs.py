@@ -13,6 +13,7 @@ DRIVERS = {
     "local": "aiofarm.drivers.local:LocalDriver",
     "slurm+http / slurm+unix": "aiofarm.drivers.slurm:SlurmDriver",
     "deadline": "aiofarm.drivers.deadline:DeadlineDriver",
+    "ray+http / ray+https": "aiofarm.drivers.ray:RayDriver",
     "dummy (tests)": "aiofarm.drivers.dummy:DummyDriver",
 }
 BEGIN = "<!-- capability-table:begin -->"

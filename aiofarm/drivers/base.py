@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import enum
 import signal as _signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -157,6 +158,13 @@ class Driver:
     max_concurrent_gets: ClassVar[int] = 8
     #: whether :meth:`changes_since` is implemented (one cheap "what changed" query)
     change_feed: ClassVar[bool] = False
+    #: whether the back end holds a job until the jobs it ``depends_on`` succeed. When
+    #: False the client holds such jobs itself (:mod:`aiofarm.release`) and submits
+    #: each once its dependencies succeeded: the driver then never sees a dependant
+    #: before that, and must honour ``JobSpec.id`` (the client picks held jobs' ids)
+    native_dependencies: ClassVar[bool] = True
+    #: whether :meth:`follow_log` is implemented (the back end pushes new log lines)
+    log_push: ClassVar[bool] = False
 
     # -- lifecycle ---------------------------------------------------------------
     @classmethod
@@ -228,6 +236,20 @@ class Driver:
         The returned ``next_token`` resumes exactly after the last line returned, even
         across reconnects; an empty page means "nothing more right now"."""
         raise self._unsupported("logs")
+
+    def follow_log(
+        self, job_id: str, token: str | None, query: LogQuery
+    ) -> AbstractAsyncContextManager[AsyncIterator[LogPage]]:
+        """Pages of lines after ``token`` as the back end pushes them (``log_push``
+        drivers). The iterator ends when the job is finished and its output drained;
+        a dropped connection raises ``ConnectionLost`` and the client opens a new
+        follow from the last page's ``next_token`` (the same tokens as ``read_log``)."""
+        raise self._unsupported("logs_follow")
+
+    def new_job_id(self) -> str:
+        """An id for a job the client creates before the back end sees it (a held
+        dependant, when ``native_dependencies`` is False)."""
+        raise self._unsupported("client-chosen job ids")
 
     # -- interactive -------------------------------------------------------------
     async def open_stdio(

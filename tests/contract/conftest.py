@@ -12,7 +12,7 @@ import pytest
 
 from aiofarm import Client
 
-BACKENDS = ("local", "slurm", "deadline")
+BACKENDS = ("local", "slurm", "deadline", "ray")
 
 
 def _load(name: str) -> ModuleType | None:
