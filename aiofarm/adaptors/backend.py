@@ -39,7 +39,6 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from . import http
 from .output import BufferSink
 from .protocol import (
-    CANCELED,
     CLEANUP,
     FAILED_LINE,
     FOLLOW_HEADER,
@@ -59,6 +58,8 @@ from .runner import PhaseRunner, describe
 
 _log = logging.getLogger("aiofarm.adaptors")
 _VERSION = "aiofarm"
+#: seconds a stopped daemon waits for its frontend's last heartbeat and shutdown
+AFTER_STOP = 3.0
 
 
 def _socket_dir() -> str:
@@ -94,11 +95,11 @@ class Backend:
     def status(self) -> str:
         return WORKING if self.runner.busy or self.pending else IDLE
 
-    def _chunk(self) -> tuple[str, bytes]:
+    def _chunk(self, done: bool | None = None) -> tuple[str, bytes]:
         chunk_id, output = self.sink.chunk()
         failed = bool(FAILED_LINE.search(output))
         return chunk_id, heartbeat_body(
-            self.runner.state, self.status(), chunk_id, output, failed
+            self.runner.state, self.status(), chunk_id, output, failed, done
         )
 
     def _spawn(self, op: Callable[[], Awaitable[Any]]) -> None:
@@ -200,7 +201,8 @@ class Backend:
         else:
             self._spawn(lambda: self.runner.run(run_data or {}))
         if follow:
-            await self._follow(stream, state, cancel_on_drop=True)
+            serial = self.runner.serial
+            await self._follow(stream, lambda: self.runner.ended >= serial, cancel_on_drop=True)
         else:
             await self._ok(stream)
 
@@ -210,12 +212,19 @@ class Backend:
             return
         self._spawn(self.runner.stop)
         if follow:
-            await self._follow(stream, CLEANUP, cancel_on_drop=False)
+            await self._follow(
+                stream,
+                lambda: self.status() == IDLE and self.runner.state == CLEANUP,
+                cancel_on_drop=False,
+            )
         else:
             await self._ok(stream)
 
-    async def _follow(self, stream: anyio.abc.SocketStream, target: str, *, cancel_on_drop: bool) -> None:
-        """Stream heartbeats until the phase is over; a dropped connection cancels it."""
+    async def _follow(
+        self, stream: anyio.abc.SocketStream, over: Callable[[], bool], *, cancel_on_drop: bool
+    ) -> None:
+        """Stream heartbeats until ``over()``; the last one carries ``"done": true``. A
+        connection dropped before that cancels the phase (``cancel_on_drop``)."""
         await stream.send(
             http.response_head(
                 HTTPStatus.OK,
@@ -239,8 +248,8 @@ class Backend:
                 waker = self.runner.waker
                 while True:
                     seen = waker.version
-                    chunk_id, body = self._chunk()
-                    done = self.status() == IDLE and self.runner.state in (target, CANCELED)
+                    done = over()
+                    chunk_id, body = self._chunk(done)
                     await stream.send(body + b"\n")
                     self.sink.ack(chunk_id)
                     if done:
@@ -253,22 +262,29 @@ class Backend:
             self.followers -= 1
             self.last_activity = anyio.current_time()
         if dropped and cancel_on_drop and self.runner.busy and self.runner.state in (START, RUN):
-            _log.warning("The frontend following the %s phase went away: canceling it.", target)
+            _log.warning("The frontend following the %s phase went away: canceling it.", self.runner.state)
             self._spawn(self.runner.cancel)
 
     # -- the daemon's own life -------------------------------------------------------
     async def watch_idle(self) -> None:
+        """Shut down after ``idle_timeout`` s without a request while idle, or
+        ``AFTER_STOP`` s after a stop (an official frontend whose stop failed never sends
+        the shutdown, and a stopped adaptor has nothing left to serve)."""
+        waker = self.runner.waker
         while True:
-            deadline = self.last_activity + self.idle_timeout
+            seen = waker.version
+            limit = min(self.idle_timeout, AFTER_STOP) if self.runner.stopped else self.idle_timeout
+            deadline = self.last_activity + limit
             now = anyio.current_time()
             if now >= deadline:
                 if self.status() == WORKING or self.followers:
                     self.last_activity = now
                     continue
-                _log.warning("No request for %g s: shutting down.", self.idle_timeout)
+                _log.warning("Nothing to do for %g s: shutting down.", limit)
                 self.shutdown.set()
                 return
-            await anyio.sleep(deadline - now)
+            with anyio.move_on_after(deadline - now):
+                await waker.wait(seen)
 
     async def watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -43,7 +43,7 @@ from .protocol import (
     START,
     ConnectionSettings,
     DataError,
-    parse_heartbeat,
+    Heartbeat,
     read_connection_file,
 )
 
@@ -112,10 +112,10 @@ class Frontend:
                     await self._poll(target)
                     return
                 async for raw in lines:
-                    state, status, _id, output, failed = parse_heartbeat(raw)
-                    self._show(output)
-                    self.failed = self.failed or failed
-                    if status == IDLE and state in (target, CANCELED):
+                    beat = Heartbeat(raw)
+                    self._show(beat.output)
+                    self.failed = self.failed or beat.failed
+                    if beat.done:
                         return
         except OSError as exc:
             raise FrontendError(
@@ -128,12 +128,13 @@ class Frontend:
         interval = 0.05
         while True:
             resp = await self._call("GET", f"/heartbeat?ack_id={ack}" if ack else "/heartbeat")
-            state, status, ack, output, failed = parse_heartbeat(resp.body)
-            self._show(output)
-            self.failed = self.failed or failed
-            if status == IDLE and state in (target, CANCELED):
+            beat = Heartbeat(resp.body)
+            ack = beat.chunk_id
+            self._show(beat.output)
+            self.failed = self.failed or beat.failed
+            if beat.status == IDLE and beat.state in (target, CANCELED):
                 break
-            interval = 0.05 if output else min(0.5, interval * 1.5)
+            interval = 0.05 if beat.output else min(0.5, interval * 1.5)
             await anyio.sleep(interval)
         await self._call("GET", f"/heartbeat?ack_id={ack}")
 
@@ -147,6 +148,16 @@ class Frontend:
                     break
                 scope.cancel()
                 return
+
+    async def cancel_if_busy(self) -> None:
+        """An official backend refuses a stop while a run goes on (its frontend may have
+        been killed): cancel that run and wait for it to end first."""
+        beat = Heartbeat((await self._call("GET", "/heartbeat")).body)
+        if beat.status == IDLE:
+            return
+        _log.info("The adaptor daemon is busy (%s): canceling before stopping.", beat.state)
+        await self._call("PUT", "/cancel")
+        await self._poll(beat.state)
 
     # -- daemon start / stop ----------------------------------------------------------
     async def shutdown(self) -> None:
@@ -370,6 +381,8 @@ async def daemon_run(connection_file: str | None, run_data: dict[str, Any], emit
 
 async def daemon_stop(connection_file: str | None, emit: Callable[[str], None]) -> int:
     frontend = Frontend(load_settings(connection_file), emit)
+    if frontend.settings is not None and not frontend.settings.is_aiofarm:
+        await frontend.cancel_if_busy()
     await frontend.phase("/stop", CLEANUP)
     await frontend.shutdown()
     return 1 if frontend.failed else 0

@@ -101,29 +101,34 @@ def load_data(text: str, *, stdin: Any = None) -> dict[str, Any]:
     return value
 
 
-def heartbeat_body(state: str, status: str, chunk_id: str, output: str, failed: bool) -> bytes:
-    """The official ``HeartbeatResponse`` serialisation."""
-    return json.dumps(
-        {
-            "state": state,
-            "status": status,
-            "output": {"id": chunk_id, "output": output},
-            "failed": failed,
-        }
-    ).encode()
+def heartbeat_body(
+    state: str, status: str, chunk_id: str, output: str, failed: bool, done: bool | None = None
+) -> bytes:
+    """The official ``HeartbeatResponse`` serialisation; a streamed follow adds ``done``
+    (the phase it follows is over) to each line."""
+    body: dict[str, Any] = {
+        "state": state,
+        "status": status,
+        "output": {"id": chunk_id, "output": output},
+        "failed": failed,
+    }
+    if done is not None:
+        body["done"] = done
+    return json.dumps(body).encode()
 
 
-def parse_heartbeat(raw: bytes) -> tuple[str, str, str, str, bool]:
-    """(state, status, chunk id, output, failed) of a heartbeat body from either backend."""
-    body = json.loads(raw)
-    out = body["output"]
-    return (
-        str(body["state"]),
-        str(body["status"]),
-        str(out["id"]),
-        str(out["output"]),
-        bool(body.get("failed", False)),
-    )
+class Heartbeat:
+    __slots__ = ("chunk_id", "done", "failed", "output", "state", "status")
+
+    def __init__(self, raw: bytes) -> None:
+        body = json.loads(raw)
+        out = body["output"]
+        self.state = str(body["state"])
+        self.status = str(body["status"])
+        self.chunk_id = str(out["id"])
+        self.output = str(out["output"])
+        self.failed = bool(body.get("failed", False))
+        self.done = body.get("done")
 
 
 # -- the connection file ------------------------------------------------------------

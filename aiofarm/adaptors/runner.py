@@ -85,6 +85,8 @@ class PhaseRunner:
         self.waker = waker
         self.state = NOT_STARTED
         self.busy = False
+        self.serial = 0  # of the last phase claimed
+        self.ended = 0  # serial of the last phase that ended
         self.started = False
         self.stopped = False
         self._scope: anyio.CancelScope | None = None
@@ -116,6 +118,10 @@ class PhaseRunner:
         """Mark the runner busy in ``state``; False if a phase is already running."""
         if self.busy:
             return False
+        # the scope exists from now on, so a cancel that comes before the phase's task
+        # has even begun is not lost
+        self._scope = anyio.CancelScope()
+        self.serial += 1
         self._set(state, True)
         return True
 
@@ -136,8 +142,8 @@ class PhaseRunner:
             if state == RUN and self._dead_application is not None:
                 failure = self._dead_application
             else:
-                with anyio.CancelScope() as scope:
-                    self._scope = scope
+                scope = self._scope or anyio.CancelScope()
+                with scope:
                     if state == START:
                         await self.adaptor.on_start()
                     else:
@@ -149,6 +155,7 @@ class PhaseRunner:
             self._scope = None
             if failure is not None:
                 self.ctx.fail(f"{FAILURE_TEXT[state]}: {describe(failure)}")
+            self.ended = self.serial
             self._set(busy=False)
         return failure is None
 

@@ -2,7 +2,7 @@
 a line-oriented REPL on stdin/stdout, like a DCC's command port.
 
     python repl_app.py [--startup-delay S]
-    -> ready
+    -> loading (with a delay; "abort" cuts it short), then ready
     render NAME STEPS DELAY   progress lines ("progress 50.0"), then "done NAME"
                               ("abort" on stdin meanwhile stops it: "aborted NAME")
     fail MESSAGE              "error: MESSAGE"
@@ -40,7 +40,9 @@ def wait_or_abort(seconds: float) -> bool:
 def main() -> int:
     args = sys.argv[1:]
     if args[:1] == ["--startup-delay"]:
-        time.sleep(float(args[1]))
+        say("loading")
+        if wait_or_abort(float(args[1])):
+            say("loading aborted")
     say("ready")
     for raw in sys.stdin:
         words = raw.split()

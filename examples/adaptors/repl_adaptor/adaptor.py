@@ -11,6 +11,8 @@ import os
 import sys
 from typing import Any
 
+import anyio
+
 from aiofarm.adaptors import AsyncAdaptor, AsyncProcess, RegexCallback
 
 APP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "repl_app.py")
@@ -60,7 +62,9 @@ class ReplAdaptor(AsyncAdaptor):
         if self.app is not None and self.app.running:
             self.app.expect_exit()
             await self.app.send_line("quit")
-            await self.app.wait()
+            with anyio.move_on_after(10):
+                await self.app.wait()
+            await self.app.terminate()  # no-op once it has quit
         if self.init_data.get("fail_in") == "stop":
             raise RuntimeError("stop failed on request")
 

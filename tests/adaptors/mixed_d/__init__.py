@@ -1,0 +1,1 @@
+"""aiofarm frontend, official backend: ``daemon _serve`` goes to the official runtime."""
