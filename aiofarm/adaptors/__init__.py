@@ -13,27 +13,30 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-_LAZY = {
-    "AsyncAdaptor": "adaptor",
-    "AsyncCommandAdaptor": "adaptor",
-    "AdaptorContext": "adaptor",
-    "AsyncProcess": "process",
-    "RegexCallback": "process",
-    "ApplicationExited": "process",
-    "EntryPoint": "cli",
-    "main": "cli",
-}
-
-__all__ = sorted(_LAZY)
+__all__ = [
+    "AdaptorContext",
+    "ApplicationExited",
+    "AsyncAdaptor",
+    "AsyncCommandAdaptor",
+    "AsyncProcess",
+    "EntryPoint",
+    "RegexCallback",
+    "main",
+]
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    # static imports, made on first use: the function runner imports this package and
+    # must not pay for anyio
+    if name in ("AdaptorContext", "AsyncAdaptor", "AsyncCommandAdaptor"):
+        from . import adaptor as module
+    elif name in ("ApplicationExited", "AsyncProcess", "RegexCallback"):
+        from . import process as module  # type: ignore[no-redef]
+    elif name in ("EntryPoint", "main"):
+        from . import cli as module  # type: ignore[no-redef]
+    else:
         raise AttributeError(f"module 'aiofarm.adaptors' has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f".{module}", __name__), name)
+    value = getattr(module, name)
     globals()[name] = value
     return value
 

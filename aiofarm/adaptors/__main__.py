@@ -4,7 +4,7 @@ point for it. The daemon re-enters through the same command."""
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 import sys
 
 
@@ -13,10 +13,10 @@ def main() -> int:
         sys.stderr.write("usage: python -m aiofarm.adaptors MODULE:CLASS <command> [arguments]\n")
         return 2
     ref = sys.argv[1]
-    module_name, _, class_name = ref.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
+        # the command line names the class: resolving it is the point of this entry
+        cls = pkgutil.resolve_name(ref)
+    except (ImportError, AttributeError, ValueError) as exc:
         sys.stderr.write(f"ERROR: cannot load adaptor {ref}: {exc}\n")
         return 2
     from .cli import EntryPoint
