@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .errors import ConnectionLost, FarmError, InvalidSpec
+from .errors import ConnectionLost, FarmError, InvalidSpec, UnsupportedError
 from .models import Capability, PathMappingRule
 
 if TYPE_CHECKING:
@@ -284,6 +284,16 @@ class Client:
                 "the Client is closed" if self._closed else "the Client is not open: use `async with Client(...)`"
             )
         return self._driver
+
+    @property
+    def backend(self) -> Any:
+        """Operations only this back end has, in one documented place (Libcloud's ``ex_``
+        methods): e.g. ``await farm.backend.farms()`` on Deadline Cloud
+        (docs/deadline.md). ``UnsupportedError`` on a driver that has none."""
+        found = self.driver.backend
+        if found is None:
+            raise UnsupportedError(self._driver_cls.name, "backend")
+        return found
 
     @property
     def hub(self) -> Hub:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 
 from .capabilities import native_value, require_spec
 from .errors import InvalidSpec, JobNotFound, WaitTimeout
@@ -224,8 +225,12 @@ class Jobs:
             raise error
         return found
 
-    async def get(self, job_id: str) -> Job:
+    async def get(self, job_id: str, *, history: bool = False) -> Job:
+        """One job. ``history=True`` also fills ``Job.history`` and a failed job's
+        ``exit_code`` from what the back end recorded (it may cost a few requests)."""
         check_id(job_id, "job_id")
+        if history:
+            return await self._driver.describe(job_id)
         job = (await self._driver.get_jobs([job_id])).get(job_id)
         if job is None:
             raise JobNotFound(job_id, driver=self._driver.name)
@@ -344,6 +349,11 @@ class Jobs:
         failed: tuple[Task, ...] = ()
         if job.status in (JobStatus.FAILED, JobStatus.CANCELED) and Capability.TASKS in self._client.capabilities:
             failed = tuple(t for t in await self._driver.tasks(job_id) if t.status is JobStatus.FAILED)
+            if job.exit_code is None and job.status is JobStatus.FAILED:
+                # the job's exit code is its (last) failed task's
+                code = next((t.exit_code for t in reversed(failed) if t.exit_code is not None), None)
+                if code is not None:
+                    job = attrs.evolve(job, exit_code=code)
         return CompletionResult(job, job.status, failed, timedelta(seconds=time.monotonic() - started))
 
     def as_completed(

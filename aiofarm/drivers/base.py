@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
 
-from ..errors import UnsupportedError
+from ..errors import JobNotFound, UnsupportedError
 from ..models import Capability, Job, JobSpec, JobStatus, LogPage, Message, Pool, Task, Worker
 
 if TYPE_CHECKING:
@@ -152,6 +152,9 @@ class Driver:
     #: parameters this back end cannot choose but always behaves as one value of (a
     #: call asking for that value is honoured, see aiofarm/capabilities.py)
     fixed_parameters: ClassVar[Mapping[Capability, object]] = MappingProxyType({})
+    #: operations only this back end has, reached as ``client.backend`` (in the manner
+    #: of Libcloud's ``ex_`` methods); None when it has none
+    backend: object | None = None
     #: how many ids one ``get_jobs`` call may carry (the shared poller chunks by this)
     max_batch_get: ClassVar[int] = 100
     #: how many ``get_jobs`` calls the client layer may have in flight at once
@@ -193,6 +196,16 @@ class Driver:
         """Many jobs in one call (at most ``max_batch_get`` ids). Unknown ids are
         simply absent from the result."""
         raise self._unsupported("get")
+
+    async def describe(self, job_id: str) -> Job:
+        """One job with what its back end records beyond its state (``history``, the
+        ``exit_code`` of a failed job), for ``jobs.get(id, history=True)``: it may cost
+        several requests, so the poller never calls it. By default ``get_jobs`` already
+        carries all of it."""
+        job = (await self.get_jobs([job_id])).get(job_id)
+        if job is None:
+            raise JobNotFound(job_id, driver=self.name)
+        return job
 
     async def changes_since(self, since: float) -> tuple[dict[str, JobStatus], bool]:
         """ONE request: the jobs whose state changed at or after ``since`` (seconds

@@ -114,7 +114,8 @@ class DeadlineDriver(Driver):
         )  # fmt: skip
         self.sessions = Sessions(self.api, queue_role)
         self.holds = Holds(self.api)
-        self.backend = DeadlineBackend(self.api)
+        self.discovery = DeadlineBackend(self.api)
+        self.backend = self.discovery
         self._queue: dict[str, Any] = {}
 
     @property
@@ -155,10 +156,10 @@ class DeadlineDriver(Driver):
         """The URL names a farm or queue these credentials cannot see: say which they can."""
         message = exc.message.lower()
         if "farm" in message and "queue" not in message:
-            farms = await self.backend.farms()
+            farms = await self.discovery.farms()
             text = not_found_message("farm", self.farm_id, [(f.id, f.name) for f in farms])
         else:
-            queues = await self.backend.queues()
+            queues = await self.discovery.queues()
             text = not_found_message(
                 f"queue of farm {self.farm_id}: queue", self.queue_id,
                 [(q.id, q.name) for q in queues],

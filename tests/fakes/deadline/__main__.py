@@ -1,8 +1,9 @@
 """``python -m tests.fakes.deadline --port N``: run the fake Deadline Cloud service.
 
-With ``--moto`` it also starts moto's CloudWatch Logs server (ThreadedMotoServer) on a
-free port. Prints one line ``READY {json}`` (ports and the seeded farm/queue/fleet ids)
-on stdout once it accepts connections.
+With ``--moto`` it also starts moto's server (ThreadedMotoServer) on a free port, for
+CloudWatch Logs and for S3 (job attachments: a bucket the default queue uses). Prints
+one line ``READY {json}`` (ports and the seeded farm/queue/fleet ids) on stdout once it
+accepts connections.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ async def _main(args: argparse.Namespace) -> None:
         logs_endpoint = f"http://127.0.0.1:{port}"
     server = FakeServer(
         logs_endpoint=logs_endpoint,
+        # moto's server answers every service on one port: S3 for job attachments too
+        s3_endpoint=logs_endpoint if args.moto else None,
         workers=args.workers,
         auto_interval=args.auto,
         execute=args.execute,
@@ -54,6 +57,8 @@ async def _main(args: argparse.Namespace) -> None:
         "port": port,
         "endpoint": f"http://127.0.0.1:{port}",
         "logsEndpoint": logs_endpoint,
+        "s3Endpoint": server.s3_endpoint,
+        "attachments": server.attachments,
         **server.state.default,
     }
     print("READY " + json.dumps(info), flush=True)

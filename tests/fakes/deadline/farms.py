@@ -15,6 +15,10 @@ class Farms:
     workers: dict[str, dict[str, Any]]
     associations: list[tuple[str, str]]
     jobs: dict[str, Job]
+    #: queue id -> what GetQueue adds to the queue's summary (jobAttachmentSettings,
+    #: allowedStorageProfileIds)
+    queue_settings: dict[str, dict[str, Any]]
+    storage_profiles: dict[str, dict[str, Any]]
 
     # -- lookups ----------------------------------------------------------------
     def farm(self, farm_id: str) -> dict[str, Any]:
@@ -79,10 +83,31 @@ class Farms:
             "createdAt": now(),
             "createdBy": USER,
         }
+        self.queue_settings[queue_id] = {
+            k: req[k] for k in ("jobAttachmentSettings", "allowedStorageProfileIds") if k in req
+        }
         return {"queueId": queue_id}
 
     def GetQueue(self, req: dict[str, Any]) -> dict[str, Any]:
-        return {**self.queue(req["farmId"], req["queueId"]), "roleArn": ROLE_ARN}
+        queue = self.queue(req["farmId"], req["queueId"])
+        return {**queue, **self.queue_settings.get(queue["queueId"], {}), "roleArn": ROLE_ARN}
+
+    def UpdateQueue(self, req: dict[str, Any]) -> dict[str, Any]:
+        queue = self.queue(req["farmId"], req["queueId"])
+        settings = self.queue_settings.setdefault(queue["queueId"], {})
+        if "displayName" in req:
+            queue["displayName"] = req["displayName"]
+        if "jobAttachmentSettings" in req:
+            settings["jobAttachmentSettings"] = req["jobAttachmentSettings"]
+        allowed = set(settings.get("allowedStorageProfileIds", []))
+        for sp in req.get("allowedStorageProfileIdsToAdd", []):
+            self.storage_profile(req["farmId"], sp)
+            allowed.add(sp)
+        allowed -= set(req.get("allowedStorageProfileIdsToRemove", []))
+        settings["allowedStorageProfileIds"] = sorted(allowed)
+        queue["updatedAt"] = now()
+        queue["updatedBy"] = USER
+        return {}
 
     def ListQueues(self, req: dict[str, Any]) -> dict[str, Any]:
         self.farm(req["farmId"])
@@ -167,9 +192,59 @@ class Farms:
         self.queue(req["farmId"], req["queueId"])
         return {"environments": []}
 
+    # -- storage profiles ---------------------------------------------------------
+    def storage_profile(self, farm_id: str, profile_id: str) -> dict[str, Any]:
+        self.farm(farm_id)
+        sp = self.storage_profiles.get(profile_id)
+        if sp is None or sp["farmId"] != farm_id:
+            raise not_found("storageProfile", profile_id)
+        return sp
+
+    def CreateStorageProfile(self, req: dict[str, Any]) -> dict[str, Any]:
+        self.farm(req["farmId"])
+        sp_id = f"sp-{hexid()}"
+        self.storage_profiles[sp_id] = {
+            "farmId": req["farmId"],
+            "storageProfileId": sp_id,
+            "displayName": req["displayName"],
+            "osFamily": req["osFamily"],
+            "fileSystemLocations": req.get("fileSystemLocations", []),
+            "createdAt": now(),
+            "createdBy": USER,
+        }
+        return {"storageProfileId": sp_id}
+
+    @staticmethod
+    def _profile(sp: dict[str, Any], full: bool) -> dict[str, Any]:
+        keys = ["storageProfileId", "displayName", "osFamily"]
+        if full:
+            keys.append("fileSystemLocations")
+        return {k: sp[k] for k in keys}
+
+    def GetStorageProfile(self, req: dict[str, Any]) -> dict[str, Any]:
+        sp = self.storage_profile(req["farmId"], req["storageProfileId"])
+        return {**self._profile(sp, True), "createdAt": sp["createdAt"], "createdBy": USER}
+
+    def ListStorageProfiles(self, req: dict[str, Any]) -> dict[str, Any]:
+        self.farm(req["farmId"])
+        sps = [sp for sp in self.storage_profiles.values() if sp["farmId"] == req["farmId"]]
+        items, extra = page(sps, req)
+        return {"storageProfiles": [self._profile(sp, False) for sp in items], **extra}
+
+    def _queue_profiles(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+        queue = self.queue(req["farmId"], req["queueId"])
+        allowed = self.queue_settings.get(queue["queueId"], {}).get("allowedStorageProfileIds", [])
+        return [self.storage_profile(req["farmId"], sp) for sp in allowed]
+
     def ListStorageProfilesForQueue(self, req: dict[str, Any]) -> dict[str, Any]:
-        self.queue(req["farmId"], req["queueId"])
-        return {"storageProfiles": []}
+        items, extra = page(self._queue_profiles(req), req)
+        return {"storageProfiles": [self._profile(sp, False) for sp in items], **extra}
+
+    def GetStorageProfileForQueue(self, req: dict[str, Any]) -> dict[str, Any]:
+        for sp in self._queue_profiles(req):
+            if sp["storageProfileId"] == req["storageProfileId"]:
+                return self._profile(sp, True)
+        raise not_found("storageProfile", req["storageProfileId"])
 
     def _credentials(self, req: dict[str, Any]) -> dict[str, Any]:
         self.queue(req["farmId"], req["queueId"])

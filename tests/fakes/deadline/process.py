@@ -104,6 +104,15 @@ class FakeDeadlineProcess:
         return self.info.get("logsEndpoint")
 
     @property
+    def s3_endpoint(self) -> str | None:
+        return self.info.get("s3Endpoint")
+
+    @property
+    def attachments(self) -> dict[str, str] | None:
+        """The default queue's jobAttachmentSettings (bucket, root prefix), with moto."""
+        return self.info.get("attachments")
+
+    @property
     def farm_id(self) -> str:
         return str(self.info["farmId"])
 
@@ -115,6 +124,8 @@ class FakeDeadlineProcess:
         query = {"region": "us-west-2", "endpoint_url": self.endpoint, **extra}
         if self.logs_endpoint:
             query.setdefault("logs_endpoint_url", self.logs_endpoint)
+        if self.s3_endpoint:
+            query.setdefault("s3_endpoint_url", self.s3_endpoint)
         qs = "&".join(f"{k}={v}" for k, v in query.items())
         return f"deadline://{self.farm_id}/{self.queue_id}?{qs}"
 
@@ -156,6 +167,8 @@ def fake_env(fake: FakeDeadlineProcess, home: str) -> dict[str, str]:
     }
     if fake.logs_endpoint:
         env["AWS_ENDPOINT_URL_CLOUDWATCH_LOGS"] = fake.logs_endpoint
+    if fake.s3_endpoint:
+        env["AWS_ENDPOINT_URL_S3"] = fake.s3_endpoint
     return env
 
 

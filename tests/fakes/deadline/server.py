@@ -36,7 +36,10 @@ from aiohttp import web
 from .protocol import Invalid, ServiceProtocol
 from .state import ApiError, FakeDeadline
 
-__all__ = ["FakeServer"]
+__all__ = ["ATTACHMENTS_BUCKET", "ATTACHMENTS_PREFIX", "FakeServer"]
+
+ATTACHMENTS_BUCKET = "fake-job-attachments"
+ATTACHMENTS_PREFIX = "DeadlineCloud"
 
 log = logging.getLogger("fake-deadline")
 
@@ -50,10 +53,19 @@ class FakeServer:
         auto_interval: float | None = None,
         region: str = "us-west-2",
         execute: bool = False,
+        s3_endpoint: str | None = None,
     ) -> None:
         self.proto = ServiceProtocol()
         self.state = FakeDeadline(workers=workers)
         self.logs_endpoint = logs_endpoint
+        # with S3 (moto), the default queue has job attachments in this bucket
+        self.s3_endpoint = s3_endpoint
+        self.attachments = (
+            {"s3BucketName": ATTACHMENTS_BUCKET, "rootPrefix": ATTACHMENTS_PREFIX}
+            if s3_endpoint
+            else None
+        )
+        self.state.reset_farms(self.attachments)
         self.region = region
         self.stats: Counter[str] = Counter()
         self.faults: dict[str, Any] = {}
@@ -100,8 +112,22 @@ class FakeServer:
                 aws_secret_access_key="fake",
             )
             self._logs_client = await self._logs_cm.__aenter__()
+        if self.s3_endpoint:
+            await self._create_bucket()
         if self._auto_interval:
             self._auto_task = asyncio.get_running_loop().create_task(self._auto_loop())
+
+    async def _create_bucket(self) -> None:
+        from aiobotocore.session import get_session
+
+        async with get_session().create_client(
+            "s3", region_name=self.region, endpoint_url=self.s3_endpoint,
+            aws_access_key_id="fake", aws_secret_access_key="fake",
+        ) as s3:  # fmt: skip
+            await s3.create_bucket(
+                Bucket=ATTACHMENTS_BUCKET,
+                CreateBucketConfiguration={"LocationConstraint": self.region},
+            )
 
     async def _cleanup(self, app: web.Application) -> None:
         await self._stop_auto()
@@ -222,7 +248,13 @@ class FakeServer:
     # -- admin ------------------------------------------------------------------
     async def h_state(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {**self.state.default, "tick": self.state.ticks, "logsEndpoint": self.logs_endpoint}
+            {
+                **self.state.default,
+                "tick": self.state.ticks,
+                "logsEndpoint": self.logs_endpoint,
+                "s3Endpoint": self.s3_endpoint,
+                "attachments": self.attachments,
+            }
         )
 
     async def h_advance(self, request: web.Request) -> web.Response:
@@ -262,6 +294,7 @@ class FakeServer:
         """Forget every job, rule, fault and count (farm, queue and fleet stay)."""
         await self._stop_auto()
         st = self.state
+        st.reset_farms(self.attachments)
         st.jobs.clear()
         st.sessions.clear()
         st.busy.clear()

@@ -44,6 +44,8 @@ class FakeDeadline(Farms, Clock):
         self.workers: dict[str, dict[str, Any]] = {}
         self.associations: list[tuple[str, str]] = []  # (queue, fleet)
         self.jobs: dict[str, Job] = {}
+        self.queue_settings: dict[str, dict[str, Any]] = {}
+        self.storage_profiles: dict[str, dict[str, Any]] = {}
         self.sessions: dict[str, Session] = {}
         self.busy: dict[str, int] = {}  # worker id -> sessions it runs now
         self.tokens: dict[tuple[str, str], str] = {}
@@ -62,6 +64,24 @@ class FakeDeadline(Farms, Clock):
         fleet = self.add_fleet(farm, "fake fleet", workers)
         self.associations.append((queue, fleet))
         self.default = {"farmId": farm, "queueId": queue, "fleetId": fleet}
+        self._initial = (
+            set(self.farms), set(self.queues), set(self.fleets), set(self.workers),
+            list(self.associations),
+        )  # fmt: skip
+
+    def reset_farms(self, attachments: dict[str, str] | None) -> None:
+        """Back to the seeded farm, queue and fleet (``attachments``: the default queue's
+        jobAttachmentSettings, None for none); whatever a test added is gone."""
+        farms, queues, fleets, workers, associations = self._initial
+        for table, keep in ((self.farms, farms), (self.queues, queues),
+                            (self.fleets, fleets), (self.workers, workers)):  # fmt: skip
+            for key in set(table) - keep:
+                del table[key]
+        self.associations[:] = associations
+        self.storage_profiles.clear()
+        self.queue_settings.clear()
+        if attachments is not None:
+            self.queue_settings[self.default["queueId"]] = {"jobAttachmentSettings": attachments}
 
     # -- jobs -------------------------------------------------------------------
     def CreateJob(self, req: dict[str, Any]) -> dict[str, Any]:
