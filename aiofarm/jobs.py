@@ -132,7 +132,8 @@ class Jobs:
         if rules or any(s.path_mapping for s in checked):
             from .pathmap import prepare_spec
 
-            checked = [prepare_spec(s, rules) for s in checked]
+            at_submit = not self._driver.maps_path_parameters
+            checked = [prepare_spec(s, rules, map_parameters=at_submit) for s in checked]
         for i, spec in enumerate(checked):
             require_spec(self._driver, spec, f"specs[{i}]")
         order, external = dependency_order(checked)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import PurePosixPath, PureWindowsPath
 
 import attrs
@@ -141,13 +141,17 @@ def rules_document(rules: Sequence[PathMappingRule]) -> str:
     )
 
 
-def prepare_spec(spec: JobSpec, client_rules: Sequence[PathMappingRule] = ()) -> JobSpec:
+def prepare_spec(
+    spec: JobSpec, client_rules: Sequence[PathMappingRule] = (), *, map_parameters: bool = False
+) -> JobSpec:
     """What the client does at submission: validate rules, put the client's rules after
     the spec's own (so per-submission rules win ties), and map ``cwd``.
 
     Template PATH parameters stay as submitted in ``spec.parameters``; they are mapped
     when each task's command is built (``aiofarm.openjd.taskrun.task_run``), keeping
-    ``RawParam.X`` available as OpenJD requires.
+    ``RawParam.X`` available as OpenJD requires. With ``map_parameters`` (a back end
+    whose workers never see aiofarm's rules, ``Driver.maps_path_parameters`` False) they
+    are mapped here instead, defaults included.
     """
     own = tuple(
         normalize_rule(r, f"path_mapping[{i}]") for i, r in enumerate(spec.path_mapping)
@@ -155,9 +159,29 @@ def prepare_spec(spec: JobSpec, client_rules: Sequence[PathMappingRule] = ()) ->
     client = tuple(normalize_rule(r, "client.path_mapping") for r in client_rules)
     rules = own + tuple(r for r in client if r not in own)
     cwd = apply_rules(rules, spec.cwd) if spec.cwd and rules else spec.cwd
-    if rules == spec.path_mapping and cwd == spec.cwd:
+    parameters = spec.parameters
+    if map_parameters and rules and spec.template is not None:
+        parameters = _mapped_parameters(spec, rules)
+    if rules == spec.path_mapping and cwd == spec.cwd and parameters is spec.parameters:
         return spec
-    return attrs.evolve(spec, path_mapping=rules, cwd=cwd)
+    return attrs.evolve(spec, path_mapping=rules, cwd=cwd, parameters=parameters)
+
+
+def _mapped_parameters(spec: JobSpec, rules: Sequence[PathMappingRule]) -> Mapping[str, object]:
+    """``spec.parameters`` with every PATH parameter's value (given, or the template's
+    default) mapped by ``rules``; the same mapping when nothing changes."""
+    assert spec.template is not None
+    changed = dict(spec.parameters)
+    for definition in spec.template.get("parameterDefinitions") or ():
+        if str(definition.get("type", "")).upper() != "PATH":
+            continue
+        name = definition.get("name")
+        value = spec.parameters.get(name, definition.get("default"))
+        if isinstance(value, str) and value:
+            mapped = apply_rules(rules, value)
+            if mapped != value:
+                changed[name] = mapped
+    return changed if changed != dict(spec.parameters) else spec.parameters
 
 
 

@@ -152,6 +152,9 @@ class Driver:
     #: parameters this back end cannot choose but always behaves as one value of (a
     #: call asking for that value is honoured, see aiofarm/capabilities.py)
     fixed_parameters: ClassVar[Mapping[Capability, object]] = MappingProxyType({})
+    #: whether the back end's workers apply a job's path mapping rules to its Open Job
+    #: Description PATH parameters (False: the client maps them at submission)
+    maps_path_parameters: ClassVar[bool] = True
     #: operations only this back end has, reached as ``client.backend`` (in the manner
     #: of Libcloud's ``ex_`` methods); None when it has none
     backend: object | None = None

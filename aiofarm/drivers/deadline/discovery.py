@@ -8,7 +8,8 @@ methods, never on the common subsystems.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -17,7 +18,15 @@ from ...errors import AuthError, ConnectionLost, FarmError, InvalidSpec
 from . import wire
 from .api import DeadlineApi
 
-__all__ = ["AuthStatus", "DeadlineBackend", "Farm", "Fleet", "Queue", "StorageProfile"]
+__all__ = [
+    "AuthStatus",
+    "DeadlineBackend",
+    "Farm",
+    "Fleet",
+    "Queue",
+    "StorageProfile",
+    "connect",
+]
 
 
 @attrs.frozen
@@ -166,3 +175,25 @@ def not_found_message(kind: str, wanted: str, visible: Sequence[tuple[str, str]]
     shown = ", ".join(f"{i} ({n})" for i, n in visible[:20])
     more = f" and {len(visible) - 20} more" if len(visible) > 20 else ""
     return f"{kind} {wanted} does not exist or these credentials cannot see it; visible: {shown}{more}"
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    *,
+    farm_id: str = "",
+    queue_id: str = "",
+    region: str | None = None,
+    profile: str | None = None,
+    endpoint_url: str | None = None,
+) -> AsyncIterator[DeadlineBackend]:
+    """A :class:`DeadlineBackend` without a client, for discovery before there is a
+    farm and queue to name (``aiofarm deadline farms``)."""
+    api = DeadlineApi(
+        farm_id=farm_id, queue_id=queue_id, region=region, profile=profile,
+        endpoint_url=endpoint_url,
+    )  # fmt: skip
+    try:
+        await api.open()
+        yield DeadlineBackend(api)
+    finally:
+        await api.aclose()

@@ -87,6 +87,9 @@ class DeadlineDriver(Driver):
     max_batch_get: ClassVar[int] = 100  # BatchGetJob's limit
     max_concurrent_gets: ClassVar[int] = 16
     change_feed: ClassVar[bool] = True  # SearchJobs on startedAt/endedAt/updatedAt
+    #: Deadline workers map paths by storage profiles, never by aiofarm's rules: the
+    #: client maps PATH parameters before CreateJob
+    maps_path_parameters: ClassVar[bool] = False
 
     def __init__(
         self,

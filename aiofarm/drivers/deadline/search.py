@@ -17,7 +17,7 @@ from ...models import JobStatus
 from .wire import status_filter_values
 
 if TYPE_CHECKING:
-    from ...where import Expr
+    from ...where.nodes import Expr
     from ..base import ListQuery
 
 __all__ = [
@@ -122,7 +122,7 @@ def translate_where(expr: Expr | None) -> dict[str, Any] | None:
 
     And keeps whatever parts translate (dropping a part only widens the result); Or
     translates only when every branch does; Not never does."""
-    from ...where import And, Compare, Or
+    from ...where.nodes import And, Compare, Or
 
     if expr is None:
         return None

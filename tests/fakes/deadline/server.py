@@ -15,7 +15,8 @@ Admin API (JSON bodies):
   GET  /_fake/stats, POST /_fake/stats/reset   requests per operation
   POST /_fake/seed {"count": n, "template": ..., "templateType": ..., ...}  bulk CreateJob
   POST /_fake/config {"log_lines": n, "execute": bool}   execute: really run task commands
-  POST /_fake/reset                      forget jobs, rules, faults, counts
+  POST /_fake/reset                      forget jobs, rules, faults, counts, added farms
+  POST /_fake/farm {"displayName": ..., "workers": n}   another farm, queue and fleet
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class FakeServer:
         app.router.add_post("/_fake/seed", self.h_seed)
         app.router.add_post("/_fake/config", self.h_config)
         app.router.add_post("/_fake/reset", self.h_reset)
+        app.router.add_post("/_fake/farm", self.h_farm)
         app.router.add_route("*", "/{tail:.*}", self.h_api)
         app.on_startup.append(self._startup)
         app.on_cleanup.append(self._cleanup)
@@ -311,6 +313,16 @@ class FakeServer:
         self.faults = {}
         self.stats.clear()
         return web.json_response({})
+
+    async def h_farm(self, request: web.Request) -> web.Response:
+        """Another farm with one queue and one fleet of ``workers`` (gone on reset)."""
+        body = await _json(request)
+        st = self.state
+        farm = st.CreateFarm({"displayName": body.get("displayName", "another farm")})["farmId"]
+        queue = st.CreateQueue({"farmId": farm, "displayName": body.get("queue", "queue")})
+        fleet = st.add_fleet(farm, body.get("fleet", "fleet"), int(body.get("workers", 1)))
+        st.associations.append((queue["queueId"], fleet))
+        return web.json_response({"farmId": farm, "queueId": queue["queueId"], "fleetId": fleet})
 
     async def h_config(self, request: web.Request) -> web.Response:
         body = await _json(request)

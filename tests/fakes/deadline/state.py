@@ -285,9 +285,9 @@ class FakeDeadline(Farms, Clock):
 
     def set_task(self, task: Task, target: str) -> None:
         t = now()
-        if target == "PENDING" or (
-            target == "READY" and task.status in ("FAILED", "CANCELED", "SUCCEEDED")
-        ):
+        # READY resumes and reruns what failed or was canceled; only PENDING (requeue)
+        # reruns what succeeded
+        if target == "PENDING" or (target == "READY" and task.status in ("FAILED", "CANCELED")):
             # requeue: run it again from scratch
             if task.status == "RUNNING":
                 self._end_action(task, "CANCELED", None)
