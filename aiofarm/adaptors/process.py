@@ -9,8 +9,9 @@ callbacks (plain or async functions), and kept for :meth:`AsyncProcess.expect`.
 An exit nobody asked for is reported to ``on_unexpected_exit`` (the adaptor runtime
 fails the running task with it).
 
-The process-group signalling here is the small part that overlaps the project's shared
-child-process module; it stays in :func:`_signal_group` so it can be swapped for it.
+Starting, reaping (pidfd), process groups and TERM-then-KILL are the project's one
+child-process module's (:mod:`aiofarm.drivers.childproc`); this module adds the line
+handling an adaptor needs on top of it.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import contextlib
 import inspect
 import os
 import re
-import signal
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
 import anyio.abc
+
+from ..drivers.childproc import Child, ChildStdio, spawn
+from ..errors import ConnectionLost
 
 LineCallback = Callable[["re.Match[str]"], "Awaitable[None] | None"]
 
@@ -68,14 +70,6 @@ class ApplicationExited(Exception):
         super().__init__(f"The application {os.path.basename(argv0)!r} exited unexpectedly (exit code {code})")
 
 
-def _signal_group(pid: int, signum: int) -> bool:
-    try:
-        os.killpg(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
 class AsyncProcess:
     """A running application. Start one with :meth:`open` (an async context manager that
     terminates it on exit) or, inside an adaptor, with ``ctx.start_process`` (it lives
@@ -104,7 +98,8 @@ class AsyncProcess:
         self._encoding = encoding
         self._keep = keep_lines
         self._on_unexpected_exit = on_unexpected_exit
-        self._proc: anyio.abc.Process | None = None
+        self._child: Child | None = None
+        self._io: ChildStdio | None = None
         self._exited = anyio.Event()
         self._lines: list[str] = []
         self._lines_base = 0  # absolute index of self._lines[0]
@@ -122,15 +117,15 @@ class AsyncProcess:
         env: Mapping[str, str] | None,
         stdin: bool,
     ) -> None:
-        self._proc = await anyio.open_process(
+        # own session and process group; when the application ends, whatever it left
+        # in its group is killed (reap_group): nothing outlives it
+        self._child = spawn(
             self.argv,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
+            cwd=os.fspath(cwd) if cwd is not None else None,
             env=dict(env) if env is not None else None,
-            start_new_session=True,
+            stdin=stdin,
         )
+        self._io = ChildStdio.of(self._child)
         task_group.start_soon(self._watch)
 
     @classmethod
@@ -170,12 +165,12 @@ class AsyncProcess:
     # -- state ------------------------------------------------------------------------
     @property
     def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
+        assert self._child is not None
+        return self._child.pid
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and not self._exited.is_set()
+        return self._child is not None and not self._exited.is_set()
 
     def expect_exit(self) -> None:
         """The application is about to end on purpose (e.g. after a ``quit`` command)."""
@@ -183,37 +178,44 @@ class AsyncProcess:
 
     # -- input ------------------------------------------------------------------------
     async def write(self, data: bytes) -> None:
-        if self._proc is None or self._proc.stdin is None:
-            raise RuntimeError("the application's stdin is not a pipe")
+        if self._io is None:
+            raise RuntimeError("the application has not been started")
         try:
-            await self._proc.stdin.send(data)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            await self._exited.wait()
+            await self._io.send(data)
+        except ConnectionLost:
+            with anyio.move_on_after(5):  # it closed its stdin: it is probably ending
+                await self._exited.wait()
             raise ApplicationExited(self.argv[0], self.returncode) from None
 
     async def send_line(self, text: str) -> None:
         await self.write(text.encode(self._encoding) + b"\n")
 
     async def close_stdin(self) -> None:
-        if self._proc is not None and self._proc.stdin is not None:
-            with contextlib.suppress(anyio.BrokenResourceError, OSError):
-                await self._proc.stdin.aclose()
+        if self._io is not None:
+            with contextlib.suppress(ConnectionLost, OSError):
+                await self._io.send_eof()
 
     # -- output -----------------------------------------------------------------------
-    async def _pump(self, stream: anyio.abc.ByteReceiveStream, name: str) -> None:
-        decoder = codecs.getincrementaldecoder(self._encoding)(errors="backslashreplace")
-        partial = ""
-        async for data in stream:
-            partial += decoder.decode(data)
-            *lines, partial = partial.split("\n")
-            while len(partial) > self.line_limit:
-                lines.append(partial[: self.line_limit])
-                partial = partial[self.line_limit :]
+    async def _pump(self) -> None:
+        assert self._io is not None
+        names = {1: "stdout", 2: "stderr"}
+        decoders = {n: codecs.getincrementaldecoder(self._encoding)(errors="backslashreplace") for n in names}
+        partial = {n: "" for n in names}
+        while (msg := await self._io.receive()) is not None:
+            if msg.fileno not in names:
+                continue
+            text = partial[msg.fileno] + decoders[msg.fileno].decode(msg.data)
+            *lines, rest = text.split("\n")
+            while len(rest) > self.line_limit:
+                lines.append(rest[: self.line_limit])
+                rest = rest[self.line_limit :]
+            partial[msg.fileno] = rest
             for line in lines:
-                await self._line(name, line)
-        partial += decoder.decode(b"", final=True)
-        if partial:
-            await self._line(name, partial)
+                await self._line(names[msg.fileno], line)
+        for n, name in names.items():
+            rest = partial[n] + decoders[n].decode(b"", final=True)
+            if rest:
+                await self._line(name, rest)
 
     async def _line(self, name: str, line: str) -> None:
         if line.endswith("\r"):
@@ -241,30 +243,29 @@ class AsyncProcess:
                 break
 
     async def _watch(self) -> None:
-        proc = self._proc
-        assert proc is not None and proc.stdout is not None and proc.stderr is not None
-        drained = [anyio.Event(), anyio.Event()]
+        child, io = self._child, self._io
+        assert child is not None and io is not None
+        drained = anyio.Event()
 
-        async def pump(stream: anyio.abc.ByteReceiveStream, name: str, done: anyio.Event) -> None:
+        async def pump() -> None:
             try:
-                await self._pump(stream, name)
+                await self._pump()
             finally:
-                done.set()
+                drained.set()
 
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(pump, proc.stdout, "stdout", drained[0])
-                tg.start_soon(pump, proc.stderr, "stderr", drained[1])
-                self.returncode = await proc.wait()
-                # a grandchild may hold the pipes open after the application itself ended
+                tg.start_soon(pump)
+                code = await child.wait()
+                # something outside its group may still hold the pipes: drain briefly
                 with anyio.move_on_after(1.0):
-                    for event in drained:
-                        await event.wait()
+                    await drained.wait()
                 tg.cancel_scope.cancel()
+            self.returncode = code
         finally:
             if self.returncode is None:  # cancelled: the session is going away
-                with anyio.CancelScope(shield=True):
-                    await self._kill_now()
+                self.returncode = await child.terminate(0)
+            io.close()
             self._exited.set()
             self._line_event.set()
         if not self._expected_exit and self._on_unexpected_exit is not None:
@@ -296,23 +297,15 @@ class AsyncProcess:
         assert self.returncode is not None
         return self.returncode
 
-    async def _kill_now(self) -> None:
-        if self._proc is None:
-            return
-        _signal_group(self._proc.pid, signal.SIGKILL)
-        self.returncode = await self._proc.wait()
-
     async def terminate(self, grace: float | None = None) -> int:
         """SIGTERM to the process group, SIGKILL after ``grace`` seconds (default: the
-        process's ``grace``); returns the exit code. Safe to call more than once."""
+        process's ``grace``); returns the exit code. Safe to call more than once, and
+        completes even when cancelled."""
         self._expected_exit = True
-        if self._proc is None:
+        if self._child is None:
             return 0
-        await self.close_stdin()
-        if not self._exited.is_set():
-            _signal_group(self._proc.pid, signal.SIGTERM)
-            with anyio.move_on_after(self.grace if grace is None else grace):
-                await self._exited.wait()
-        # the group may outlive its leader (something it spawned): no orphans either way
-        _signal_group(self._proc.pid, signal.SIGKILL)
-        return await self.wait()
+        with anyio.CancelScope(shield=True):
+            await self.close_stdin()
+            await self._child.terminate(self.grace if grace is None else grace)
+            code = await self.wait()
+        return code
