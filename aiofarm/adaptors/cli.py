@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import protocol
@@ -56,25 +56,44 @@ class EntryPoint:
     the official runtime. ``MyAdaptor`` is an :class:`~aiofarm.adaptors.AsyncAdaptor`
     or an official ``Adaptor``/``CommandAdaptor`` subclass (run through the shim).
 
+    Or ``EntryPoint(load, name="MyAdaptor")`` with ``load`` a function that imports and
+    returns the class: ``daemon run`` and ``daemon stop`` (once per task) then never
+    import the adaptor, nor the application libraries it imports.
+
     ``reentry`` is the command that starts this adaptor again (for ``daemon _serve``);
-    by default ``python -m <the adaptor's package>``. ``serve_protocol="openjd"`` makes
-    ``daemon start`` launch a backend that speaks only the official start-up (argv)."""
+    by default ``python -m <the adaptor's package>`` (with a loader: the package being
+    run as ``__main__``). ``serve_protocol="openjd"`` makes ``daemon start`` launch a
+    backend that speaks only the official start-up (argv)."""
 
     def __init__(
         self,
-        adaptor_class: type,
+        adaptor: type | Callable[[], type],
         *,
+        name: str | None = None,
         reentry: Sequence[str] | None = None,
         serve_protocol: str = "aiofarm",
     ) -> None:
-        self.adaptor_class = adaptor_class
+        if isinstance(adaptor, type):
+            self._class: type | None = adaptor
+            self._load: Callable[[], type] | None = None
+            self.name = name or adaptor.__name__
+        else:
+            if not name:
+                raise ValueError("EntryPoint(load, name=...) needs the adaptor's class name")
+            self._class, self._load, self.name = None, adaptor, name
         self.reentry = list(reentry) if reentry is not None else None
         self.serve_protocol = serve_protocol
 
+    @property
+    def adaptor_class(self) -> type:
+        if self._class is None:
+            assert self._load is not None
+            self._class = self._load()
+        return self._class
+
     # -- parsing ----------------------------------------------------------------------
     def build_parser(self) -> argparse.ArgumentParser:
-        name = self.adaptor_class.__name__
-        parser = _Parser(prog="adaptor_runtime", usage=f"{name} <command> [arguments]")
+        parser = _Parser(prog="adaptor_runtime", usage=f"{self.name} <command> [arguments]")
         commands = parser.add_subparsers(dest="command", title="commands", parser_class=_Parser)
         commands.add_parser("show-config", help="Print the runtime configuration and exit.")
         commands.add_parser("version-info", help="Print the CLI and data interface versions and exit.")
@@ -217,6 +236,10 @@ class EntryPoint:
     def _reentry(self) -> list[str]:
         if self.reentry is not None:
             return self.reentry
+        if self._class is None:
+            spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+            if spec is not None and spec.parent:
+                return [sys.executable, "-m", spec.parent]
         module = sys.modules.get(self.adaptor_class.__module__)
         package = getattr(module, "__package__", None)
         if not package:
@@ -234,14 +257,14 @@ class EntryPoint:
         return str(getattr(self.adaptor_class, "integration_data_interface_version", "0.1"))
 
     def _version_info(self) -> int:
-        name = self.adaptor_class.__name__
+        name = self.name
         cli = protocol.format_version(protocol.ADAPTOR_CLI_VERSION)
         data = self.interface_version()
         _print_yaml({"OpenJD Adaptor CLI Version": cli, f"{name} Data Interface Version": data})
         return 0
 
     def _is_compatible(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-        name = self.adaptor_class.__name__
+        name = self.name
         try:
             expected = (
                 protocol.parse_version(args.openjd_adaptor_cli_version),

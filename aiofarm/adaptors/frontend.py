@@ -21,7 +21,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -210,6 +209,8 @@ async def spawn_backend(
             "--init-data", json.dumps(payload["init_data"]),
             "--path-mapping-rules", json.dumps(payload["path_mapping_rules"]),
         ]  # fmt: skip
+        import tempfile
+
         out: Any = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
         # Popen, not anyio.open_process: the daemon outlives this process, and an
         # event-loop subprocess transport expects to reap what it started.
@@ -299,6 +300,8 @@ def prepare_connection_file(connection_file: str | None) -> tuple[str, str | Non
     not exist yet."""
     temp_dir = None
     if not connection_file:
+        import tempfile
+
         temp_dir = tempfile.mkdtemp(prefix="ojd-ar-")
         connection_file = os.path.join(temp_dir, "connection.json")
     connection_file = os.path.abspath(connection_file)

@@ -12,7 +12,6 @@ import contextlib
 import json
 import socket
 import struct
-import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -86,6 +85,8 @@ async def read_request(buffered: BufferedByteReceiveStream) -> Request:
     parts = first.split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/"):
         raise ProtocolError(f"bad request line {first[:80]!r}")
+    import urllib.parse  # the daemon's side only
+
     target = urllib.parse.urlsplit(parts[1])
     query = urllib.parse.parse_qs(target.query)
     body = await _read_body(buffered, headers)

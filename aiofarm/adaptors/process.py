@@ -22,13 +22,15 @@ import inspect
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 
-from ..drivers.childproc import Child, ChildStdio, spawn
 from ..errors import ConnectionLost
+
+if TYPE_CHECKING:
+    from ..drivers.childproc import Child, ChildStdio
 
 LineCallback = Callable[["re.Match[str]"], "Awaitable[None] | None"]
 
@@ -117,6 +119,8 @@ class AsyncProcess:
         env: Mapping[str, str] | None,
         stdin: bool,
     ) -> None:
+        from ..drivers.childproc import ChildStdio, spawn  # only a daemon pays for it
+
         # own session and process group; when the application ends, whatever it left
         # in its group is killed (reap_group): nothing outlives it
         self._child = spawn(

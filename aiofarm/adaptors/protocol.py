@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import sys
 from typing import Any
 
@@ -135,6 +134,8 @@ class Heartbeat:
 
 
 def new_token() -> str:
+    import secrets  # the daemon's; a per-task frontend never needs it
+
     return secrets.token_urlsafe(32)
 
 

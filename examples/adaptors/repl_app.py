@@ -3,7 +3,7 @@ a line-oriented REPL on stdin/stdout, like a DCC's command port.
 
     python repl_app.py [--startup-delay S]
     -> loading (with a delay; "abort" cuts it short), then ready
-    render NAME STEPS DELAY   progress lines ("progress 50.0"), then "done NAME"
+    render NAME STEPS DELAY   "rendering NAME", progress lines ("progress 50.0"), "done NAME"
                               ("abort" on stdin meanwhile stops it: "aborted NAME")
     fail MESSAGE              "error: MESSAGE"
     echo TEXT                 TEXT
@@ -51,6 +51,7 @@ def main() -> int:
         cmd, rest = words[0], words[1:]
         if cmd == "render":
             name, steps, delay = rest[0], int(rest[1]), float(rest[2])
+            say(f"rendering {name}")
             aborted = False
             for step in range(1, steps + 1):
                 if wait_or_abort(delay):

@@ -1,6 +1,12 @@
 from aiofarm.adaptors import EntryPoint
 
-from .adaptor import ReplAdaptor
+
+def load() -> type:
+    # imported only by the commands that run the adaptor (run, daemon _serve, versions)
+    from .adaptor import ReplAdaptor
+
+    return ReplAdaptor
+
 
 if __name__ == "__main__":
-    EntryPoint(ReplAdaptor).start()
+    EntryPoint(load, name="ReplAdaptor").start()

@@ -3,7 +3,7 @@ import sys
 if __name__ == "__main__":
     if sys.argv[1:3] == ["daemon", "_serve"]:
         from aiofarm.adaptors import EntryPoint
-        from examples.adaptors.repl_adaptor import ReplAdaptor
+        from examples.adaptors.repl_adaptor.adaptor import ReplAdaptor
 
         EntryPoint(ReplAdaptor).start()
     else:

@@ -9,7 +9,7 @@ if __name__ == "__main__":
         OfficialEntryPoint(OfficialReplAdaptor).start()
     else:
         from aiofarm.adaptors import EntryPoint
-        from examples.adaptors.repl_adaptor import ReplAdaptor
+        from examples.adaptors.repl_adaptor.adaptor import ReplAdaptor
 
         EntryPoint(
             ReplAdaptor, reentry=[sys.executable, "-m", "tests.adaptors.mixed_d"], serve_protocol="openjd"
