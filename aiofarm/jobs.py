@@ -9,7 +9,6 @@ import math
 import signal as _signal
 import time
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -28,7 +27,7 @@ import attrs
 from .capabilities import native_value, require_spec
 from .errors import InvalidSpec, JobNotFound, WaitTimeout
 from .models import Capability, CompletionResult, Job, JobEvent, JobSpec, JobStatus, Resources, Task
-from .query import build_query, matches
+from .query import build_query
 from .validation import (
     as_ids,
     check_id,
@@ -260,41 +259,54 @@ class Jobs:
         limit: int | None = None,
         pool: str | None = None,
         where: Expr | str | None = None,
+        sort: str | Sequence[str] | None = None,
         page_size: int = 500,
     ) -> AsyncIterator[AsyncIterator[Job]]:
         """``async with farm.jobs.list(...) as it: async for job in it: ...``
 
-        The driver filters what its back end can; the client re-checks every job
-        against the whole query, so results are the same on every driver."""
-        query = build_query(statuses, name, tags, owners, since, until, pool, where, reverse)
+        ``sort``: a field name (``"priority"``), ``"-field"`` for descending, or a
+        sequence of those (unset values last); default: oldest first (``reverse``:
+        newest first; with ``sort`` it flips every key). The driver filters and sorts
+        what its back end can; the client does the rest, so results are the same on
+        every driver (see aiofarm/listing.py)."""
+        from . import listing
+
+        query = attrs.evolve(
+            build_query(statuses, name, tags, owners, since, until, pool, where, reverse),
+            sort=listing.parse_sort(sort),
+        )
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise InvalidSpec("limit", f"must be None or an integer >= 0, got {limit!r}")
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise InvalidSpec("page_size", f"must be an integer >= 1, got {page_size!r}")
         driver = self._driver
         self._client.require(Capability.LIST)
-
-        async def iterate() -> AsyncGenerator[Job, None]:
-            count = 0
-            token: str | None = None
-            if limit == 0:
-                return
-            while True:
-                jobs, token = await driver.list_page(query, token, page_size)
-                for job in jobs:
-                    if matches(query, job):
-                        yield job
-                        count += 1
-                        if limit is not None and count >= limit:
-                            return
-                if token is None:
-                    return
-
-        it = iterate()
+        it = listing.iterate(driver, query, limit=limit, page_size=page_size)
         try:
             yield it
         finally:
             await it.aclose()
+
+    async def count(
+        self,
+        *,
+        statuses: Iterable[JobStatus | str] | None = None,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        owners: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        pool: str | None = None,
+        where: Expr | str | None = None,
+    ) -> int:
+        """How many jobs ``list`` with the same filters would give: one request where
+        the back end counts natively, else by listing."""
+        from . import listing
+
+        query = build_query(statuses, name, tags, owners, since, until, pool, where, False)
+        driver = self._driver
+        self._client.require(Capability.LIST)
+        return await listing.count(driver, query)
 
     async def tasks(self, job_id: str) -> builtins.list[Task]:
         check_id(job_id, "job_id")

@@ -1,5 +1,6 @@
-"""Listing queries: checking a ``jobs.list(...)`` call into a :class:`ListQuery`, and the
-client-side test every listed job passes, so results are the same on every driver."""
+"""Listing queries: checking a ``jobs.list(...)`` call into a :class:`ListQuery`, and all
+of its conditions as one filter expression (what a driver's native filter and the
+client's remainder are cut from, so results are the same on every driver)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .errors import InvalidSpec
-from .models import Job, JobStatus
+from .models import JobStatus
 
 if TYPE_CHECKING:
     from .drivers.base import ListQuery
     from .where import Expr
 
-__all__ = ["build_query", "matches"]
+__all__ = ["build_query", "where_of"]
 
 
 def _coerce_status(value: JobStatus | str, field: str) -> JobStatus:
@@ -87,19 +88,24 @@ def build_query(
     )
 
 
-def matches(q: ListQuery, job: Job) -> bool:
-    if q.statuses is not None and job.status not in q.statuses:
-        return False
-    if q.name is not None and job.name != q.name:
-        return False
-    if q.tags and not set(q.tags).issubset(job.tags):
-        return False
-    if q.owners and job.owner not in q.owners:
-        return False
-    if q.pool is not None and job.pool != q.pool:
-        return False
-    if q.since is not None and (job.created_at is None or job.created_at < q.since):
-        return False
-    if q.until is not None and (job.created_at is None or job.created_at > q.until):
-        return False
-    return q.where is None or q.where.evaluate(job)
+def where_of(query: ListQuery) -> Expr | None:
+    """Every condition of ``query`` as one expression (None: everything matches)."""
+    from .where import conjoin, where
+
+    parts: list[Expr] = []
+    if query.statuses is not None:
+        parts.append(where.status.in_(sorted(s.value for s in query.statuses)))
+    if query.name is not None:
+        parts.append(where.name == query.name)
+    parts.extend(where.tags.contains(tag) for tag in query.tags)
+    if query.owners:
+        parts.append(where.owner.in_(query.owners))
+    if query.pool is not None:
+        parts.append(where.pool == query.pool)
+    if query.since is not None:
+        parts.append(where.created_at >= query.since)
+    if query.until is not None:
+        parts.append(where.created_at <= query.until)
+    if query.where is not None:
+        parts.append(query.where)
+    return conjoin(parts)

@@ -26,7 +26,7 @@ import enum
 import signal as _signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -61,10 +61,48 @@ class Action(str, enum.Enum):
 
 
 @attrs.frozen
+class SortKey:
+    """One key of ``jobs.list(sort=...)``: a filterable field (not ``tags``), and its
+    direction. Unset values (None) sort last in either direction."""
+
+    field: str
+    descending: bool = False
+
+
+def _sort_value(job: Job, field: str) -> Any:
+    value = getattr(job, field)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)  # models promise UTC
+    return value
+
+
+def sort_jobs(jobs: Sequence[Job], keys: Sequence[SortKey], reverse: bool = False) -> list[Job]:
+    """``jobs`` in the order ``keys`` mean (``reverse`` flips every key): a stable
+    multi-key sort, unset values last in either direction. The client sorts with it,
+    and so may a driver whose back end keeps its jobs in memory."""
+    out = list(jobs)
+    for key in reversed(keys):
+        field = key.field
+        present = [j for j in out if getattr(j, field) is not None]
+        absent = [j for j in out if getattr(j, field) is None]
+
+        def value(job: Job, field: str = field) -> Any:
+            return _sort_value(job, field)
+
+        present.sort(key=value, reverse=key.descending != reverse)
+        out = present + absent
+    return out
+
+
+@attrs.frozen
 class ListQuery:
-    """What the user asked ``jobs.list`` for. A driver may use any part of it to
-    filter natively; the client re-applies the whole query to what comes back, so
-    native filtering is an optimisation, never a correctness concern."""
+    """What the user asked ``jobs.list`` / ``jobs.count`` for.
+
+    The structured fields (statuses ... pool) may be applied natively by any driver;
+    the client re-checks them. ``where`` is what :meth:`Driver.plan_list` called
+    native (None before planning: the driver filters nothing by it). ``sort`` is the
+    order asked for (empty: the driver's own order, oldest first, or newest first with
+    ``reverse``); a driver honours it only if its plan says ``sorted``."""
 
     statuses: frozenset[JobStatus] | None = None
     name: str | None = None
@@ -75,6 +113,26 @@ class ListQuery:
     pool: str | None = None
     where: Expr | None = None
     reverse: bool = False  # False: oldest first; True: newest first
+    sort: tuple[SortKey, ...] = ()
+
+
+@attrs.frozen
+class ListPlan:
+    """A driver's answer to "what of this listing can your back end do?" (see
+    :meth:`Driver.plan_list`).
+
+    ``native``: the part of the query's ``where`` the back end filters (``list_page``
+    and ``count_jobs`` then receive it as ``query.where``). ``remainder``: what the
+    client must still evaluate on each job -- everything not in ``native``, and also
+    any part ``native`` applies only approximately (a superset), so it is checked
+    again. ``sorted``: pages arrive in ``query.sort`` order (else the client fetches
+    everything and sorts). ``countable``: ``count_jobs`` answers the native query in
+    one request (only sound when ``remainder`` is None)."""
+
+    native: Expr | None = None
+    remainder: Expr | None = None
+    sorted: bool = False
+    countable: bool = False
 
 
 @attrs.frozen
@@ -219,11 +277,28 @@ class Driver:
         poller only trusts it to notice sooner: its full rounds stay the truth."""
         raise self._unsupported("changes_since")
 
+    def plan_list(self, query: ListQuery) -> ListPlan:
+        """Which part of ``query.where`` (every condition of the listing, the structured
+        ones included, as one expression) the back end filters natively, whether it
+        sorts by ``query.sort`` and counts; pure, no I/O. The default does nothing
+        natively: the client filters, sorts and counts what ``list_page`` returns.
+
+        A driver translating a filter language typically calls
+        ``aiofarm.where.split_native(query.where, can_translate)``: the top-level
+        conjuncts it can translate become ``native``, the rest the ``remainder``."""
+        return ListPlan(native=None, remainder=query.where)
+
     async def list_page(
         self, query: ListQuery, page_token: str | None, page_size: int
     ) -> tuple[list[Job], str | None]:
-        """One page of jobs, and the token of the next page (None at the end)."""
+        """One page of jobs, and the token of the next page (None at the end).
+        ``query.where`` is the ``native`` part of this driver's own plan."""
         raise self._unsupported("list")
+
+    async def count_jobs(self, query: ListQuery) -> int:
+        """How many jobs match ``query`` (``where`` as in ``list_page``), in one
+        request. Called only when the plan said ``countable``."""
+        raise self._unsupported("count")
 
     async def control(self, ids: Sequence[str], action: Action, *, stop_work: bool) -> None:
         """cancel / pause / resume / retry / delete. Unknown ids raise JobNotFound."""

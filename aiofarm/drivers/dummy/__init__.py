@@ -22,7 +22,9 @@ import anyio
 
 from ...errors import ConnectionLost, FarmError, InvalidSpec, JobNotFound
 from ...models import Capability, Job, JobSpec, JobStatus, LogLine, LogPage, Pool, StatusTransition
-from ..base import Action, Driver, JobUpdate, ListQuery, LogQuery
+from ...where.native import conjoin, split_native
+from ...where.nodes import Compare
+from ..base import Action, Driver, JobUpdate, ListPlan, ListQuery, LogQuery, sort_jobs
 
 if TYPE_CHECKING:
     import yarl
@@ -48,6 +50,10 @@ _BASE_CAPS = frozenset(
 )
 
 
+def _translatable(part: Compare) -> bool:
+    return part.op != "matches" and part.field != "tags"
+
+
 class DummyDriver(Driver):
     name: ClassVar[str] = "dummy"
     capabilities: ClassVar[frozenset[Capability]] = _BASE_CAPS
@@ -65,6 +71,7 @@ class DummyDriver(Driver):
         self.fail_get = fail_get  # the next N get_jobs calls raise ConnectionLost
         self.get_delay = 0.0  # seconds each get_jobs call takes, like a round trip
         self._ids = itertools.count(1)
+        self.native_listing = True  # off: a back end that filters, sorts, counts nothing
         self._subscribers: list[Callable[[Job], None]] = []
 
     @classmethod
@@ -159,17 +166,38 @@ class DummyDriver(Driver):
         page = hits[::-1][: self.feed_page]  # the latest changes first
         return {i: self.jobs[i].status for i in page}, len(page) == len(hits)
 
+    def plan_list(self, query: ListQuery) -> ListPlan:
+        """Like a back end with a query language: comparisons of one field are
+        filtered "natively" (here: in memory, before paging), except regular
+        expressions and tags, which are left to the client; sorts and counts natively
+        unless ``native_listing`` is off."""
+        if not self.native_listing:
+            return ListPlan(native=None, remainder=query.where)
+        native, rest = split_native(query.where, _translatable)
+        return ListPlan(native=conjoin(native), remainder=rest, sorted=True, countable=rest is None)
+
+    def _matching(self, query: ListQuery) -> list[Job]:
+        jobs = list(self.jobs.values())  # insertion order is creation order
+        if query.where is not None:
+            jobs = [j for j in jobs if query.where.evaluate(j)]
+        if query.sort:
+            return sort_jobs(jobs, query.sort, query.reverse)
+        return jobs[::-1] if query.reverse else jobs
+
     async def list_page(
         self, query: ListQuery, page_token: str | None, page_size: int
     ) -> tuple[list[Job], str | None]:
         self.calls["list_page"] += 1
-        jobs = list(self.jobs.values())  # insertion order is creation order
-        if query.reverse:
-            jobs.reverse()
+        jobs = self._matching(query)
         start = int(page_token or 0)
         page = jobs[start : start + page_size]
+        self.calls["listed"] += len(page)  # jobs sent to the client
         nxt = start + page_size
         return page, (str(nxt) if nxt < len(jobs) else None)
+
+    async def count_jobs(self, query: ListQuery) -> int:
+        self.calls["count_jobs"] += 1
+        return len(self._matching(query))
 
     async def control(self, ids: Sequence[str], action: Action, *, stop_work: bool) -> None:
         self.calls["control"] += 1
