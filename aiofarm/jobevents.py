@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .errors import WaitTimeout
-from .models import Capability, Job, JobEvent, JobStatus
+from .models import Job, JobEvent, JobStatus
 from .validation import as_ids, check_interval, check_timeout
-from .watch import CallbackSubscription
+from .watch import CallbackSubscription, FilterSubscription
 
 if TYPE_CHECKING:
     from .client import Client
@@ -99,7 +99,7 @@ async def watch(
         last[job.id] = job.status
         send.send_nowait(JobEvent(job, prev, job.status, _utcnow()))
 
-    def on_error(job_id: str, exc: BaseException) -> None:
+    def on_error(job_id: str | None, exc: BaseException) -> None:
         send.send_nowait(exc)
 
     async def events() -> AsyncGenerator[JobEvent, None]:
@@ -110,37 +110,19 @@ async def watch(
 
     hub = client.hub
     if isinstance(jobs, Expr):
-        expr = jobs
-        if Capability.PUSH in client.capabilities:
-
-            def on_any(job: Job) -> None:
-                if expr.evaluate(job):
-                    on_job(job)
-
-            remove = hub.add_listener(on_any)
+        # one feed for every filter watch of the client: push, or one shared listing
+        # per poll round (watch.FilterSubscription)
+        flt = FilterSubscription(jobs, interval, on_job, on_error)
+        async with send, receive:
+            await hub.register_filter(flt)
             try:
-                async with client.jobs.list(where=expr) as current:
-                    async for job in current:
-                        if job.status.is_active:
-                            on_job(job)
-                async with send, receive:
-                    it = events()
-                    try:
-                        yield it
-                    finally:
-                        await it.aclose()
+                it = events()
+                try:
+                    yield it
+                finally:
+                    await it.aclose()
             finally:
-                remove()
-        else:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_poll_filter, client, expr, interval, on_job)
-                async with send, receive:
-                    it = events()
-                    try:
-                        yield it
-                    finally:
-                        await it.aclose()
-                tg.cancel_scope.cancel()
+                hub.unregister_filter(flt)
         return
     ids = as_ids(jobs, "jobs")
     sub = CallbackSubscription(tuple(ids), interval, on_job, on_error)
@@ -154,36 +136,3 @@ async def watch(
                 await it.aclose()
     finally:
         hub.unregister(sub)
-
-
-async def _poll_filter(
-    client: Client,
-    expr: Expr,
-    max_interval: float,
-    on_job: Callable[[Job], None],
-) -> None:
-    """Polling drivers: list the matching jobs on the shared back-off schedule."""
-    from .backoff import Backoff
-    from .errors import ConnectionLost
-
-    backoff = Backoff(0.5, max(0.5, max_interval))
-    seen: dict[str, JobStatus] = {}
-    first = True
-    while True:
-        changed = False
-        try:
-            async with client.jobs.list(where=expr) as it:
-                async for job in it:
-                    if seen.get(job.id) is not job.status:
-                        seen[job.id] = job.status
-                        changed = True
-                        # as with push drivers: what had already finished before
-                        # the watch began is not news
-                        if not first or job.status.is_active:
-                            on_job(job)
-            first = False
-        except ConnectionLost:
-            pass
-        if changed:
-            backoff.reset()
-        await backoff.sleep()

@@ -22,11 +22,18 @@ back-off interval away).
 Newly registered ids are fetched at once, batched with every other id
 registered in the same tick, so ten thousand concurrent ``wait()`` calls cost
 one batched round, not ten thousand requests.
+
+``watch(where_expr)`` registers a :class:`FilterSubscription`: it lists its matches
+once when it starts (what is already active is news, what already finished is not),
+then push drivers feed it from :meth:`Hub.offer`, and polling drivers from ONE
+listing per round for every filter watch of the client together (their filters
+joined with ``|``, filtered natively where the driver can), on the same back-off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -41,8 +48,9 @@ from .models import Capability, Job, JobStatus
 
 if TYPE_CHECKING:
     from .drivers.base import Driver
+    from .where import Expr
 
-__all__ = ["Hub", "Subscription", "batched_get"]
+__all__ = ["FilterSubscription", "Hub", "Subscription", "batched_get"]
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +195,44 @@ class CallbackSubscription(Subscription):
         self._on_error(job_id, exc)
 
 
+class FilterSubscription:
+    """Every job matching ``expr`` whose status it has not seen yet goes to ``on_job``;
+    an error of the listing that feeds it to ``on_error(None, exc)``."""
+
+    __slots__ = ("_on_error", "_on_job", "_seen", "expr", "max_interval")
+
+    def __init__(
+        self,
+        expr: Expr,
+        max_interval: float,
+        on_job: Callable[[Job], None],
+        on_error: Callable[[str | None, BaseException], None],
+    ) -> None:
+        self.expr = expr
+        self.max_interval = max_interval
+        self._on_job = on_job
+        self._on_error = on_error
+        self._seen: dict[str, tuple[JobStatus, int]] = {}  # job id -> status, version
+
+    def offer(self, job: Job, *, baseline: bool = False) -> bool:
+        """True if this is news. ``baseline``: from the listing made when the watch
+        started, where only active jobs are news (what had finished is history)."""
+        if not self.expr.evaluate(job):
+            return False
+        v = version(job)
+        known = self._seen.get(job.id)
+        if known is not None and (known[1] > v or known[0] is job.status):
+            return False  # older than what we saw (a late read), or no change
+        self._seen[job.id] = (job.status, v)
+        if baseline and not job.status.is_active:
+            return False
+        self._on_job(job)
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        self._on_error(None, exc)
+
+
 class Hub:
     def __init__(self, driver: Driver, spawn: Callable[[Callable[[], Coroutine[Any, Any, Any]]], None]) -> None:
         self._driver = driver
@@ -195,6 +241,7 @@ class Hub:
         # have one watcher, and a list per id would cost ~100 B on each of them
         self._subs: dict[str, Subscription | list[Subscription]] = {}
         self._global: list[Callable[[Job], None]] = []
+        self._filters: list[FilterSubscription] = []
         self._new: set[str] = set()  # registered, never fetched yet
         self._wake: asyncio.Event | None = None
         self._poller_running = False
@@ -240,6 +287,22 @@ class Hub:
                 self._new.discard(job_id)
                 self._status.pop(job_id, None)
 
+    async def register_filter(self, sub: FilterSubscription) -> None:
+        """Start feeding ``sub``: its matches are listed now, in the caller's task (so
+        the watch knows what is current before it yields, and an error raises there),
+        then it shares the client's feed (push, or one listing per poll round)."""
+        self._filters.append(sub)
+        try:
+            await self._list((sub,), baseline=True)
+        except BaseException:
+            self.unregister_filter(sub)
+            raise
+        self._ensure_poller()
+
+    def unregister_filter(self, sub: FilterSubscription) -> None:
+        with contextlib.suppress(ValueError):
+            self._filters.remove(sub)
+
     def add_listener(self, fn: Callable[[Job], None]) -> Callable[[], None]:
         """Every job update the hub sees (push drivers: every job of the farm)."""
         self._global.append(fn)
@@ -258,6 +321,8 @@ class Hub:
                 sub.offer(job)
         for fn in tuple(self._global):
             fn(job)
+        for flt in tuple(self._filters):
+            flt.offer(job)
 
     def _fail(self, job_id: str, exc: BaseException) -> None:
         subs = self._subs.get(job_id)
@@ -266,12 +331,35 @@ class Hub:
                 sub.fail(job_id, exc)
 
     # -- the poller --------------------------------------------------------------
+    def _polled(self) -> bool:
+        """Anything for the poller to do: ids to read, or filters to list (push
+        drivers feed filters themselves)."""
+        return bool(self._subs) or (bool(self._filters) and not self._push)
+
     def _ensure_poller(self) -> None:
         if self._wake is not None:
             self._wake.set()
-        if not self._poller_running and self._subs:
+        if not self._poller_running and self._polled():
             self._poller_running = True
             self._spawn(self._run)
+
+    async def _list(self, subs: Sequence[FilterSubscription], *, baseline: bool = False) -> bool:
+        """ONE listing for ``subs`` (their filters joined with ``|``). True if any of
+        them had news."""
+        from .drivers.base import ListQuery
+        from .listing import iterate
+        from .where import Or
+
+        expr = subs[0].expr
+        for sub in subs[1:]:
+            expr = Or(expr, sub.expr)
+        changed = False
+        jobs = iterate(self._driver, ListQuery(where=expr), limit=None, page_size=1000)
+        async with contextlib.aclosing(jobs):
+            async for job in jobs:
+                for sub in subs:
+                    changed = sub.offer(job, baseline=baseline) or changed
+        return changed
 
     async def _fetch(self, ids: Iterable[str]) -> bool:
         """One batched read of ``ids``. True if any watched status changed."""
@@ -302,6 +390,8 @@ class Hub:
             for sub in _each(subs):
                 if sub.max_interval < best:
                     best = sub.max_interval
+        for flt in self._filters:
+            best = min(best, flt.max_interval)
         return DEFAULT_MAX_INTERVAL if best is math.inf else best
 
     def _round_requests(self) -> int:
@@ -378,7 +468,7 @@ class Hub:
         backoff = Backoff(0.5, max(0.5, self._max_interval()))
         moving = False  # the last round saw a change
         try:
-            while self._subs:
+            while self._polled():
                 self._wake.clear()
                 if self._new:
                     # let every wait() started in this tick register first
@@ -400,7 +490,7 @@ class Hub:
                         self._since = started
                     if self._push:
                         continue
-                if self._push or not self._subs:
+                if self._push or not self._polled():
                     # push drivers feed offer(); we only serve first fetches
                     await self._wake.wait()
                     continue
@@ -414,7 +504,9 @@ class Hub:
                     continue  # woken by a registration: serve it, keep the schedule
                 started = time.time()
                 try:
-                    changed = await self._fetch(list(self._subs))
+                    changed = bool(self._subs) and await self._fetch(list(self._subs))
+                    if self._filters:
+                        changed = await self._list(tuple(self._filters)) or changed
                 except ConnectionLost:
                     # the back end is down: keep trying on the back-off; waits resume
                     log.warning("aiofarm: poll round failed; retrying", exc_info=True)
@@ -422,6 +514,8 @@ class Hub:
                 except FarmError as exc:
                     for job_id in list(self._subs):
                         self._fail(job_id, exc)
+                    for flt in tuple(self._filters):
+                        flt.fail(exc)
                     continue
                 self._since = started
                 self.rounds += 1

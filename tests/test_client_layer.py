@@ -4,6 +4,7 @@ poller, wait/as_completed/watch, list paging and filtering, log follow."""
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import anyio
@@ -20,6 +21,64 @@ def dummy(client: Client) -> DummyDriver:
     driver = client.driver
     assert isinstance(driver, DummyDriver)
     return driver
+
+
+class Countdown:
+    """An event set once ``n`` different jobs have been seen (``once`` is an on_status)."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+        self.ids: set[str] = set()
+        self.event = anyio.Event()
+
+    def once(self, job: aiofarm.Job) -> None:
+        if job.id not in self.ids:
+            self.ids.add(job.id)
+            self.left -= 1
+            if self.left <= 0:
+                self.event.set()
+
+    async def wait(self) -> None:
+        await self.event.wait()
+
+
+class Pulse:
+    """Wakes whoever waits at the next ``fire``."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = anyio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+class CallClock:
+    """When each ``get_jobs`` call of a dummy driver returned; wait for the n-th."""
+
+    def __init__(self, driver: DummyDriver) -> None:
+        self.times: list[float] = []
+        self._pulse = Pulse()
+        real = driver.get_jobs
+
+        async def timed(ids: Any) -> dict[str, aiofarm.Job]:
+            try:
+                return await real(ids)
+            finally:
+                self.times.append(time.monotonic())
+                self._pulse.fire()
+
+        driver.get_jobs = timed  # type: ignore[method-assign]
+
+    async def reached(self, n: int) -> None:
+        while len(self.times) < n:
+            await self._pulse.wait()
+
+    def gaps(self) -> list[float]:
+        return [b - a for a, b in zip(self.times, self.times[1:], strict=False)]
 
 
 # -- URL resolution -----------------------------------------------------------------
@@ -117,18 +176,17 @@ async def test_ten_thousand_waits_cost_one_batched_round() -> None:
         driver = dummy(farm)
         jobs = await farm.jobs.submit([JobSpec(command=["x"]) for _ in range(n)])
         results: list[aiofarm.CompletionResult] = []
+        first_seen = Countdown(n)
 
         async def waiter(job_id: str) -> None:
-            results.append(await farm.jobs.wait(job_id, max_interval=0.5))
+            results.append(await farm.jobs.wait(job_id, max_interval=0.5, on_status=first_seen.once))
 
         async with anyio.create_task_group() as tg:
             for job in jobs:
                 tg.start_soon(waiter, job.id)
             with anyio.fail_after(30):
-                while farm.hub.watched < n or driver.calls["get_jobs"] < n / driver.max_batch_get:  # noqa: ASYNC110 - counters have no event
-                    await anyio.sleep(0.01)
-            await anyio.sleep(0.1)  # (the poller's next round is 0.5 s away)
-            # every wait registered; the first fetch was batched: n / 100 calls
+                await first_seen.wait()
+            # every wait saw its job once; the first fetch was batched: n / 100 calls
             first = driver.calls["get_jobs"]
             assert first == math.ceil(n / driver.max_batch_get)
             for job in jobs:
@@ -144,19 +202,27 @@ async def test_poller_backs_off_and_resets_on_change() -> None:
     async with Client("dummy://") as farm:
         driver = dummy(farm)
         (job,) = await farm.jobs.submit([JobSpec(command=["x"])])
+        calls = CallClock(driver)
         seen: list[JobStatus] = []
+        running = anyio.Event()
+
+        def on_status(j: aiofarm.Job) -> None:
+            seen.append(j.status)
+            if j.status is JobStatus.RUNNING:
+                running.set()
+
         async with anyio.create_task_group() as tg:
-
-            async def wait() -> None:
-                await farm.jobs.wait(job.id, max_interval=2, on_status=lambda j: seen.append(j.status))
-
-            tg.start_soon(wait)
-            await anyio.sleep(2.2)
-            # rounds at 0.5, 1.5 (then 2 s) => 2 poll calls plus the first fetch
-            calls = driver.calls["get_jobs"]
-            assert 3 <= calls <= 4, calls
-            driver.set_status(job.id, JobStatus.RUNNING)
-            await anyio.sleep(2.3)
+            tg.start_soon(lambda: farm.jobs.wait(job.id, max_interval=2, on_status=on_status))
+            with anyio.fail_after(20):
+                await calls.reached(4)  # the first fetch, then rounds 0.5, 1 and 2 s apart
+                gaps = calls.gaps()
+                assert [round(g * 2) / 2 for g in gaps] == [0.5, 1.0, 2.0], gaps
+                driver.set_status(job.id, JobStatus.RUNNING)
+                await running.wait()
+                changed_round = len(calls.times)
+                await calls.reached(changed_round + 1)
+            # a round that saw a change resets the back-off to its first step
+            assert calls.gaps()[changed_round - 1] < 0.9, calls.gaps()
             driver.set_status(job.id, JobStatus.SUCCEEDED)
         assert seen == [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCEEDED]
 
@@ -168,11 +234,13 @@ async def test_poller_survives_connection_lost() -> None:
         async with anyio.create_task_group() as tg:
             got: list[aiofarm.CompletionResult] = []
 
+            first = Countdown(1)
+
             async def wait() -> None:
-                got.append(await farm.jobs.wait(job.id, max_interval=0.5))
+                got.append(await farm.jobs.wait(job.id, max_interval=0.5, on_status=first.once))
 
             tg.start_soon(wait)
-            await anyio.sleep(0.1)
+            await first.wait()
             driver.fail_get = 3  # the back end goes away for three rounds
             driver.set_status(job.id, JobStatus.SUCCEEDED)
         assert got[0].status is JobStatus.SUCCEEDED
@@ -186,11 +254,13 @@ async def test_push_driver_wait_wakes_without_polling() -> None:
         async with anyio.create_task_group() as tg:
             out: list[aiofarm.CompletionResult] = []
 
+            first = Countdown(1)
+
             async def wait() -> None:
-                out.append(await farm.jobs.wait(job.id))
+                out.append(await farm.jobs.wait(job.id, on_status=first.once))
 
             tg.start_soon(wait)
-            await anyio.sleep(0.05)
+            await first.wait()
             calls = driver.calls["get_jobs"]
             driver.set_status(job.id, JobStatus.RUNNING)
             driver.set_status(job.id, JobStatus.FAILED, exit_code=3)
@@ -215,6 +285,7 @@ async def test_as_completed_yields_in_finish_order() -> None:
         driver = dummy(farm)
         jobs = await farm.jobs.submit([JobSpec(command=["x"]) for _ in range(3)])
         order: list[str] = []
+        calls = CallClock(driver)
         async with anyio.create_task_group() as tg:
 
             async def consume() -> None:
@@ -222,10 +293,10 @@ async def test_as_completed_yields_in_finish_order() -> None:
                     order.append(job.id)
 
             tg.start_soon(consume)
-            await anyio.sleep(0.05)
+            with anyio.fail_after(5):
+                await calls.reached(1)  # registered and read once: from now on, pushes
             for idx in (2, 0, 1):
                 driver.set_status(jobs[idx].id, JobStatus.SUCCEEDED)
-                await anyio.sleep(0.01)
         assert order == [jobs[2].id, jobs[0].id, jobs[1].id]
 
 
@@ -234,11 +305,11 @@ async def test_watch_ids_and_filter() -> None:
         driver = dummy(farm)
         a, b = await farm.jobs.submit([JobSpec(command=["x"], name="a"), JobSpec(command=["x"], name="b")])
         async with farm.jobs.watch([a.id]) as events:
-            await anyio.sleep(0.05)
+            first = await events.__anext__()
+            got = [(first.previous, first.status)]
             driver.set_status(a.id, JobStatus.RUNNING)
             driver.set_status(b.id, JobStatus.RUNNING)
             driver.set_status(a.id, JobStatus.SUCCEEDED)
-            got = []
             async for ev in events:
                 got.append((ev.previous, ev.status))
                 if ev.status.is_finished:
@@ -298,10 +369,11 @@ async def test_list_pages_filters_and_limits() -> None:
 async def test_list_cancelled_midway_closes_generator() -> None:
     async with Client("dummy://") as farm:
         await farm.jobs.submit([JobSpec(command=["x"]) for _ in range(10)])
-        with anyio.move_on_after(0.05):
+        with anyio.CancelScope() as scope:
             async with farm.jobs.list(page_size=1) as it:
                 async for _ in it:
-                    await anyio.sleep(1)
+                    scope.cancel()
+                    await anyio.sleep_forever()
         # the generator was closed: a second list works normally
         async with farm.jobs.list() as it:
             assert len([j async for j in it]) == 10
@@ -336,7 +408,10 @@ async def test_log_follow_resumes_after_connection_lost_without_loss_or_repeat(
         real = driver.read_log
         failures = {"left": 3}
 
+        driver_read = Pulse()
+
         async def flaky(job_id: str, token: str | None, query: Any) -> aiofarm.LogPage:
+            driver_read.fire()
             if token is not None and failures["left"] > 0:
                 failures["left"] -= 1
                 raise aiofarm.ConnectionLost("injected")
@@ -352,10 +427,12 @@ async def test_log_follow_resumes_after_connection_lost_without_loss_or_repeat(
                         got.append(line.text)
 
             tg.start_soon(follow)
-            for i in range(50):
-                driver.write_log(job.id, f"line {i}")
-                await anyio.sleep(0.002)
-            await anyio.sleep(0.2)
+            with anyio.fail_after(20):
+                for i in range(50):
+                    driver.write_log(job.id, f"line {i}")
+                    if i % 10 == 9:  # let the follower catch up, so reads interleave with writes
+                        while len(got) <= i:
+                            await driver_read.wait()
             driver.write_log(job.id, "last")
             driver.set_status(job.id, JobStatus.SUCCEEDED)
         assert got == [f"line {i}" for i in range(50)] + ["last"]
