@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...errors import AuthError, BackendError, InvalidSpec, JobNotFound, PoolNotFound
 from ...models import Capability, Job, JobSpec, JobStatus, LogPage, Pool, Task, Worker
-from ..base import Action, Driver, JobUpdate, ListQuery, LogQuery
+from ..base import Action, Driver, JobUpdate, ListPlan, ListQuery, LogQuery
 from . import fleets, listing, search, wire
 from .api import AUTH_CODES, NAME, DeadlineApi, concurrently
 from .discovery import DeadlineBackend, not_found_message
@@ -263,6 +263,11 @@ class DeadlineDriver(Driver):
         if pool is None or pool in (self.queue_id, self._queue.get("displayName")):
             return
         raise PoolNotFound(pool, driver=NAME)
+
+    def plan_list(self, query: ListQuery) -> ListPlan:
+        # SearchJobs gets every part of the filter it can translate (a superset of
+        # the answer); the client checks the whole filter again on each job
+        return ListPlan(native=query.where, remainder=query.where)
 
     async def list_page(
         self, query: ListQuery, page_token: str | None, page_size: int
