@@ -87,6 +87,7 @@ class Backend:
         self.shutdown = anyio.Event()
         self.pending = 0  # operations accepted but not finished
         self.followers = 0
+        self.stopping = False
         self.last_activity = anyio.current_time()
         self.tg: anyio.abc.TaskGroup | None = None
         self.linger: list[anyio.abc.SocketStream] = []
@@ -207,10 +208,20 @@ class Backend:
             await self._ok(stream)
 
     async def _stop(self, stream: anyio.abc.SocketStream, follow: bool) -> None:
-        if self.pending and not (self.runner.busy and self.runner.state in (START, RUN)):
+        # Whatever runs is cancelled and waited for by the stop itself (a dropped
+        # frontend's cancel may still be under way); only a second stop is refused.
+        if self.stopping:
             await http.send_response(stream, HTTPStatus.BAD_REQUEST)
             return
-        self._spawn(self.runner.stop)
+        self.stopping = True
+
+        async def stop() -> None:
+            try:
+                await self.runner.stop()
+            finally:
+                self.stopping = False
+
+        self._spawn(stop)
         if follow:
             await self._follow(
                 stream,
