@@ -56,6 +56,8 @@ class RayDriver(Driver):
             Capability.LIST,
             Capability.CANCEL,
             Capability.DELETE,
+            # SIGTERM only: Ray's stop (SIGTERM, then SIGKILL after 3 s); others are refused
+            Capability.SIGNAL,
             Capability.TASKS,
             Capability.LOGS,
             Capability.LOGS_FOLLOW,
@@ -203,7 +205,7 @@ class RayDriver(Driver):
         packages: dict[str, str] = {}  # cwd -> gcs:// URI, once per directory per call
         out: list[Job] = []
         for index, spec in enumerate(specs):
-            field = f"specs[{index}]" if len(specs) > 1 else "spec"
+            field = f"specs[{index}]"
             if spec.command is None:
                 raise UnsupportedError(self.name, "submit_template", "Ray runs one entrypoint command per job")
             working_dir: str | None = None
@@ -356,11 +358,7 @@ class RayDriver(Driver):
         job = wire.job_from_record(rec, self.name)
         message = str(rec.get("message") or "").split("\n", 1)[0]
         lines = [f"job {job_id} is {job.status.value}" + (f": {message}" if message else "")]
-        asked = {
-            k: rec.get(k)
-            for k in ("entrypoint_num_cpus", "entrypoint_num_gpus", "entrypoint_memory", "entrypoint_resources")
-            if rec.get(k)
-        }
+        asked = wire.requested(rec)
         if asked:
             lines.append(f"  it asks for {json.dumps(asked)}")
         if job.status is JobStatus.PENDING:

@@ -46,6 +46,8 @@ META_NAME, META_TAGS, META_OWNER, META_PRIORITY, META_DESCRIPTION = (
 )  # fmt: skip
 META_DEPENDS = "aiofarm.depends_on"
 META_TIMEOUT = "aiofarm.timeout"
+#: what the job asked for (Ray's job records do not echo entrypoint_num_cpus & co.)
+META_RESOURCES = "aiofarm.resources"
 #: coreutils timeout's exit code when the limit was reached
 TIMED_OUT = 124
 
@@ -82,6 +84,15 @@ def _metadata(spec: JobSpec, owner: str | None, depends_on: Sequence[str]) -> di
         meta[META_DEPENDS] = json.dumps(list(depends_on))
     if spec.timeout is not None:
         meta[META_TIMEOUT] = f"{spec.timeout:g}"
+    res = spec.resources
+    asked: dict[str, Any] = {"cpu": res.cpu}
+    if res.memory_mb is not None:
+        asked["memory_mb"] = res.memory_mb
+    if res.gpu:
+        asked["gpu"] = res.gpu
+    if spec.pool is not None:
+        asked["pool"] = spec.pool
+    meta[META_RESOURCES] = json.dumps(asked, sort_keys=True)
     return meta
 
 
@@ -177,15 +188,14 @@ def job_from_record(rec: Mapping[str, Any], driver: str = "ray") -> Job:
         name = entry.split()[1] if isinstance(entry, str) and entry.startswith("exec ") and len(entry.split()) > 1 else None
     owner = meta.get(META_OWNER)
     desc = meta.get(META_DESCRIPTION)
-    resources = rec.get("entrypoint_resources")
-    pool = next(iter(resources), None) if isinstance(resources, Mapping) and len(resources) == 1 else None
+    pool = requested(rec).get("pool")
     return Job(
         id=str(rec.get("submission_id")),
         status=status,
         driver=driver,
         name=name,
         owner=owner if isinstance(owner, str) else None,
-        pool=pool,
+        pool=pool if isinstance(pool, str) else None,
         tags=_json_list(meta.get(META_TAGS)),
         description=desc if isinstance(desc, str) else None,
         priority=_priority(meta.get(META_PRIORITY, 50)),
@@ -199,6 +209,17 @@ def job_from_record(rec: Mapping[str, Any], driver: str = "ray") -> Job:
         depends_on=_json_list(meta.get(META_DEPENDS)),
         raw=rec,
     )
+
+
+def requested(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """What a job aiofarm submitted asked for: cpu, memory_mb, gpu, pool."""
+    meta = rec.get("metadata")
+    text = meta.get(META_RESOURCES) if isinstance(meta, Mapping) else None
+    try:
+        value = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def submission_records(data: object) -> Iterable[Mapping[str, Any]]:
