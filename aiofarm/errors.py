@@ -17,6 +17,7 @@ __all__ = [
     "JobNotRunning",
     "PoolNotFound",
     "RemoteError",
+    "StateError",
     "StateLocked",
     "UnsupportedError",
     "WaitTimeout",
@@ -95,6 +96,17 @@ class BackendError(FarmError):
 
 class ConnectionLost(FarmError, ConnectionError):
     """The connection to the back end failed and retries did not bring it back."""
+
+
+class StateError(FarmError):
+    """The farm could not record a change in its state (e.g. the disk is full).
+    ``operation`` is what could not be recorded, ``message`` the storage's own words.
+    The farm keeps serving reads and retries pending changes by itself."""
+
+    def __init__(self, operation: str, message: str) -> None:
+        self.operation = operation
+        self.message = message
+        super().__init__(f"cannot record {operation}: {message}")
 
 
 class StateLocked(FarmError):

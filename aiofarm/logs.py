@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import attrs
+
 from .backoff import Backoff
 from .errors import ConnectionLost, InvalidSpec, JobNotFound
 from .models import Capability, Job, LogLine, LogPage
@@ -95,6 +97,8 @@ class Logs:
         where the back end knows it."""
         check_id(job_id, "job_id")
         query = _query(task, streams, since, None, 1000)
+        if follow:
+            query = attrs.evolve(query, follow=True)
         client = self._client
         driver = client.driver
         _require(client, query, timestamps=timestamps, follow=follow)

@@ -24,7 +24,7 @@ import anyio
 import yarl
 
 from aiofarm import Client, JobSpec
-from aiofarm.drivers.local import LocalDriver
+from aiofarm.drivers.local import EmbeddedDriver as LocalDriver
 from aiofarm.models import Job
 
 

@@ -23,7 +23,7 @@ import anyio
 import yarl
 
 from aiofarm import Client, JobSpec
-from aiofarm.drivers.local import LocalDriver
+from aiofarm.drivers.local import EmbeddedDriver as LocalDriver
 
 
 def specs(n: int) -> list[JobSpec]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+
+from .services import services_with_env, stop_services
 
 
 @pytest.fixture
@@ -13,12 +16,18 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reads the developer's own aiofarm config, data dir or AIOFARM_URL."""
+def _isolated_config(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """No test reads the developer's own aiofarm config, data dir or AIOFARM_URL; and
+    every local farm service a test started (it inherits the test's XDG_DATA_HOME,
+    also through CLI subprocesses) is stopped when the test ends."""
     home = tmp_path_factory.mktemp("xdg")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.delenv("AIOFARM_URL", raising=False)
+    yield
+    stop_services(services_with_env("XDG_DATA_HOME", str(home / "data")))
 
 
 def open_fds() -> set[int]:

@@ -149,6 +149,9 @@ class LogQuery:
     start_time: datetime | None = None
     end_time: datetime | None = None
     limit: int = 1000
+    #: the caller follows the log: a back end that can hold an empty read open until
+    #: the next line (the local farm service) may do so, briefly
+    follow: bool = False
 
 
 class StdioChannel:

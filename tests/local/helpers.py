@@ -1,4 +1,5 @@
-"""Helpers for the local driver tests: open a driver on a state dir, wait on push."""
+"""Helpers for the local driver tests: open an embedded farm on a state dir (the farm
+the service runs, in this process), wait on push."""
 
 from __future__ import annotations
 
@@ -12,18 +13,18 @@ import anyio
 import psutil
 import yarl
 
-from aiofarm.drivers.local import LocalDriver
+from aiofarm.drivers.local import EmbeddedDriver
 from aiofarm.models import Job, JobStatus
 
 GRACE = 0.5
 
 
 @asynccontextmanager
-async def open_driver(state: Any, **options: Any) -> AsyncIterator[LocalDriver]:
+async def open_driver(state: Any, **options: Any) -> AsyncIterator[EmbeddedDriver]:
     """The driver open on ``state`` in its own task group; errors come out as
     themselves, not wrapped in an exception group."""
     options.setdefault("cancel_grace", GRACE)
-    driver = LocalDriver.from_url(yarl.URL(f"local://{state}"), options)
+    driver = EmbeddedDriver.from_url(yarl.URL(f"local://{state}"), options)
     error: BaseException | None = None
     async with anyio.create_task_group() as tg:
         try:
@@ -39,7 +40,7 @@ async def open_driver(state: Any, **options: Any) -> AsyncIterator[LocalDriver]:
         raise error
 
 
-async def wait_for(driver: LocalDriver, job_id: str, *statuses: JobStatus, timeout: float = 20) -> Job:
+async def wait_for(driver: EmbeddedDriver, job_id: str, *statuses: JobStatus, timeout: float = 20) -> Job:
     """Wait (on the driver's push, no polling) until ``job_id`` reaches one of
     ``statuses`` (default: any finished status)."""
     wanted = set(statuses) or set(JobStatus.finished_items())

@@ -18,7 +18,7 @@ import pytest
 import yarl
 
 from aiofarm.drivers.base import Action, LogQuery
-from aiofarm.drivers.local import LocalDriver
+from aiofarm.drivers.local import EmbeddedDriver, LocalDriver
 from aiofarm.errors import InvalidSpec, JobNotFound, PoolNotFound, StateLocked
 from aiofarm.models import Capability, Job, JobSpec, JobStatus, Resources
 from tests.conftest import open_fds
@@ -116,7 +116,7 @@ CRASHER = textwrap.dedent(
     from aiofarm import Client, JobSpec
 
     async def main(state, pids):
-        async with Client("local://" + state, cancel_grace=0.5) as farm:
+        async with Client("local://" + state, cancel_grace=0.5, embedded=True) as farm:
             jobs = await farm.jobs.submit([
                 JobSpec(command=f"sleep 60 & echo $! >> {pids}; echo $$ >> {pids}; wait", id="long"),
                 JobSpec(command="echo quick", id="quick"),
@@ -159,10 +159,10 @@ async def test_sigkilled_owner_reopened_marks_lost_and_leaves_no_orphan(tmp_path
         got = await d.get_jobs(["long", "quick", "held", "after"])
         assert set(got) == {"long", "quick", "held", "after"}  # no record lost
         long_ = got["long"]
-        assert long_.status is JobStatus.FAILED and long_.reason == "lost"
+        assert long_.status is JobStatus.FAILED and long_.reason == "lost: farm service died"
         assert [h.status for h in long_.history] == [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.FAILED]
         [task] = await d.tasks("long")
-        assert task.status is JobStatus.FAILED and task.reason == "lost"
+        assert task.status is JobStatus.FAILED and task.reason == "lost: farm service died"
         assert got["quick"].status is JobStatus.SUCCEEDED
         assert got["held"].status is JobStatus.SUSPENDED
         assert got["after"].status is JobStatus.FAILED and got["after"].reason == "dependency long failed"
@@ -290,9 +290,18 @@ def test_bad_option_mappings() -> None:
         with pytest.raises(InvalidSpec) as info:
             LocalDriver.from_url(yarl.URL("local://"), options)
         assert info.value.field == field
-    d = LocalDriver.from_url(yarl.URL("local://?cancel_grace=2&slots=3"), {"role": "reader"})
+    d = LocalDriver.from_url(yarl.URL("local://?cancel_grace=2&slots=3&embedded=true"), {"role": "reader"})
+    assert isinstance(d, EmbeddedDriver)
     assert (d.cancel_grace, d.default_slots, d.wanted_role) == (2.0, 3, "reader")
     assert d.state_dir.endswith(os.path.join("data", "aiofarm"))  # $XDG_DATA_HOME/aiofarm
+    with pytest.raises(InvalidSpec) as info:
+        LocalDriver.from_url(yarl.URL("local://"), {"role": "reader"})  # roles: embedded only
+    assert info.value.field == "options.role"
+    with pytest.raises(InvalidSpec) as info:
+        LocalDriver.from_url(yarl.URL("local://?embedded=perhaps"), {})
+    assert info.value.field == "options.embedded"
+    s = LocalDriver.from_url(yarl.URL("local://?idle_timeout=0"), {"slots": 2})
+    assert not isinstance(s, EmbeddedDriver) and s.capabilities == EmbeddedDriver.capabilities
 
 
 async def test_unwritable_state_dir_is_invalid_url(tmp_path: Path) -> None:

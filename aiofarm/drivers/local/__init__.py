@@ -1,5 +1,7 @@
-"""The embedded local farm driver (``local://``): see docs/local-driver.md."""
+"""The local farm (``local://``): a per-user farm service and its client driver,
+or an embedded farm with ``?embedded=true``. See docs/local-driver.md."""
 
-from .driver import LocalDriver
+from .client import ServiceDriver as LocalDriver
+from .embedded import EmbeddedDriver
 
-__all__ = ["LocalDriver"]
+__all__ = ["EmbeddedDriver", "LocalDriver"]

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from . import logfile
+from .model import proc_start
 
 __all__ = ["OutputListener", "RunningTask", "spawn"]
 
@@ -117,6 +118,8 @@ class RunningTask:
         self._waiters: list[asyncio.Future[int]] = []
         self._on_exit = on_exit
         self.exited = False
+        #: lines that could not be written to the log (a full disk), not yet reported
+        self.dropped_lines = 0
         for fd in outputs:
             os.set_blocking(fd, False)
         self._armed = False
@@ -184,11 +187,30 @@ class RunningTask:
     def _write(self, data: bytes) -> None:
         if self._log_fd is None:
             # opened on first output: a silent task never creates a file
-            self._log_fd = os.open(
-                self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+            try:
+                self._log_fd = os.open(
+                    self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+                )
+            except OSError:
+                self.dropped_lines += data.count(b"\n")
+                return
+        if self.dropped_lines:
+            # space is back: say once how much is missing, then carry on
+            note = logfile.format_records(
+                b"x", self.task_index,
+                [b"%d log line(s) dropped: the state dir could not be written (disk full?)" % self.dropped_lines],
+                time.time(),
             )
-        with contextlib.suppress(OSError):  # a full disk must not kill the scheduler
+            try:
+                os.write(self._log_fd, note)
+            except OSError:
+                self.dropped_lines += data.count(b"\n")
+                return
+            self.dropped_lines = 0
+        try:
             os.write(self._log_fd, data)
+        except OSError:  # a full disk must not kill the scheduler: count what is lost
+            self.dropped_lines += data.count(b"\n")
 
     def _readable(self, fd: int) -> None:
         try:
@@ -369,3 +391,50 @@ def spawn(
         tty=tty,
         on_exit=on_exit,
     )
+
+
+def kill_launched(tokens: Sequence[str]) -> None:
+    """Kill the process groups of every process of ours whose environment carries one
+    of these launch tokens (``AIOFARM_LAUNCH``): tasks a dead farm had recorded as
+    launching but not yet as running."""
+    if not tokens:
+        return
+    wanted = {b"AIOFARM_LAUNCH=" + t.encode() for t in tokens}
+    me = os.getuid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != me:
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = set(f.read().split(b"\0"))
+        except OSError:
+            continue
+        if env & wanted:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+
+
+def kill_lost(pid: int | None, pgid: int | None, pstart: float | None) -> None:
+    """Kill the process group of a task whose owner died, unless the ids were recycled."""
+    if pgid is None:
+        return
+    import psutil  # type: ignore[import-untyped,unused-ignore]
+
+    leader_start = proc_start(pgid)
+    if leader_start is not None and pstart is not None and leader_start != pstart:
+        return  # pid reused by an unrelated process that leads its own group: not ours
+    if leader_start is None:
+        # the leader is gone; members left in the group are our orphans unless they
+        # started before our task did (then the group id was reused: impossible to be ours)
+        members = []
+        for p in psutil.process_iter(["pid"]):
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getpgid(p.pid) == pgid:
+                    members.append(p)
+        if not members:
+            return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

@@ -1,0 +1,360 @@
+"""The client side of ``local://``: a thin driver over the farm service's socket.
+
+Scheduling, processes and SQLite live only in the service (service.py); this
+driver sends each primitive as one request and keeps one WebSocket open for
+pushed status changes (which also tells the service a client is connected, so
+it does not exit for idleness). It starts the service when none answers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as _signal
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import anyio
+
+from ...backoff import Backoff
+from ...errors import ConnectionLost, FarmError
+from ...models import (
+    Capability,
+    Job,
+    JobSpec,
+    JobStatus,
+    LogPage,
+    Pool,
+    StatusTransition,
+    Task,
+    Worker,
+)
+from ..base import Action, Driver, JobUpdate, ListQuery, LogQuery, StdioChannel
+from . import config, connect, wire
+from .embedded import CAPABILITIES
+from .store import to_dt
+
+if TYPE_CHECKING:
+    import aiohttp
+    import anyio.abc
+    import yarl
+
+#: how long the service holds a followed log read that has nothing new
+FOLLOW_WAIT = 5.0
+
+
+class _ConnectFailed(ConnectionLost):
+    """Nothing answers on the socket (the request never left)."""
+
+
+def _connector(path: str) -> aiohttp.UnixConnector:
+    import aiohttp
+
+    class Connector(aiohttp.UnixConnector):
+        async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
+            try:
+                sock = connect.connect_socket(self.path)
+            except OSError as exc:
+                raise _ConnectFailed(f"the farm service at {self.path} does not answer: {exc.strerror}") from None
+            _, proto = await self._loop.create_unix_connection(self._factory, sock=sock)
+            return proto
+
+    return Connector(path, limit=64)
+
+
+class ServiceDriver(Driver):
+    """``local://`` through the farm service (the default; see docs/local-driver.md)."""
+
+    name: ClassVar[str] = "local"
+    capabilities: ClassVar[frozenset[Capability]] = CAPABILITIES
+    max_batch_get: ClassVar[int] = 900
+
+    def __init__(self, cfg: config.FarmConfig) -> None:
+        self.cfg = cfg
+        self.state_dir = cfg.state_dir
+        self._session: aiohttp.ClientSession | None = None
+        self._subscribers: list[Callable[[Job], None]] = []
+        self._scope: anyio.CancelScope | None = None
+        self._active: set[str] = set()  # ids seen unfinished: re-read after a reconnect
+
+    @classmethod
+    def from_url(cls, url: yarl.URL, options: Mapping[str, Any]) -> Driver:
+        cfg = config.parse(url, options)
+        if cfg.embedded:
+            from .embedded import EmbeddedDriver
+
+            return EmbeddedDriver.from_config(cfg)
+        return cls(cfg)
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def _ensure_service(self) -> None:
+        sock = await connect.ensure_socket(
+            self.state_dir,
+            start=True,
+            slots=self.cfg.slots,
+            cancel_grace=self.cfg.cancel_grace,
+            idle_timeout=self.cfg.idle_timeout,
+        )
+        if sock is not None:
+            sock.close()
+
+    async def open(self, task_group: anyio.abc.TaskGroup) -> None:
+        import aiohttp
+
+        await self._ensure_service()
+        self._session = aiohttp.ClientSession(
+            connector=_connector(self.cfg.socket_path),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            json_serialize=wire.dumps,
+        )
+        hello = await self._call(
+            "hello",
+            {"protocol": wire.PROTOCOL, "slots": self.cfg.slots, "cancel_grace": self.cfg.cancel_grace},
+        )
+        if not hello.get("ok"):
+            raise FarmError(
+                f"the farm service for {self.state_dir} speaks protocol {hello.get('protocol')}, this"
+                f" aiofarm speaks {wire.PROTOCOL} (upgraded?): run `aiofarm farm stop` and retry"
+            )
+        await task_group.start(self._events)
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            if self._scope is not None:
+                self._scope.cancel()
+                self._scope = None
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+
+    async def _events(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        import aiohttp
+
+        backoff = Backoff(0.05, 2.0)
+        started = False
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            while True:
+                try:
+                    session = self._require()
+                    async with session.ws_connect("http://farm/v1/events", heartbeat=None, max_msg_size=0) as ws:
+                        if not started:
+                            started = True
+                            task_status.started()
+                        else:
+                            await self._resync()
+                        backoff.reset()
+                        async for msg in ws:
+                            if msg.type == aiohttp.WSMsgType.TEXT:
+                                for data in wire.json_loads(msg.data):
+                                    self._emit(wire.job_from(data))
+                except (aiohttp.ClientError, OSError, ConnectionLost) as exc:
+                    if not started:
+                        raise ConnectionLost(f"cannot follow the farm service's events: {exc}") from None
+                # the service went away (stopped, crashed): bring one back and carry on
+                await backoff.sleep()
+                try:
+                    await self._ensure_service()
+                except FarmError:
+                    continue
+
+    def _emit(self, job: Job) -> None:
+        if job.status.is_finished:
+            self._active.discard(job.id)
+        else:
+            self._active.add(job.id)
+        for callback in tuple(self._subscribers):
+            callback(job)
+
+    async def _resync(self) -> None:
+        """After a reconnect: what changed while no events could come."""
+        ids = list(self._active)
+        for i in range(0, len(ids), self.max_batch_get):
+            for job in (await self.get_jobs(ids[i : i + self.max_batch_get])).values():
+                self._emit(job)
+
+    def _require(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise FarmError("the local driver is not open")
+        return self._session
+
+    async def _call(self, name: str, body: Mapping[str, Any]) -> Any:
+        return await self._post_raw(name, wire.dumps(body))
+
+    # -- jobs ----------------------------------------------------------------------
+    async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
+        cwd = os.getcwd()
+        # a job without a cwd runs where it was submitted from, as in a shell
+        fixed = [s if s.cwd is not None or s.template is not None else _with_cwd(s, cwd) for s in specs]
+        result = await self._post_raw("submit", '{"specs":' + wire.specs_to(fixed) + "}")
+        created = to_dt(result["created"])
+        owner = result["owner"]
+        jobs: list[Job] = []
+        for spec, data in zip(fixed, result["jobs"], strict=True):
+            if len(data) == 6:
+                job_id, seq, status, reason, n_tasks, slots = data
+                st = JobStatus(status)
+                job = Job(
+                    id=job_id,
+                    status=st,
+                    driver="local",
+                    name=spec.name,
+                    owner=owner,
+                    pool=spec.pool or "default",
+                    tags=spec.tags,
+                    description=spec.description,
+                    priority=spec.priority,
+                    created_at=created,
+                    reason=reason,
+                    history=(StatusTransition(st, created, reason),),  # type: ignore[arg-type]
+                    task_counts={"pending": n_tasks},
+                    depends_on=spec.depends_on,
+                    raw={"seq": seq, "paused": spec.paused, "slots": slots},
+                )
+            else:
+                job = wire.job_from(data)
+            if not job.status.is_finished:
+                self._active.add(job.id)
+            jobs.append(job)
+        return jobs
+
+    async def _post_raw(self, name: str, text: str) -> Any:
+        import aiohttp
+
+        for attempt in range(2):
+            session = self._require()
+            try:
+                async with session.post(f"http://farm/v1/{name}", data=text) as resp:
+                    data = await resp.json(loads=wire.json_loads, content_type=None)
+                    if resp.status == 422:
+                        raise wire.error_from(data)
+                    return data
+            except _ConnectFailed:
+                if attempt:
+                    raise
+                await self._ensure_service()
+            except (aiohttp.ClientError, OSError) as exc:
+                raise ConnectionLost(f"the farm service for {self.state_dir} went away during {name}: {exc}") from None
+        raise AssertionError("unreachable")
+
+    async def get_jobs(self, ids: Sequence[str]) -> dict[str, Job]:
+        data = await self._call("get", {"ids": list(ids)})
+        jobs = (wire.job_from(d) for d in data["jobs"])
+        return {j.id: j for j in jobs}
+
+    async def list_page(self, query: ListQuery, page_token: str | None, page_size: int) -> tuple[list[Job], str | None]:
+        data = await self._call("list", {"query": wire.list_query_to(query), "token": page_token, "size": page_size})
+        return [wire.job_from(d) for d in data["jobs"]], data["next"]
+
+    async def control(self, ids: Sequence[str], action: Action, *, stop_work: bool) -> None:
+        await self._call("control", {"ids": list(ids), "action": action.value, "stop_work": stop_work})
+
+    async def update(self, ids: Sequence[str], changes: JobUpdate) -> None:
+        await self._call("update", {"ids": list(ids), "changes": wire.update_to(changes)})
+
+    async def send_signal(self, job_id: str, sig: _signal.Signals) -> None:
+        await self._call("signal", {"id": job_id, "signal": int(sig)})
+
+    async def tasks(self, job_id: str) -> list[Task]:
+        return [wire.task_from(d) for d in (await self._call("tasks", {"id": job_id}))["tasks"]]
+
+    async def explain(self, job_id: str) -> str:
+        return str((await self._call("explain", {"id": job_id}))["text"])
+
+    def subscribe(self, callback: Callable[[Job], None]) -> None:
+        self._subscribers.append(callback)
+
+    def unsubscribe(self, callback: Callable[[Job], None]) -> None:
+        if callback in self._subscribers:
+            self._subscribers.remove(callback)
+
+    # -- logs ----------------------------------------------------------------------
+    async def read_log(self, job_id: str, token: str | None, query: LogQuery) -> LogPage:
+        body = {
+            "id": job_id,
+            "token": token,
+            "query": wire.log_query_to(query),
+            # a follower's empty read waits in the service for the next line
+            "wait": FOLLOW_WAIT if query.follow else 0,
+        }
+        return wire.page_from(await self._call("log", body))
+
+    # -- interactive ---------------------------------------------------------------
+    async def open_stdio(
+        self,
+        job_id: str,
+        command: Sequence[str] | None,
+        *,
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        size: tuple[int, int] | None = None,
+    ) -> StdioChannel:
+        if command is not None:
+            # exec runs here, as this client's child, in the job's cwd and environment
+            from .execproc import spawn_exec
+
+            ctx = await self._call("exec_context", {"id": job_id})
+            rows, cols = size or (24, 80)
+            return spawn_exec(
+                command, cwd=ctx["cwd"], env=ctx["env"], tty=tty, stdin=stdin, stdout=stdout,
+                stderr=stderr, rows=rows, cols=cols,
+            )
+        import aiohttp
+
+        from .streams import RemoteAttachChannel
+
+        params = {"job": job_id, "stdin": int(stdin), "stdout": int(stdout), "stderr": int(stderr)}
+        try:
+            ws = await self._require().ws_connect(
+                "http://farm/v1/attach", params={k: str(v) for k, v in params.items()}, heartbeat=None, max_msg_size=0
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConnectionLost(f"attach: cannot reach the farm service: {exc}") from None
+        return await RemoteAttachChannel.open(ws, job_id, stdin=stdin)
+
+    async def port_address(self, job_id: str, port: int) -> tuple[str, int]:
+        data = await self._call("port", {"id": job_id, "port": port})
+        return str(data["host"]), int(data["port"])
+
+    async def connect_port(self, job_id: str, port: int) -> anyio.abc.ByteStream:
+        host, real = await self.port_address(job_id, port)
+        try:
+            return await anyio.connect_tcp(host, real)
+        except OSError as exc:
+            raise ConnectionLost(f"cannot connect to port {port} of job {job_id}: {exc.strerror or exc}") from None
+
+    # -- pools and workers ---------------------------------------------------------
+    async def list_pools(self) -> list[Pool]:
+        return [wire.pool_from(d) for d in (await self._call("pools", {}))["pools"]]
+
+    async def create_pool(self, name: str, slots: int | None) -> Pool:
+        return wire.pool_from(await self._call("pool_create", {"name": name, "slots": slots}))
+
+    async def rename_pool(self, pool_id: str, new_name: str) -> Pool:
+        return wire.pool_from(await self._call("pool_rename", {"id": pool_id, "name": new_name}))
+
+    async def delete_pool(self, pool_id: str) -> None:
+        await self._call("pool_delete", {"id": pool_id})
+
+    async def capacity(self) -> dict[str, int]:
+        return dict(await self._call("capacity", {}))
+
+    async def list_workers(self) -> list[Worker]:
+        return [wire.worker_from(d) for d in (await self._call("workers", {}))["workers"]]
+
+    async def set_workers_enabled(
+        self, names: Sequence[str], enabled: bool, *, stop_work: bool, reason: str | None
+    ) -> None:
+        await self._call(
+            "workers_enable", {"names": list(names), "enabled": enabled, "stop_work": stop_work, "reason": reason}
+        )
+
+
+def _with_cwd(spec: JobSpec, cwd: str) -> JobSpec:
+    import attrs
+
+    return attrs.evolve(spec, cwd=cwd)
+
+
+__all__ = ["ServiceDriver"]

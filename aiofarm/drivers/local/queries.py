@@ -1,0 +1,310 @@
+"""Reads of the local farm: jobs, pages, tasks, logs, explain; push for readers;
+and the hooks the interactive layer uses (live tasks, the job's port address)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ...errors import ConnectionLost, InvalidSpec, JobNotFound, StateLocked
+from ...models import Job, JobStatus, LogPage, Task
+from ..base import ListQuery, LogQuery, StdioChannel
+from . import logfile, store
+from .model import OK, P, job_model
+from .scheduler import Scheduler
+from .store import dumps, to_dt
+from .writer import translate
+
+if TYPE_CHECKING:
+    import anyio.abc
+
+    from .processes import RunningTask
+
+
+class Queries(Scheduler):
+    def _require_owner(self, what: str) -> None:
+        self._require_db()
+        if self.role != "owner":
+            raise StateLocked(
+                f"cannot {what}: {self.state_dir} is owned by another process; this client only reads it"
+            )
+
+    def _sync(self) -> sqlite3.Connection:
+        db = self._require_db()
+        if self.role == "owner":
+            self._flush()
+        return db
+
+    def _jobs_from_db(self, where: str, params: Sequence[Any], tail: str = "") -> list[Job]:
+        return store.jobs_where(self._sync(), where, params, tail)
+
+    @translate
+    async def get_jobs(self, ids: Sequence[str]) -> dict[str, Job]:
+        out: dict[str, Job] = {}
+        rest = []
+        for job_id in ids:
+            job = self._jobs.get(job_id) if self.role == "owner" else None
+            if job is not None:
+                out[job_id] = job_model(job)
+            else:
+                rest.append(job_id)
+        for chunk in store.chunks(rest, 900):
+            marks = ",".join("?" * len(chunk))
+            for model in self._jobs_from_db(f"id IN ({marks})", chunk):
+                out[model.id] = model
+        return out
+
+    async def _get(self, job_id: str) -> Job:
+        found = await self.get_jobs([job_id])
+        if job_id not in found:
+            raise JobNotFound(job_id, driver="local")
+        return found[job_id]
+
+    @translate
+    async def list_page(
+        self, query: ListQuery, page_token: str | None, page_size: int
+    ) -> tuple[list[Job], str | None]:
+        where: list[str] = []
+        params: list[Any] = []
+        if query.statuses is not None:
+            if not query.statuses:
+                return [], None
+            where.append(f"status IN ({','.join('?' * len(query.statuses))})")
+            params.extend(s.value for s in query.statuses)
+        if query.name is not None:
+            where.append("name = ?")
+            params.append(query.name)
+        if query.pool is not None:
+            where.append("pool = ?")
+            params.append(query.pool)
+        if query.owners:
+            where.append(f"owner IN ({','.join('?' * len(query.owners))})")
+            params.extend(query.owners)
+        if query.since is not None:
+            # half a microsecond of slack: datetimes hold microseconds, we store floats;
+            # the client re-checks the bounds exactly
+            where.append("created_at >= ?")
+            params.append(store.from_dt(query.since) - 5e-7)
+        if query.until is not None:
+            where.append("created_at <= ?")
+            params.append(store.from_dt(query.until) + 5e-7)
+        for tag in query.tags:
+            # a superset: the client re-checks tags exactly
+            where.append("instr(tags, ?) > 0")
+            params.append(dumps(tag))
+        if page_token is not None:
+            try:
+                after = int(page_token)
+            except ValueError:
+                raise InvalidSpec("page_token", f"not a token of the local driver: {page_token!r}") from None
+            where.append("seq < ?" if query.reverse else "seq > ?")
+            params.append(after)
+        order = "DESC" if query.reverse else "ASC"
+        size = max(1, int(page_size))
+        jobs = self._jobs_from_db(
+            " AND ".join(where) or "1", params, f"ORDER BY seq {order} LIMIT {size + 1}"
+        )
+        token = None
+        if len(jobs) > size:
+            jobs = jobs[:size]
+            token = str(jobs[-1].raw["seq"])
+        return jobs, token
+
+    @translate
+    async def tasks(self, job_id: str) -> list[Task]:
+        job = self._jobs.get(job_id) if self.role == "owner" else None
+        if job is not None:
+            path = self._log_path(job.seq)
+            return [
+                Task(
+                    id=t.id,
+                    job_id=job.id,
+                    status=t.status,
+                    step=t.step.name,
+                    parameters=t.params,
+                    attempts=t.attempts,
+                    exit_code=t.exit_code,
+                    started_at=to_dt(t.started_at),
+                    finished_at=to_dt(t.finished_at),
+                    reason=t.reason,
+                    log=path,
+                    raw={"index": t.idx, "failures": t.failures, "pid": t.pid, "pgid": t.pgid},
+                )
+                for t in job.tasks
+            ]
+        db = self._sync()
+        seq = store.seq_of(db, job_id)
+        if seq is None:
+            raise JobNotFound(job_id, driver="local")
+        return store.tasks_from_db(db, seq, job_id, self._log_path(seq))
+
+    @translate
+    async def read_log(self, job_id: str, token: str | None, query: LogQuery) -> LogPage:
+        offset = logfile.decode_token(token)
+        db = self._sync()
+        job = self._jobs.get(job_id) if self.role == "owner" else None
+        ids: dict[int, str]
+        if job is not None:
+            seq = job.seq
+            ids = {t.idx: t.id for t in job.tasks}
+        else:
+            found = store.seq_of(db, job_id)
+            if found is None:
+                raise JobNotFound(job_id, driver="local")
+            seq = found
+            ids = store.task_ids(db, seq)
+        task_index = None
+        if query.task is not None:
+            matches = [i for i, tid in ids.items() if tid == query.task or str(i) == query.task]
+            if not matches:
+                raise InvalidSpec("task", f"job {job_id} has no task {query.task!r} (tasks: {', '.join(ids.values())})")
+            task_index = matches[0]
+        if query.limit < 1:
+            raise InvalidSpec("limit", "must be >= 1")
+        lines, end = logfile.read_page(
+            self._log_path(seq),
+            offset,
+            limit=query.limit,
+            task_index=task_index,
+            streams=query.streams,
+            start=store.from_dt(query.start_time) if query.start_time else None,
+            end=store.from_dt(query.end_time) if query.end_time else None,
+            task_ids=ids,
+        )
+        return LogPage(tuple(lines), logfile.encode_token(end))
+
+
+    async def _reader_watch(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """A reader cannot hear the owner's changes: it watches the database's
+        ``data_version`` (4 times a second, a cheap pragma) and pushes status changes
+        of jobs the owner wrote since."""
+        db = self._require_db()
+        last = store.max_updated(db)
+        known: dict[str, JobStatus] = {}
+        version = store.data_version(db)
+        with anyio.CancelScope() as scope:
+            self._scopes.append(scope)
+            task_status.started()
+            while True:
+                await anyio.sleep(0.25)
+                if self._db is None:
+                    return
+                if not self._subscribers:
+                    continue
+                try:
+                    now_version = store.data_version(self._db)
+                    if now_version == version:
+                        continue
+                    version = now_version
+                    changed = store.changed_since(self._db, last)
+                except sqlite3.Error:
+                    continue
+                for job in changed:
+                    last = max(last, int(job.raw["updated"]))
+                    if known.get(job.id) is not job.status:
+                        known[job.id] = job.status
+                        for callback in tuple(self._subscribers):
+                            callback(job)
+
+    async def connect_port(self, job_id: str, port: int) -> anyio.abc.ByteStream:
+        # a byte stream for the generic relay; the address comes from interactive.py
+        self._require_db()
+        host, real_port = await self.port_address(job_id, port)
+        try:
+            return await anyio.connect_tcp(host, real_port)
+        except OSError as exc:
+            raise ConnectionLost(f"cannot connect to port {port} of job {job_id}: {exc.strerror or exc}") from None
+
+    def running_tasks(self, job_id: str) -> list[RunningTask]:
+        """The live attempts of a job (the hook for interactive.py); [] when none runs
+        or this driver is a reader."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return []
+        return [t.proc for t in job.tasks if t.proc is not None]
+
+    # -- interactive: delegated to interactive.py (the "interactive" engineer's) ----
+    async def open_stdio(
+        self,
+        job_id: str,
+        command: Sequence[str] | None,
+        *,
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        size: tuple[int, int] | None = None,
+    ) -> StdioChannel:
+        from . import interactive
+
+        return await interactive.driver_open_stdio(
+            self, job_id, command, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr, size=size
+        )
+
+    async def port_address(self, job_id: str, port: int) -> tuple[str, int]:
+        from . import interactive
+
+        return await interactive.driver_port_address(self, job_id, port)
+
+    @translate
+    async def explain(self, job_id: str) -> str:
+        job = self._jobs.get(job_id) if self.role == "owner" else None
+        if job is None:
+            model = await self._get(job_id)
+            if model.status.is_finished:
+                why = f" ({model.reason})" if model.reason else ""
+                return f"job {job_id} is {model.status.value}{why}: it has finished, nothing is holding it"
+            if self.role != "owner":
+                return (
+                    f"job {job_id} is {model.status.value}; another process owns this farm's scheduler,"
+                    " so this client cannot say more"
+                )
+            return f"job {job_id} is {model.status.value}"
+        lines: list[str] = []
+        n = len(job.tasks)
+        done = job.counts.get(OK.value, 0)
+        lines.append(f"job {job.id} is {job.status.value} ({done}/{n} tasks succeeded)")
+        if job.running:
+            lines.append(f"running {job.running} task(s)")
+        if job.ending is not None:
+            lines.append(f"ending: {job.ending[1]}; waiting for its running tasks to stop")
+        if job.paused:
+            lines.append("paused: resume it to let its pending tasks run")
+        for dep in sorted(job.waiting):
+            status = self._lookup_status(dep)
+            lines.append(f"waiting on dependency {dep} ({status.value if status else 'unknown'})")
+        pool = self._pools.get(job.pool)
+        if not self._worker_enabled:
+            why = f": {self._worker_reason}" if self._worker_reason else ""
+            lines.append(f"worker {self.hostname} is disabled{why}: nothing is dispatched")
+        pending = [t for t in job.tasks if t.status is P]
+        if pending and not job.ready and not job.waiting and not job.paused:
+            blocked = sorted({t.step.name for t in pending if not t.step.released})
+            if blocked:
+                lines.append(f"steps {', '.join(blocked)} wait for the steps they depend on")
+        if job.ready and pool is not None and not job.paused and not job.waiting and job.ending is None:
+            free = pool.slots - pool.used
+            ahead = sum(
+                1
+                for other in self._jobs.values()
+                if other is not job
+                and other.pool == job.pool
+                and other.ready
+                and not other.paused
+                and not other.waiting
+                and other.ending is None
+                and (-other.priority, other.seq) < (-job.priority, job.seq)
+            )
+            if free < job.slots:
+                lines.append(
+                    f"pool {pool.name} full ({pool.used}/{pool.slots} slots used; a task needs {job.slots})"
+                )
+            else:
+                lines.append(f"pool {pool.name} has {free}/{pool.slots} slots free: dispatching soon")
+            if ahead:
+                lines.append(f"behind {ahead} higher-priority or earlier job(s) in pool {pool.name}")
+        return "; ".join(lines)
+

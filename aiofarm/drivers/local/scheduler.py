@@ -1,0 +1,552 @@
+"""The local farm's scheduler: pools of slots, priority then FIFO, dependencies,
+retries, timeouts, cancel (SIGTERM, then SIGKILL after a grace period).
+
+Every task is durably recorded as launching (``store.record_launches``, with the
+token its process carries in ``AIOFARM_LAUNCH``) before its process is started:
+whatever happens to the farm after that, recovery finds the process and never runs
+the task a second time. While the state cannot be written, nothing is started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import heapq
+import json
+import os
+import signal as _signal
+import socket
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ...models import JobStatus, StatusTransition
+from ...openjd.plan import RunSpec, command_argv
+from . import logfile, processes, store
+from .model import (
+    CLOSED_REASON,
+    INTENTS,
+    OK,
+    C,
+    F,
+    P,
+    R,
+    S,
+    _Job,
+    _Pool,
+    _Step,
+    _Task,
+    current_user,
+    describe_exit,
+    job_model,
+    now,
+)
+from .store import to_dt
+from .writer import StateWriter, storage_message
+
+if TYPE_CHECKING:
+    import anyio.abc
+
+    from .processes import RunningTask
+
+
+class Scheduler(StateWriter):
+    """The scheduling core of a farm that owns its state dir."""
+
+    def __init__(self, state_dir: str, *, cancel_grace: float = 10.0) -> None:
+        super().__init__(state_dir)
+        self.cancel_grace = cancel_grace
+        self._wake: asyncio.Event | None = None
+        self._jobs: dict[str, _Job] = {}
+        self._dependants: dict[str, set[str]] = {}
+        self._pools: dict[str, _Pool] = {}
+        self._running: set[_Task] = set()
+        self._base_env: dict[bytes, bytes] = {}
+        self._worker_enabled = True
+        self._worker_reason: str | None = None
+        self._closing = False
+        self._instance = os.urandom(6).hex()  # tells this farm's launches from another's
+        self.role: str | None = None  # "owner" | "reader" once open
+        self.hostname = socket.gethostname()
+        self._owner = current_user()
+        self._next_seq = 1
+
+    async def _scheduler(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        assert self._wake is not None
+        with anyio.CancelScope() as scope:
+            self._scopes.append(scope)
+            task_status.started()
+            self._kick()
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                self._dispatch()
+                self._mark_changed()
+
+    def _on_write_recovered(self) -> None:
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _link(self, job: _Job) -> None:
+        """Derived state of a job whose steps and tasks are set."""
+        by_name = {s.name: s for s in job.steps}
+        counts: dict[str, int] = {}
+        for step in job.steps:
+            step.deps = [by_name[d] for d in step.depends_on if d in by_name]
+            for dep in step.deps:
+                dep.dependants.append(step)
+            step.remaining = sum(1 for t in step.tasks if t.status is not OK)
+        for t in job.tasks:
+            counts[t.status.value] = counts.get(t.status.value, 0) + 1
+            if t.status is F:
+                job.failed += 1
+        job.counts = counts
+        self._rebuild_ready(job)
+
+    def _rebuild_ready(self, job: _Job) -> None:
+        for step in job.steps:
+            step.released = all(d.remaining == 0 for d in step.deps)
+        job.ready = collections.deque(t for t in job.tasks if t.status is P and t.step.released)
+
+    def _set_status(self, job: _Job, status: JobStatus, reason: str | None = None) -> None:
+        if status is job.status and reason == job.reason:
+            return
+        job.reason = reason
+        self._dirty_jobs.add(job)
+        if status is job.status:
+            return
+        job.status = status
+        t = now()
+        job.history.append(StatusTransition(status, to_dt(t), reason))  # type: ignore[arg-type]
+        self._new_history.append((job.seq, t, status.value, reason))
+        if self._subscribers:
+            # delivered by _flush once committed: a pushed status is already on disk
+            self._outbox.append(job_model(job))
+
+    def _task_status(self, t: _Task, status: JobStatus, reason: str | None = None) -> None:
+        job = t.job
+        if status is not t.status:
+            counts = job.counts
+            counts[t.status.value] -= 1
+            counts[status.value] = counts.get(status.value, 0) + 1
+            t.status = status
+        t.reason = reason
+        self._dirty_tasks.add(t)
+        self._dirty_jobs.add(job)
+
+    def _refresh(self, job: _Job) -> None:
+        """PENDING / RUNNING / SUSPENDED from the job's flags, for an unfinished job."""
+        if job.paused:
+            self._set_status(job, S, "paused")
+        elif job.running:
+            reason = f"stopping: {job.ending[1]}" if job.ending is not None else None
+            self._set_status(job, R, reason)
+        else:
+            self._set_status(job, P, None)
+
+
+    def _load_jobs(self, where: str, params: Sequence[Any]) -> list[_Job]:
+        rows, step_rows, task_rows, history = store.load_rows(self._require_db(), where, params)
+        if not rows:
+            return []
+        by_seq: dict[int, _Job] = {}
+        for (seq, job_id, status, owner, reason, created, started, finished, code, paused, spec,
+             name, tags, description, priority, pool) in rows:
+            job = _Job(seq, job_id, store.spec_from_json(spec))
+            job.status = JobStatus(status)
+            job.owner = owner
+            job.reason = reason
+            job.created_at = created
+            job.started_at = started
+            job.finished_at = finished
+            job.exit_code = code
+            job.paused = bool(paused)
+            job.name = name
+            job.tags = tuple(json.loads(tags))
+            job.description = description
+            job.priority = priority
+            job.pool = pool
+            by_seq[seq] = job
+        for seq, idx, name, deps in step_rows:
+            by_seq[seq].steps.append(_Step(idx, name, json.loads(deps)))
+        for (seq, idx, tid, step, params_, status, attempts, failures, code, started, finished,
+             reason, pid, pgid, pstart) in task_rows:
+            job = by_seq[seq]
+            t = _Task(job, idx, tid, job.steps[step], json.loads(params_))
+            t.status = JobStatus(status)
+            t.attempts = attempts
+            t.failures = failures
+            t.exit_code = code
+            t.started_at = started
+            t.finished_at = finished
+            t.reason = reason
+            t.pid, t.pgid, t.pstart = pid, pgid, pstart
+            job.tasks.append(t)
+            t.step.tasks.append(t)
+        for seq, job in by_seq.items():
+            job.history = history[seq]
+            self._link(job)
+        return list(by_seq.values())
+
+    # -- scheduling --------------------------------------------------------------
+    def _enqueue(self, job: _Job, force: bool = False) -> None:
+        if job.queued and not force:
+            return
+        pool = self._pools.get(job.pool)
+        if pool is None:
+            return
+        job.version += 1
+        job.queued = True
+        heapq.heappush(pool.heap, (-job.priority, job.seq, job.version, job))
+        self._kick()
+
+    def _dispatch(self) -> None:
+        if not self._worker_enabled or self._closing or self.write_error is not None:
+            return
+        batch: list[tuple[_Task, _Pool]] = []
+        for pool in self._pools.values():
+            heap = pool.heap
+            while heap and pool.used < pool.slots:
+                _, _, version, job = heap[0]
+                if version != job.version:
+                    heapq.heappop(heap)
+                    continue
+                limit = job.spec.max_workers
+                if (
+                    job.finished
+                    or job.paused
+                    or job.waiting
+                    or job.ending is not None
+                    or (limit is not None and job.running >= limit)
+                ):
+                    # re-queued by _check when what holds it changes
+                    heapq.heappop(heap)
+                    job.queued = False
+                    continue
+                task = None
+                while job.ready:
+                    cand = job.ready.popleft()
+                    if cand.status is P and cand.proc is None:
+                        task = cand
+                        break
+                if task is None:
+                    heapq.heappop(heap)
+                    job.queued = False
+                    continue
+                if job.slots > pool.slots - pool.used:
+                    job.ready.appendleft(task)
+                    break  # strict priority: nothing behind it starts first
+                # the slot is taken now; the process starts once its launch is on disk
+                pool.used += job.slots
+                job.running += 1
+                batch.append((task, pool))
+        if batch:
+            self._launch(batch)
+
+    def _launch(self, batch: list[tuple[_Task, _Pool]]) -> None:
+        """Record the launches durably, then start the processes. If the record cannot
+        be written, nothing starts: the tasks go back to the front of their queues and
+        the writer retries (dispatch resumes when it succeeds)."""
+        t0 = now()
+        rows = []
+        for t, _ in batch:
+            t.launch = f"{self._instance}-{t.job.seq}-{t.idx}-{t.attempts + 1}"
+            rows.append((t.launch, t.job.seq, t.idx, t0))
+        try:
+            store.record_launches(self._require_db(), rows)
+        except (sqlite3.Error, OSError) as exc:
+            self.write_error = storage_message(exc)
+            for t, pool in reversed(batch):
+                t.launch = None
+                pool.used -= t.job.slots
+                t.job.running -= 1
+                t.job.ready.appendleft(t)
+                self._enqueue(t.job, force=True)
+            if self._flush_wake is not None:
+                self._flush_wake.set()
+            return
+        for t, pool in batch:
+            self._start(t, pool)
+
+    def _run_spec(self, t: _Task) -> RunSpec:
+        spec = t.job.spec
+        if spec.template is not None:
+            from ...openjd import taskrun as bundles
+
+            workdir = os.path.join(self.state_dir, "work", str(t.job.seq), str(t.idx))
+            return bundles.task_run(spec, t.step.name, t.params, workdir)
+        assert spec.command is not None
+        return RunSpec(argv=command_argv(spec.command), env=spec.env, cwd=spec.cwd, timeout=spec.timeout)
+
+    def _log_path(self, seq: int) -> str:
+        return os.path.join(self.state_dir, "logs", f"{seq}.log")
+
+    def _start(self, t: _Task, pool: _Pool) -> None:
+        job = t.job
+        loop = self._loop
+        assert loop is not None
+        started = now()
+        t.attempts += 1
+        t.started_at = started
+        t.finished_at = None
+        t.exit_code = None
+        try:
+            run = self._run_spec(t)
+            env = dict(self._base_env)
+            for key, value in run.env.items():
+                env[os.fsencode(key)] = os.fsencode(value)
+            env[b"AIOFARM_JOB_ID"] = os.fsencode(job.id)
+            env[b"AIOFARM_TASK_ID"] = os.fsencode(t.id)
+            env[b"AIOFARM_TASK_ATTEMPT"] = b"%d" % t.attempts
+            env[b"AIOFARM_LAUNCH"] = os.fsencode(t.launch or "")
+            proc = processes.spawn(
+                loop,
+                run.argv,
+                env=env,
+                cwd=run.cwd,
+                tty=job.spec.tty,
+                stdin=job.spec.stdin,
+                log_path=self._log_path(job.seq),
+                job_id=job.id,
+                task_id=t.id,
+                task_index=t.idx,
+                on_exit=functools.partial(self._on_exit, t),
+            )
+        except Exception as exc:  # whatever stops a start fails the attempt, not the farm
+            message = f"cannot start: {exc}"
+            append_log(self._log_path(job.seq), t.idx, message)
+            t.finished_at = started
+            t.exit_code = 127
+            job.last_code = 127
+            pool.used -= job.slots
+            job.running -= 1
+            self._task_status(t, R)  # keep counts right: PENDING -> RUNNING -> FAILED
+            self._attempt_failed(t, message, 127)
+            self._check(job)
+            return
+        t.proc = proc
+        t.pid = t.pgid = proc.pid
+        # the start time that guards crash recovery against pid reuse is read when the
+        # RUNNING row is written (_write_dirty): reading /proc right after the exec
+        # costs ~0.3 ms, and a task that ends before the next flush never needs it
+        t.pstart = None
+        t.grace = run.cancel_grace
+        self._running.add(t)
+        if job.started_at is None:
+            job.started_at = started
+        self._task_status(t, R)
+        self._refresh(job)
+        # a template action's own timeout wins; the job's timeout covers the others
+        timeout = run.timeout if run.timeout is not None else job.spec.timeout
+        if timeout is not None and timeout > 0:
+            t.timer = loop.call_later(timeout, self._on_timeout, t)
+
+    def _on_timeout(self, t: _Task) -> None:
+        t.timer = None
+        if t.proc is not None:
+            t.proc.log_message("timeout: the task ran longer than its limit; stopping it")
+            self._terminate(t, "timeout")
+
+    def _terminate(self, t: _Task, intent: str) -> None:
+        """SIGTERM to the task's process group now, SIGKILL after the grace period."""
+        proc = t.proc
+        if proc is None:
+            return
+        already = t.intent is not None
+        if not already or INTENTS[intent] > INTENTS[t.intent]:  # type: ignore[index]
+            t.intent = intent
+        if already:
+            return
+        proc.signal_group(_signal.SIGTERM)
+        grace = t.grace if t.grace is not None else self.cancel_grace
+        assert self._loop is not None
+        t.kill_timer = self._loop.call_later(grace, proc.signal_group, _signal.SIGKILL)
+
+    def _on_exit(self, t: _Task, proc: RunningTask) -> None:
+        job = t.job
+        for timer in (t.timer, t.kill_timer):
+            if timer is not None:
+                timer.cancel()
+        t.timer = t.kill_timer = None
+        t.proc = None
+        self._running.discard(t)
+        pool = self._pools.get(job.pool)
+        if pool is not None:
+            pool.used -= job.slots
+        job.running -= 1
+        code = proc.returncode
+        t.exit_code = code
+        t.finished_at = now()
+        job.last_code = code
+        intent, t.intent = t.intent, None
+        if intent == "requeue":
+            t.attempts -= 1  # a stop for pause is not an attempt of the task
+            self._task_status(t, P, "requeued: paused with stop_work")
+            if t.step.released:
+                job.ready.appendleft(t)
+        elif intent == "lost":
+            job.fail_code = code
+            self._task_status(t, F, CLOSED_REASON)
+            job.failed += 1
+            self._abort(job, CLOSED_REASON)
+        elif intent == "cancel":
+            self._task_status(t, C, "canceled")
+        elif intent is None and code == 0:
+            self._task_status(t, OK)
+            self._step_progress(t)
+        else:
+            self._attempt_failed(t, "timeout" if intent == "timeout" else describe_exit(code), code)
+        self._check(job)
+        self._kick()
+
+    def _attempt_failed(self, t: _Task, reason: str, code: int | None) -> None:
+        job = t.job
+        t.failures += 1
+        job.fail_code = code
+        if t.failures <= job.spec.retries and job.ending is None and not self._closing:
+            self._task_status(t, P, f"retrying after {reason}")
+            job.ready.appendleft(t)
+            self._enqueue(job)
+            return
+        self._task_status(t, F, reason)
+        job.failed += 1
+        limit = job.spec.max_failed_tasks or 0
+        if job.failed > limit:
+            what = reason if len(job.tasks) == 1 else f"task {t.id} failed: {reason}"
+            self._abort(job, what)
+
+    def _step_progress(self, t: _Task) -> None:
+        step = t.step
+        step.remaining -= 1
+        if step.remaining:
+            return
+        job = t.job
+        released = False
+        for nxt in step.dependants:
+            if not nxt.released and all(d.remaining == 0 for d in nxt.deps):
+                nxt.released = True
+                job.ready.extend(x for x in nxt.tasks if x.status is P)
+                released = True
+        if released:
+            self._enqueue(job)
+
+    def _abort(self, job: _Job, reason: str, status: JobStatus = F) -> None:
+        """End the job with ``status``: pending tasks will not run, running ones are stopped."""
+        if job.finished:
+            return
+        if job.ending is None or (status is F and job.ending[0] is not F):
+            job.ending = (status, reason)
+        for t in job.tasks:
+            if t.status is P:
+                self._task_status(t, C, f"not run: {reason}")
+            elif t.status is R:
+                self._terminate(t, "lost" if reason.startswith("lost") else "cancel")
+        job.ready.clear()
+        self._check(job)
+
+    def _check(self, job: _Job) -> None:
+        """Finish the job when nothing is left to do; else set its active status."""
+        if job.finished:
+            return
+        if job.running:
+            self._refresh(job)
+            if job.ready and not job.paused and not job.waiting and job.ending is None:
+                self._enqueue(job)
+            return
+        if job.ending is not None:
+            self._finish(job, *job.ending)
+            return
+        n = len(job.tasks)
+        counts = job.counts
+        if counts.get(OK.value, 0) == n:
+            self._finish(job, OK, None)
+            return
+        if counts.get(P.value, 0) and counts.get(F.value, 0) and not job.ready:
+            self._cancel_doomed(job)
+        if not counts.get(P.value, 0):
+            failed = counts.get(F.value, 0)
+            self._finish(job, F, f"{failed} of {n} tasks failed")
+            return
+        self._refresh(job)
+        if job.ready and not job.paused and not job.waiting:
+            self._enqueue(job)
+
+    def _cancel_doomed(self, job: _Job) -> None:
+        """Pending tasks of steps that wait on a step with a failed task can never run
+        (the failure stayed within ``max_failed_tasks``): they are CANCELED, so the
+        job can end instead of waiting forever."""
+        doomed: set[str] = set()
+        for step in job.steps:  # plans list steps in dependency order
+            if any(t.status is F for t in step.tasks) or any(d.name in doomed for d in step.deps):
+                doomed.add(step.name)
+        for step in job.steps:
+            if step.name in doomed and not step.released:
+                failed = next(d.name for d in step.deps if d.name in doomed)
+                for t in step.tasks:
+                    if t.status is P:
+                        self._task_status(t, C, f"not run: step {failed} has failed tasks")
+
+    def _finish(self, job: _Job, status: JobStatus, reason: str | None) -> None:
+        job.finished = True
+        job.finished_at = now()
+        job.queued = False
+        job.ready.clear()
+        if status is OK:
+            job.exit_code = job.last_code if job.last_code is not None else 0
+        else:
+            job.exit_code = job.fail_code if job.fail_code is not None else job.last_code
+        self._set_status(job, status, reason)
+        self._jobs.pop(job.id, None)
+        self._recent[job.id] = job
+        for fut in job.done:
+            if not fut.done():
+                fut.set_result(None)
+        job.done.clear()
+        for dep_id in sorted(self._dependants.pop(job.id, ()), key=lambda i: self._jobs[i].seq if i in self._jobs else 0):
+            other = self._jobs.get(dep_id)
+            if other is None or other.finished:
+                continue
+            other.waiting.discard(job.id)
+            if status is OK:
+                self._check(other)
+            else:
+                self._abort(other, f"dependency {job.id} {status.value}")
+        self._kick()
+
+    def _lookup_status(self, job_id: str) -> JobStatus | None:
+        job = self._jobs.get(job_id) or self._recent.get(job_id)
+        if job is not None:
+            return job.status
+        return store.status_of(self._require_db(), job_id)
+
+    def _resolve_deps(self, job: _Job) -> None:
+        job.waiting = set()
+        for dep in job.depends_on:
+            other = self._jobs.get(dep)
+            if other is not None and not other.finished:
+                job.waiting.add(dep)
+                self._dependants.setdefault(dep, set()).add(job.id)
+                continue
+            status = self._lookup_status(dep)
+            if status is OK:
+                continue
+            what = "not found" if status is None else status.value
+            self._abort(job, f"dependency {dep} {what}")
+            return
+
+def append_log(path: str, task_index: int, text: str) -> None:
+    """A line from the farm itself in a job's log (best effort)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, logfile.format_records(b"x", task_index, [text.encode()], time.time()))
+        finally:
+            os.close(fd)

@@ -1,0 +1,439 @@
+"""The farm service: one process per state dir that owns the farm (scheduler,
+processes, SQLite) and serves every client of its user over HTTP + WebSocket on
+a unix socket (aiohttp). See docs/local-driver.md.
+
+``python -m aiofarm.drivers.local.service --state-dir DIR [--detach] [--ready-fd N]
+[--slots N] [--cancel-grace S] [--idle-timeout S]``
+
+Requests are JSON ``POST /v1/<primitive>``; answers are JSON, an error is
+``{"error": type, "args": [...]}`` with status 422. Streams are WebSockets:
+``/v1/events`` (every status change, as committed), ``/v1/attach`` (a running
+task's stdio). The service exits on ``POST /v1/stop``, on SIGTERM/SIGINT, or
+after ``idle_timeout`` seconds with no client connected, no request and no job
+pending or running (0 = never).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ...errors import FarmError, InvalidSpec
+from ..base import Action
+from . import config, connect, wire
+from .embedded import EmbeddedDriver, private_dir
+from .streams import serve_attach
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+_Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+#: the longest a followed log read is held open waiting for a line
+MAX_LOG_WAIT = 10.0
+
+
+class FarmService:
+    def __init__(self, cfg: config.FarmConfig) -> None:
+        self.cfg = cfg
+        grace = 10.0 if cfg.cancel_grace is None else cfg.cancel_grace
+        self.farm = EmbeddedDriver(cfg.state_dir, cancel_grace=grace, slots=cfg.slots, role="owner")
+        self.idle_timeout = config.DEFAULT_IDLE_TIMEOUT if cfg.idle_timeout is None else cfg.idle_timeout
+        self.started = time.time()
+        self.clients = 0  # open event streams: one per connected client
+        self.in_flight = 0
+        self.last_activity = time.monotonic()
+        self.stopping = asyncio.Event()
+        self._handlers: dict[str, _Handler] = {
+            "hello": self.hello,
+            "status": self.status,
+            "stop": self.stop,
+            "submit": self.submit,
+            "get": self.get,
+            "list": self.list_page,
+            "control": self.control,
+            "update": self.update,
+            "signal": self.signal,
+            "tasks": self.tasks,
+            "explain": self.explain,
+            "log": self.read_log,
+            "exec_context": self.exec_context,
+            "port": self.port,
+            "pools": self.pools,
+            "pool_create": self.pool_create,
+            "pool_rename": self.pool_rename,
+            "pool_delete": self.pool_delete,
+            "capacity": self.capacity,
+            "workers": self.workers,
+            "workers_enable": self.workers_enable,
+        }
+
+    # -- the server ----------------------------------------------------------------
+    async def run(self, ready: Callable[[str], None]) -> None:
+        from aiohttp import web
+
+        async with anyio.create_task_group() as tg:
+            try:
+                await self.farm.open(tg)
+            except FarmError as exc:
+                ready("busy" if "owned by another" in str(exc) else f"error: {exc}")
+                tg.cancel_scope.cancel()
+                return
+            app = web.Application(middlewares=[self._middleware], client_max_size=1 << 30)
+            app.router.add_post("/v1/{name}", self._call)
+            app.router.add_get("/v1/events", self._events)
+            app.router.add_get("/v1/attach", self._attach)
+            runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            await runner.setup()
+            sock = connect.bind_socket(os.path.join(self.cfg.state_dir, connect.SOCKET_NAME))
+            site = web.SockSite(runner, sock)
+            try:
+                await site.start()
+                _write_private(os.path.join(self.cfg.state_dir, connect.PID_NAME), f"{os.getpid()}\n")
+                ready("ready")
+                tg.start_soon(self._idle_watch)
+                await self.stopping.wait()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(self.cfg.state_dir, connect.SOCKET_NAME))
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(self.cfg.state_dir, connect.PID_NAME))
+                    await runner.cleanup()
+                    await self.farm.aclose()
+                    tg.cancel_scope.cancel()
+
+    @staticmethod
+    def _peer_ok(request: web.Request) -> bool:
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return False
+        try:
+            return connect.peer_uid(sock) == os.getuid()
+        except OSError:
+            return False
+
+    async def _middleware_impl(self, request: web.Request, handler: Any) -> Any:
+        from aiohttp import web
+
+        if not self._peer_ok(request):
+            # another user reached the socket (it should not be able to): say nothing
+            raise web.HTTPForbidden()
+        self.in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            self.in_flight -= 1
+            self.last_activity = time.monotonic()
+
+    @property
+    def _middleware(self) -> Any:
+        from aiohttp import web
+
+        @web.middleware
+        async def middleware(request: web.Request, handler: Any) -> Any:
+            return await self._middleware_impl(request, handler)
+
+        return middleware
+
+    async def _call(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
+        handler = self._handlers.get(request.match_info["name"])
+        if handler is None:
+            raise web.HTTPNotFound()
+        try:
+            body = await request.json(loads=json.loads) if request.can_read_body else {}
+            if not isinstance(body, dict):
+                raise InvalidSpec("request", "must be a JSON object")
+            result = await handler(body)
+        except FarmError as exc:
+            return web.Response(text=wire.dumps(wire.error_to(exc)), status=422, content_type="application/json")
+        except (ValueError, KeyError, TypeError) as exc:
+            err = InvalidSpec("request", f"malformed request to the farm service: {exc!r}")
+            return web.Response(text=wire.dumps(wire.error_to(err)), status=422, content_type="application/json")
+        return web.Response(text=wire.dumps(result), content_type="application/json")
+
+    async def _idle_watch(self) -> None:
+        if self.idle_timeout <= 0:
+            return
+        step = min(1.0, self.idle_timeout / 4)
+        while True:
+            await anyio.sleep(step)
+            farm = self.farm
+            busy = self.clients or self.in_flight or farm.running_jobs() or farm.pending_jobs()
+            if busy:
+                self.last_activity = time.monotonic()
+            elif time.monotonic() - self.last_activity >= self.idle_timeout:
+                print(f"{_stamp()} idle for {self.idle_timeout:g}s: exiting", flush=True)
+                self.stopping.set()
+                return
+
+    # -- streams -------------------------------------------------------------------
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
+        ws = web.WebSocketResponse(heartbeat=None, max_msg_size=0)
+        await ws.prepare(request)
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def on_job(job: Any) -> None:
+            queue.put_nowait(wire.dumps(wire.job_to(job)))
+
+        self.clients += 1
+        self.farm.subscribe(on_job)
+        try:
+
+            async def pump() -> None:
+                while (text := await queue.get()) is not None:
+                    # coalesce a burst into one frame: one wake-up per burst on the client
+                    batch = [text]
+                    while not queue.empty() and len(batch) < 1000:
+                        item = queue.get_nowait()
+                        if item is None:
+                            break
+                        batch.append(item)
+                    await ws.send_str("[" + ",".join(batch) + "]")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pump)
+                async for _ in ws:  # the client sends nothing; this ends when it goes
+                    pass
+                tg.cancel_scope.cancel()
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        finally:
+            self.farm.unsubscribe(on_job)
+            self.clients -= 1
+            self.last_activity = time.monotonic()
+        return ws
+
+    async def _attach(self, request: web.Request) -> web.StreamResponse:
+        return await serve_attach(self.farm, request)
+
+    # -- primitives ----------------------------------------------------------------
+    async def hello(self, body: dict[str, Any]) -> Any:
+        if body.get("protocol") != wire.PROTOCOL:
+            return {"protocol": wire.PROTOCOL, "ok": False}
+        slots = body.get("slots")
+        if slots is not None and slots != self.farm.default_slots:
+            await self.farm.set_default_slots(int(slots))
+        grace = body.get("cancel_grace")
+        if grace is not None:
+            self.farm.cancel_grace = float(grace)
+        return {"protocol": wire.PROTOCOL, "ok": True, "pid": os.getpid()}
+
+    async def status(self, body: dict[str, Any]) -> Any:
+        from ... import __version__ as version
+
+        return {
+            "pid": os.getpid(),
+            "state_dir": self.cfg.state_dir,
+            "started": self.started,
+            "clients": self.clients,
+            "jobs_pending": self.farm.pending_jobs(),
+            "jobs_running": self.farm.running_jobs(),
+            "jobs_active": self.farm.active_jobs(),
+            "idle_timeout": self.idle_timeout,
+            "write_error": self.farm.write_error,
+            "protocol": wire.PROTOCOL,
+            "version": version,
+            "log": os.path.join(self.cfg.state_dir, connect.LOG_NAME),
+        }
+
+    async def stop(self, body: dict[str, Any]) -> Any:
+        running = self.farm.running_jobs()
+        if body.get("cancel_jobs"):
+            ids = self.farm.active_ids()
+            if ids:
+                await self.farm.control(ids, Action.CANCEL, stop_work=True)
+                with anyio.move_on_after(self.farm.cancel_grace + 5):
+                    await self.farm.wait_idle()
+        elif running:
+            raise FarmError(
+                f"{running} job(s) are running; wait for them, cancel them, or stop with --cancel-jobs"
+            )
+        asyncio.get_running_loop().call_later(0.01, self.stopping.set)
+        return {"stopping": True}
+
+    async def submit(self, body: dict[str, Any]) -> Any:
+        specs = wire.specs_from(body["specs"])
+        jobs = await self.farm.submit(specs)
+        out: list[Any] = []
+        for job in jobs:
+            if len(job.history) == 1 and len(job.task_counts) == 1:
+                out.append([job.id, job.raw["seq"], job.status.value, job.reason, sum(job.task_counts.values()), job.raw["slots"]])
+            else:
+                out.append(wire.job_to(job))
+        created = wire.epoch(jobs[0].created_at) if jobs else None
+        return {"jobs": out, "created": created, "owner": jobs[0].owner if jobs else None}
+
+    async def get(self, body: dict[str, Any]) -> Any:
+        found = await self.farm.get_jobs([str(i) for i in body["ids"]])
+        return {"jobs": [wire.job_to(j) for j in found.values()]}
+
+    async def list_page(self, body: dict[str, Any]) -> Any:
+        jobs, token = await self.farm.list_page(wire.list_query_from(body["query"]), body.get("token"), int(body["size"]))
+        return {"jobs": [wire.job_to(j) for j in jobs], "next": token}
+
+    async def control(self, body: dict[str, Any]) -> Any:
+        await self.farm.control([str(i) for i in body["ids"]], Action(body["action"]), stop_work=bool(body["stop_work"]))
+        return {}
+
+    async def update(self, body: dict[str, Any]) -> Any:
+        await self.farm.update([str(i) for i in body["ids"]], wire.update_from(body["changes"]))
+        return {}
+
+    async def signal(self, body: dict[str, Any]) -> Any:
+        await self.farm.send_signal(str(body["id"]), signal.Signals(int(body["signal"])))
+        return {}
+
+    async def tasks(self, body: dict[str, Any]) -> Any:
+        return {"tasks": [wire.task_to(t) for t in await self.farm.tasks(str(body["id"]))]}
+
+    async def explain(self, body: dict[str, Any]) -> Any:
+        return {"text": await self.farm.explain(str(body["id"]))}
+
+    async def read_log(self, body: dict[str, Any]) -> Any:
+        job_id = str(body["id"])
+        token = body.get("token")
+        query = wire.log_query_from(body["query"])
+        page = await self.farm.read_log(job_id, token, query)
+        wait = min(float(body.get("wait") or 0), MAX_LOG_WAIT)
+        if not page.lines and wait > 0 and token is not None:
+            # a follower: hold the read until the job writes (or ends)
+            tasks = [t for t in self.farm.running_tasks(job_id) if not t.exited]
+            if tasks:
+                news = asyncio.Event()
+                removers = [t.add_listener(lambda _f, _d: news.set()) for t in tasks]
+                waiters = [asyncio.ensure_future(t.wait()) for t in tasks]
+                try:
+                    with anyio.move_on_after(wait):
+                        ended = asyncio.ensure_future(asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED))
+                        try:
+                            await asyncio.wait([asyncio.ensure_future(news.wait()), ended], return_when=asyncio.FIRST_COMPLETED)
+                        finally:
+                            ended.cancel()
+                finally:
+                    for remove in removers:
+                        remove()
+                    for w in waiters:
+                        w.cancel()
+                await asyncio.sleep(0)  # the line's log write completes after its listeners run
+                page = await self.farm.read_log(job_id, page.next_token or token, query)
+        return wire.page_to(page)
+
+    async def exec_context(self, body: dict[str, Any]) -> Any:
+        job_id = str(body["id"])
+        from .interactive import live_task
+
+        task = await live_task(self.farm, job_id, "exec")
+        return {"cwd": task.cwd or self.cfg.state_dir, "env": dict(task.env)}
+
+    async def port(self, body: dict[str, Any]) -> Any:
+        host, port = await self.farm.port_address(str(body["id"]), int(body["port"]))
+        return {"host": host, "port": port}
+
+    async def pools(self, body: dict[str, Any]) -> Any:
+        return {"pools": [wire.pool_to(p) for p in await self.farm.list_pools()]}
+
+    async def pool_create(self, body: dict[str, Any]) -> Any:
+        return wire.pool_to(await self.farm.create_pool(body["name"], body.get("slots")))
+
+    async def pool_rename(self, body: dict[str, Any]) -> Any:
+        return wire.pool_to(await self.farm.rename_pool(str(body["id"]), body["name"]))
+
+    async def pool_delete(self, body: dict[str, Any]) -> Any:
+        await self.farm.delete_pool(str(body["id"]))
+        return {}
+
+    async def capacity(self, body: dict[str, Any]) -> Any:
+        return await self.farm.capacity()
+
+    async def workers(self, body: dict[str, Any]) -> Any:
+        return {"workers": [wire.worker_to(w) for w in await self.farm.list_workers()]}
+
+    async def workers_enable(self, body: dict[str, Any]) -> Any:
+        await self.farm.set_workers_enabled(
+            [str(n) for n in body["names"]], bool(body["enabled"]), stop_work=bool(body["stop_work"]), reason=body.get("reason")
+        )
+        return {}
+
+
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _write_private(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aiofarm-service", description="the local farm service")
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--detach", action="store_true")
+    parser.add_argument("--ready-fd", type=int)
+    parser.add_argument("--slots", type=int)
+    parser.add_argument("--cancel-grace", type=float)
+    parser.add_argument("--idle-timeout", type=float)
+    args = parser.parse_args(argv)
+    if args.detach and os.fork():
+        os._exit(0)  # the starter reaps this one at once; the service is nobody's child
+    os.umask(0o077)
+    ready_fd: int | None = args.ready_fd
+
+    def ready(answer: str) -> None:
+        nonlocal ready_fd
+        print(f"{_stamp()} pid {os.getpid()}: {answer} on {args.state_dir}", flush=True)
+        if ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, answer.encode() + b"\n")
+                os.close(ready_fd)
+            ready_fd = None
+
+    try:
+        private_dir(args.state_dir)
+    except OSError as exc:
+        ready(f"error: cannot create {args.state_dir}: {exc.strerror}")
+        return 1
+    cfg = config.FarmConfig(
+        state_dir=os.path.abspath(args.state_dir),
+        cancel_grace=args.cancel_grace,
+        slots=args.slots,
+        idle_timeout=args.idle_timeout,
+    )
+    service = FarmService(cfg)
+
+    async def amain() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, service.stopping.set)
+        await service.run(ready)
+
+    try:
+        asyncio.run(amain())
+    except BaseException as exc:
+        ready(f"error: {exc!r}")
+        raise
+    finally:
+        ready("stopped")  # only reaches a starter that is still waiting
+    print(f"{_stamp()} pid {os.getpid()}: stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

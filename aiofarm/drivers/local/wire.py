@@ -1,0 +1,271 @@
+"""What the farm service and its clients send each other: plain JSON values for
+aiofarm's models, queries and errors. Times travel as seconds since the epoch."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ...errors import (
+    BackendError,
+    ConnectionLost,
+    FarmError,
+    InvalidSpec,
+    JobNotFound,
+    JobNotRunning,
+    PoolNotFound,
+    StateError,
+    StateLocked,
+    UnsupportedError,
+)
+from ...models import (
+    Job,
+    JobSpec,
+    JobStatus,
+    LogLine,
+    LogPage,
+    Pool,
+    StatusTransition,
+    Task,
+    Worker,
+)
+from ..base import JobUpdate, ListQuery, LogQuery
+from .store import from_dt, spec_from_data, spec_to_json, to_dt
+
+#: bumped whenever a request or an answer changes shape
+PROTOCOL = 1
+
+
+def _t(value: Any) -> float | None:
+    return None if value is None else from_dt(value)
+
+
+epoch = _t
+json_loads = json.loads
+
+
+# -- jobs ---------------------------------------------------------------------------
+
+
+def job_to(job: Job) -> list[Any]:
+    return [
+        job.id,
+        job.status.value,
+        job.name,
+        job.owner,
+        job.pool,
+        list(job.tags),
+        job.description,
+        job.priority,
+        _t(job.created_at),
+        _t(job.started_at),
+        _t(job.finished_at),
+        job.exit_code,
+        job.reason,
+        [[h.status.value, from_dt(h.time), h.reason] for h in job.history],
+        dict(job.task_counts),
+        list(job.depends_on),
+        dict(job.raw),
+    ]
+
+
+def job_from(data: Sequence[Any]) -> Job:
+    (job_id, status, name, owner, pool, tags, description, priority, created, started, finished,
+     code, reason, history, counts, depends_on, raw) = data
+    return Job(
+        id=job_id,
+        status=JobStatus(status),
+        driver="local",
+        name=name,
+        owner=owner,
+        pool=pool,
+        tags=tuple(tags),
+        description=description,
+        priority=priority,
+        created_at=to_dt(created),
+        started_at=to_dt(started),
+        finished_at=to_dt(finished),
+        exit_code=code,
+        reason=reason,
+        history=tuple(StatusTransition(JobStatus(s), to_dt(t), r) for s, t, r in history),  # type: ignore[arg-type]
+        task_counts=counts,
+        depends_on=tuple(depends_on),
+        raw=raw,
+    )
+
+
+def specs_to(specs: Sequence[JobSpec]) -> str:
+    return "[" + ",".join(spec_to_json(s) for s in specs) + "]"
+
+
+def specs_from(data: Sequence[Mapping[str, Any]]) -> list[JobSpec]:
+    return [spec_from_data(dict(d)) for d in data]
+
+
+def task_to(task: Task) -> list[Any]:
+    return [
+        task.id, task.job_id, task.status.value, task.step, dict(task.parameters), task.attempts,
+        task.exit_code, _t(task.started_at), _t(task.finished_at), task.reason, task.log, dict(task.raw),
+    ]
+
+
+def task_from(d: Sequence[Any]) -> Task:
+    (tid, job_id, status, step, params, attempts, code, started, finished, reason, log, raw) = d
+    return Task(
+        id=tid, job_id=job_id, status=JobStatus(status), step=step, parameters=params, attempts=attempts,
+        exit_code=code, started_at=to_dt(started), finished_at=to_dt(finished), reason=reason, log=log, raw=raw,
+    )
+
+
+def page_to(page: LogPage) -> dict[str, Any]:
+    return {
+        "lines": [[_t(x.time), x.stream, x.text, x.task_id] for x in page.lines],
+        "next": page.next_token,
+    }
+
+
+def page_from(d: Mapping[str, Any]) -> LogPage:
+    return LogPage(tuple(LogLine(to_dt(t), s, x, tid) for t, s, x, tid in d["lines"]), d["next"])
+
+
+def pool_to(p: Pool) -> dict[str, Any]:
+    return {"id": p.id, "name": p.name, "slots": p.slots, "raw": dict(p.raw)}
+
+
+def pool_from(d: Mapping[str, Any]) -> Pool:
+    return Pool(id=d["id"], name=d["name"], slots=d["slots"], driver="local", raw=d["raw"])
+
+
+def worker_to(w: Worker) -> dict[str, Any]:
+    return {
+        "id": w.id, "name": w.name, "enabled": w.enabled, "status": w.status, "pool": w.pool,
+        "cpus": w.cpus, "reason": w.reason, "raw": dict(w.raw),
+    }
+
+
+def worker_from(d: Mapping[str, Any]) -> Worker:
+    return Worker(**d)
+
+
+# -- queries ------------------------------------------------------------------------
+
+
+def list_query_to(q: ListQuery) -> dict[str, Any]:
+    # ``where`` stays behind: the client re-applies the whole query to what comes back
+    return {
+        "statuses": None if q.statuses is None else sorted(s.value for s in q.statuses),
+        "name": q.name,
+        "tags": list(q.tags),
+        "owners": list(q.owners),
+        "since": _t(q.since),
+        "until": _t(q.until),
+        "pool": q.pool,
+        "reverse": q.reverse,
+    }
+
+
+def list_query_from(d: Mapping[str, Any]) -> ListQuery:
+    statuses = d.get("statuses")
+    return ListQuery(
+        statuses=None if statuses is None else frozenset(JobStatus(s) for s in statuses),
+        name=d.get("name"),
+        tags=tuple(d.get("tags") or ()),
+        owners=tuple(d.get("owners") or ()),
+        since=to_dt(d.get("since")),
+        until=to_dt(d.get("until")),
+        pool=d.get("pool"),
+        reverse=bool(d.get("reverse")),
+    )
+
+
+def log_query_to(q: LogQuery) -> dict[str, Any]:
+    return {
+        "task": q.task,
+        "streams": sorted(q.streams),
+        "start": _t(q.start_time),
+        "end": _t(q.end_time),
+        "limit": q.limit,
+    }
+
+
+def log_query_from(d: Mapping[str, Any]) -> LogQuery:
+    return LogQuery(
+        task=d.get("task"),
+        streams=frozenset(d.get("streams") or ("stdout", "stderr")),
+        start_time=to_dt(d.get("start")),
+        end_time=to_dt(d.get("end")),
+        limit=int(d.get("limit", 1000)),
+    )
+
+
+def update_to(u: JobUpdate) -> dict[str, Any]:
+    return {"priority": u.priority, "name": u.name, "tags": None if u.tags is None else list(u.tags)}
+
+
+def update_from(d: Mapping[str, Any]) -> JobUpdate:
+    tags = d.get("tags")
+    return JobUpdate(priority=d.get("priority"), name=d.get("name"), tags=None if tags is None else tuple(tags))
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+def error_to(exc: FarmError) -> dict[str, Any]:
+    kind = type(exc).__name__
+    if isinstance(exc, JobNotFound):
+        args: list[Any] = [exc.job_id]
+    elif isinstance(exc, PoolNotFound):
+        args = [exc.pool]
+    elif isinstance(exc, InvalidSpec):
+        args = [exc.field, exc.reason]
+    elif isinstance(exc, UnsupportedError):
+        msg = str(exc)
+        base = f"the {exc.driver} driver does not support {exc.feature}"
+        args = [exc.driver, exc.feature, msg[len(base) + 2 :] if msg.startswith(base + ": ") else ""]
+    elif isinstance(exc, JobNotRunning):
+        status = exc.status.value if isinstance(exc.status, JobStatus) else str(exc.status)
+        args = [exc.job_id, status, exc.operation]
+    elif isinstance(exc, StateError):
+        args = [exc.operation, exc.message]
+    elif isinstance(exc, BackendError):
+        args = [exc.driver, exc.code, exc.message]
+    else:
+        kind = kind if kind in ("StateLocked", "ConnectionLost") else "FarmError"
+        args = [str(exc)]
+    return {"error": kind, "args": args}
+
+
+def error_from(d: Mapping[str, Any]) -> FarmError:
+    kind = d.get("error")
+    args = list(d.get("args") or ())
+    try:
+        if kind == "JobNotFound":
+            return JobNotFound(args[0], driver="local")
+        if kind == "PoolNotFound":
+            return PoolNotFound(args[0], driver="local")
+        if kind == "InvalidSpec":
+            return InvalidSpec(args[0], args[1])
+        if kind == "UnsupportedError":
+            return UnsupportedError(args[0], args[1], args[2])
+        if kind == "JobNotRunning":
+            status: Any = args[1]
+            with contextlib.suppress(ValueError):
+                status = JobStatus(status)
+            return JobNotRunning(args[0], status, args[2])
+        if kind == "StateError":
+            return StateError(args[0], args[1])
+        if kind == "BackendError":
+            return BackendError(args[0], args[1], args[2])
+        if kind == "StateLocked":
+            return StateLocked(args[0])
+        if kind == "ConnectionLost":
+            return ConnectionLost(args[0])
+        return FarmError(*args[:1])
+    except (IndexError, TypeError):
+        return BackendError("local", "protocol", f"the farm service sent a malformed error: {d!r}")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
