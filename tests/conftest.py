@@ -20,14 +20,16 @@ def _isolated_config(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[None]:
     """No test reads the developer's own aiofarm config, data dir or AIOFARM_URL; and
-    every local farm service a test started (it inherits the test's XDG_DATA_HOME,
-    also through CLI subprocesses) is stopped when the test ends."""
+    every local farm service a test started (it inherits AIOFARM_TEST_MARK, also
+    through CLI subprocesses) is stopped when the test ends."""
     home = tmp_path_factory.mktemp("xdg")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.delenv("AIOFARM_URL", raising=False)
+    # inherited by every process the test starts, and by the services those start
+    monkeypatch.setenv("AIOFARM_TEST_MARK", str(home))
     yield
-    stop_services(services_with_env("XDG_DATA_HOME", str(home / "data")))
+    stop_services(services_with_env("AIOFARM_TEST_MARK", str(home)))
 
 
 def open_fds() -> set[int]:

@@ -1,5 +1,5 @@
-"""Stopping the farm services a test started (each test has its own XDG_DATA_HOME,
-which every service it starts inherits: that is how we find them)."""
+"""Stopping the farm services a test started (each test has its own AIOFARM_TEST_MARK
+in the environment, which every service it starts inherits: that is how we find them)."""
 
 from __future__ import annotations
 

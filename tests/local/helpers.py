@@ -3,9 +3,10 @@ the service runs, in this process), wait on push."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -116,3 +117,17 @@ def wait_gate(gate: Any) -> str:
 def open_gate(gate: Any) -> None:
     with open(gate, "w"):
         pass
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "the condition") -> None:
+    """Until ``check()`` (sync or async) is true, polling with a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not come true within {timeout:g}s")
+        await anyio.sleep(0.02)

@@ -196,20 +196,12 @@ class RunningTask:
                 return
         if self.dropped_lines:
             # space is back: say once how much is missing, then carry on
-            note = logfile.format_records(
-                b"x", self.task_index,
-                [b"%d log line(s) dropped: the state dir could not be written (disk full?)" % self.dropped_lines],
-                time.time(),
-            )
-            try:
-                os.write(self._log_fd, note)
-            except OSError:
+            if not append_whole(self._log_fd, dropped_note(self.task_index, self.dropped_lines)):
                 self.dropped_lines += data.count(b"\n")
                 return
             self.dropped_lines = 0
-        try:
-            os.write(self._log_fd, data)
-        except OSError:  # a full disk must not kill the scheduler: count what is lost
+        if not append_whole(self._log_fd, data):
+            # a full disk must not kill the scheduler: count what is lost
             self.dropped_lines += data.count(b"\n")
 
     def _readable(self, fd: int) -> None:
@@ -391,6 +383,25 @@ def spawn(
         tty=tty,
         on_exit=on_exit,
     )
+
+
+def dropped_note(task_index: int, count: int) -> bytes:
+    text = b"%d log line(s) dropped: the state dir could not be written (disk full?)" % count
+    return logfile.format_records(b"x", task_index, [text], time.time())
+
+
+def append_whole(fd: int, data: bytes) -> bool:
+    """Append ``data`` whole or not at all (a short write on a full disk is cut back,
+    so no torn record is left for readers)."""
+    try:
+        n = os.write(fd, data)
+    except OSError:
+        return False
+    if n == len(data):
+        return True
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, os.fstat(fd).st_size - n)
+    return False
 
 
 def kill_launched(tokens: Sequence[str]) -> None:

@@ -71,6 +71,8 @@ class Scheduler(StateWriter):
         self._worker_reason: str | None = None
         self._closing = False
         self._instance = os.urandom(6).hex()  # tells this farm's launches from another's
+        #: (log path, task index, lines) of tasks that ended while their log could not be written
+        self._dropped: list[tuple[str, int, int]] = []
         self.role: str | None = None  # "owner" | "reader" once open
         self.hostname = socket.gethostname()
         self._owner = current_user()
@@ -89,7 +91,23 @@ class Scheduler(StateWriter):
                 self._mark_changed()
 
     def _on_write_recovered(self) -> None:
+        self._write_dropped_notes()
         self._kick()
+
+    def _write_dropped_notes(self) -> None:
+        """Say in each log how many of its lines a full disk swallowed."""
+        pending, self._dropped = self._dropped, []
+        for path, idx, count in pending:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                self._dropped.append((path, idx, count))
+                continue
+            try:
+                if not processes.append_whole(fd, processes.dropped_note(idx, count)):
+                    self._dropped.append((path, idx, count))
+            finally:
+                os.close(fd)
 
     def _kick(self) -> None:
         if self._wake is not None:
@@ -209,6 +227,8 @@ class Scheduler(StateWriter):
         self._kick()
 
     def _dispatch(self) -> None:
+        if self._dropped:
+            self._write_dropped_notes()
         if not self._worker_enabled or self._closing or self.write_error is not None:
             return
         batch: list[tuple[_Task, _Pool]] = []
@@ -282,6 +302,9 @@ class Scheduler(StateWriter):
             from ...openjd import taskrun as bundles
 
             workdir = os.path.join(self.state_dir, "work", str(t.job.seq), str(t.idx))
+            for path in (os.path.dirname(os.path.dirname(workdir)), os.path.dirname(workdir), workdir):
+                os.makedirs(path, mode=0o700, exist_ok=True)  # private whatever the umask
+                os.chmod(path, 0o700)
             return bundles.task_run(spec, t.step.name, t.params, workdir)
         assert spec.command is not None
         return RunSpec(argv=command_argv(spec.command), env=spec.env, cwd=spec.cwd, timeout=spec.timeout)
@@ -383,6 +406,9 @@ class Scheduler(StateWriter):
             pool.used -= job.slots
         job.running -= 1
         code = proc.returncode
+        if proc.dropped_lines:
+            self._dropped.append((self._log_path(job.seq), t.idx, proc.dropped_lines))
+            self._write_dropped_notes()
         t.exit_code = code
         t.finished_at = now()
         job.last_code = code
