@@ -185,6 +185,14 @@ async def test_attach_to_a_tty_job_and_resize(farm: Farm) -> None:
     await farm.jobs.cancel(job)
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 async def test_signal_reaches_the_job_process_group(farm: Farm, tmp_path: Path) -> None:
     script = (
         f'trap "echo got >> {tmp_path}/trapped" USR1; '
@@ -194,6 +202,9 @@ async def test_signal_reaches_the_job_process_group(farm: Farm, tmp_path: Path) 
     pidfile = tmp_path / "pid"
     await until(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
     grandchild = int((tmp_path / "pid").read_text())
+    # signalled between its fork and its exec, the child would take the shell's trap
+    # (and lose it at exec): wait until it is `sleep`
+    await until(lambda: _cmdline(grandchild).startswith(b"sleep"))
     await farm.jobs.send_signal(job, signal.SIGUSR1)
     await until((tmp_path / "trapped").exists)  # the shell got it
     await until(lambda: gone(grandchild))  # and so did its child in the same group
