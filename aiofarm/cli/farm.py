@@ -15,7 +15,7 @@ import click
 if TYPE_CHECKING:
     from ..drivers.local.config import FarmConfig
 
-EXIT_ERROR = 1
+EXIT_ERROR = 2  # as every aiofarm error (docs/cli.md)
 EXIT_NOT_RUNNING = 3
 
 
@@ -45,33 +45,15 @@ def _fail(message: str, code: int = EXIT_ERROR) -> Any:
 
 
 def _request(cfg: FarmConfig, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
-    """One request to the running service (None if none runs). Plain blocking HTTP on
-    the socket: these commands need no event loop."""
-    import http.client
-
+    """One request to the running service (None if none runs)."""
     from ..drivers.local import connect
+    from ..errors import FarmError
 
-    connect.check_state_dir(cfg.state_dir)
     try:
-        sock = connect.connect_socket(cfg.socket_path)
-    except (FileNotFoundError, ConnectionRefusedError):
+        return connect.request(cfg.state_dir, name, body)
+    except FarmError as exc:
+        _fail(str(exc))
         return None
-    sock.setblocking(True)
-    conn = http.client.HTTPConnection("farm")
-    conn.sock = sock
-    try:
-        conn.request("POST", f"/v1/{name}", body=json.dumps(body), headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        data: dict[str, Any] = json.loads(resp.read() or b"{}")
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        _fail(f"the farm service did not answer {name}: {exc}")
-    finally:
-        conn.close()
-    if resp.status != 200:
-        from ..drivers.local import wire
-
-        _fail(str(wire.error_from(data)))
-    return data
 
 
 def register(cli: click.Group) -> None:
@@ -144,23 +126,15 @@ def stop(ctx: click.Context, cancel_jobs: bool, timeout: float) -> None:
     if status is None:
         click.echo(f"no farm service running for {cfg.state_dir}")
         return
-    _request(cfg, "stop", {"cancel_jobs": cancel_jobs})
-    pid = int(status["pid"])
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            _fail(f"the farm service (pid {pid}) did not exit within {timeout:g}s")
-        time.sleep(0.02)
-    click.echo(f"farm service stopped (pid {pid})")
+    from ..drivers.local import connect
+    from ..errors import FarmError
 
-
-def _alive(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != b"Z"
+        pid = connect.stop_service(cfg.state_dir, cancel_jobs=cancel_jobs, timeout=timeout)
+    except FarmError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"farm service stopped (pid {pid})")
 
 
 @farm.command()

@@ -221,7 +221,7 @@ async def test_farm_commands(tmp_path: Path) -> None:
         st = await aiofarm_cli(state, "farm", "status")
         assert st.returncode == 0 and b"jobs running 1" in st.stdout, st.stdout
         refused = await aiofarm_cli(state, "farm", "stop")
-        assert refused.returncode == 1 and b"--cancel-jobs" in refused.stderr
+        assert refused.returncode == 2 and b"--cancel-jobs" in refused.stderr
         assert alive(pid)
     stopped = await aiofarm_cli(state, "farm", "stop", "--cancel-jobs")
     assert stopped.returncode == 0, stopped.stderr

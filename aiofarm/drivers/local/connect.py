@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from ...errors import ConnectionLost, FarmError, StateLocked
 
@@ -224,3 +225,57 @@ def _lock_held(state_dir: str) -> bool:
     except (OSError, ValueError, IndexError):
         return False
     return True
+
+
+def request(state_dir: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """One blocking request to the running service (None when none runs): for
+    commands and scripts without an event loop (``aiofarm farm``, benchmarks)."""
+    import http.client
+    import json
+
+    check_state_dir(state_dir)
+    try:
+        sock = connect_socket(os.path.join(state_dir, SOCKET_NAME))
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+    sock.setblocking(True)
+    conn = http.client.HTTPConnection("farm")
+    conn.sock = sock
+    try:
+        conn.request("POST", f"/v1/{name}", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data: dict[str, Any] = json.loads(resp.read() or b"{}")
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise ConnectionLost(f"the farm service did not answer {name}: {exc}") from None
+    finally:
+        conn.close()
+    if resp.status != 200:
+        from .wire import error_from
+
+        raise error_from(data)
+    return data
+
+
+def alive(pid: int) -> bool:
+    """A process that runs (a zombie does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop_service(state_dir: str, *, cancel_jobs: bool = False, timeout: float = 60.0) -> int | None:
+    """Stop the service of ``state_dir`` and wait until it has exited; its pid, or None
+    if none ran. Raises FarmError when it refuses (jobs running, no ``cancel_jobs``)."""
+    status = request(state_dir, "status", {})
+    if status is None:
+        return None
+    request(state_dir, "stop", {"cancel_jobs": cancel_jobs})
+    pid = int(status["pid"])
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            raise FarmError(f"the farm service (pid {pid}) did not exit within {timeout:g}s")
+        time.sleep(0.01)
+    return pid
