@@ -234,8 +234,6 @@ class FarmService:
         return {"protocol": wire.PROTOCOL, "ok": True, "pid": os.getpid()}
 
     async def status(self, body: dict[str, Any]) -> Any:
-        from ... import __version__ as version
-
         return {
             "pid": os.getpid(),
             "state_dir": self.cfg.state_dir,
@@ -247,7 +245,6 @@ class FarmService:
             "idle_timeout": self.idle_timeout,
             "write_error": self.farm.write_error,
             "protocol": wire.PROTOCOL,
-            "version": version,
             "log": os.path.join(self.cfg.state_dir, connect.LOG_NAME),
         }
 
