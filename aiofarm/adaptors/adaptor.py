@@ -38,10 +38,12 @@ class AdaptorContext:
         *,
         task_group: anyio.abc.TaskGroup | None = None,
         on_application_exit: Callable[[ApplicationExited], None] | None = None,
+        on_application_start: Callable[[], None] | None = None,
     ) -> None:
         self._sink = sink
         self._task_group = task_group
         self._on_application_exit = on_application_exit
+        self._on_application_start = on_application_start
         self._processes: list[AsyncProcess] = []
 
     def emit(self, line: str) -> None:
@@ -115,6 +117,8 @@ class AdaptorContext:
         )
         self._processes = [p for p in self._processes if p.running]
         self._processes.append(proc)
+        if fail_on_exit and self._on_application_start is not None:
+            self._on_application_start()
         _log.info("Started %s (pid %d).", os.path.basename(proc.argv[0]), proc.pid)
         return proc
 

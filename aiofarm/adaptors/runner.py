@@ -102,13 +102,17 @@ class PhaseRunner:
         self.waker.notify()
 
     def application_exited(self, exc: ApplicationExited) -> None:
-        """The application ended on its own: fail the running phase, else the next."""
+        """The application ended on its own: fail the running phase, and every later
+        task until the adaptor starts an application again."""
         _log.error("%s", exc)
+        if not self.stopped:
+            self._dead_application = exc
         if self.busy and self.state in (START, RUN) and self._scope is not None:
             self._phase_error = exc
             self._scope.cancel()
-        elif not self.stopped:
-            self._dead_application = exc
+
+    def application_started(self) -> None:
+        self._dead_application = None
 
     async def wait_idle(self) -> None:
         while self.busy:

@@ -66,6 +66,7 @@ async def open_session(
             )
         runner = PhaseRunner(hooks, ctx, waker)
         ctx._on_application_exit = runner.application_exited
+        ctx._on_application_start = runner.application_started
         try:
             yield runner
         finally:

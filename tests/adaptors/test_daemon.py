@@ -230,3 +230,32 @@ async def test_backend_that_dies_fails_the_start_at_once(tmp_path: Path) -> None
             emit=lines.append,
         )
     assert "boom" in lines
+
+
+def test_socket_from_the_environment_both_backends(tmp_path: Path) -> None:
+    """`daemon start` announces OPENJD_ADAPTOR_SOCKET; a `daemon run` given only that
+    variable finds the daemon (aiofarm's: and its token, beside the socket) — also an
+    official daemon, through the official heartbeat exchange."""
+    from .helpers import OFFICIAL
+
+    with reaped(str(tmp_path)):
+        for starter in (AIOFARM, OFFICIAL):
+            home = tmp_path / starter.rsplit(".", 1)[-1]
+            home.mkdir()
+            conn = home / "connection.json"
+            started = cli(starter, "daemon", "start", "--connection-file", str(conn), home=home)
+            assert started.returncode == 0, started.stdout + started.stderr
+            announced = [
+                line.split("=", 1)[1]
+                for line in started.stdout.splitlines()
+                if line.startswith("openjd_env: OPENJD_ADAPTOR_SOCKET=")
+            ]
+            assert announced == [json.loads(conn.read_text())["socket"]]
+            done = cli(
+                AIOFARM, "daemon", "run", "--run-data", '{"frame": 3}', home=home,
+                OPENJD_ADAPTOR_SOCKET=announced[0],
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert any(line.endswith("openjd_status: frame 3 done") for line in done.stdout.splitlines())
+            stopped = cli(AIOFARM, "daemon", "stop", home=home, OPENJD_ADAPTOR_SOCKET=announced[0])
+            assert stopped.returncode == 0, stopped.stdout + stopped.stderr

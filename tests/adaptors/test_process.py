@@ -111,3 +111,28 @@ async def test_unexpected_exit_is_reported_and_expected_exit_is_not() -> None:
         await quiet.send_line("quit")
         assert await quiet.wait() == 0
     assert reported == [3]
+
+
+async def test_path_mapping_rules_reach_the_adaptor() -> None:
+    from aiofarm.adaptors import AdaptorContext, AsyncAdaptor
+    from aiofarm.adaptors.output import StdoutSink
+    from aiofarm.adaptors.session import rules_from_openjd
+
+    rules = rules_from_openjd(
+        {
+            "version": "pathmapping-1.0",
+            "path_mapping_rules": [
+                {"source_path_format": "WINDOWS", "source_path": "Z:\\proj", "destination_path": "/mnt/proj"},
+                {"source_path_format": "POSIX", "source_path": "/old", "destination_path": "/new"},
+            ],
+        }
+    )
+
+    class Probe(AsyncAdaptor):
+        async def on_run(self, run_data: dict[str, object]) -> None:
+            pass
+
+    adaptor = Probe({}, ctx=AdaptorContext(StdoutSink()), path_mapping_rules=rules)
+    assert adaptor.map_path("z:\\PROJ\\shot\\a.exr") == "/mnt/proj/shot/a.exr"
+    assert adaptor.map_path("/old/x") == "/new/x"
+    assert adaptor.map_path("/elsewhere") == "/elsewhere"
