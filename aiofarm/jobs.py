@@ -167,11 +167,14 @@ class Jobs:
         max_retries_per_task: int | None = None,
         pool: str | None = None,
         tags: Sequence[str] = (),
+        environments: Sequence[str | Path | Mapping[str, Any]] | None = None,
     ) -> Job:
         """Submit an Open Job Description job bundle directory (as the Deadline Cloud
         client reads it: template.yaml|json, parameter_values, asset_references).
         Settings left as None come from the bundle's parameter values
-        (``deadline:priority``, ``deadline:targetTaskRunStatus``, ...)."""
+        (``deadline:priority``, ``deadline:targetTaskRunStatus``, ...). ``environments``:
+        environment templates (paths or mappings) entered before the job's own, as a
+        Deadline queue's environments are."""
         from .openjd.loading import load_bundle
 
         spec = load_bundle(
@@ -184,6 +187,7 @@ class Jobs:
             max_retries_per_task=max_retries_per_task,
             pool=pool,
             tags=tags,
+            environments=environments,
         )
         (job,) = await self.submit([spec])
         return job
@@ -200,8 +204,10 @@ class Jobs:
         max_retries_per_task: int | None = None,
         pool: str | None = None,
         tags: Sequence[str] = (),
+        environments: Sequence[str | Path | Mapping[str, Any]] | None = None,
     ) -> Job:
-        """Submit an Open Job Description job template given as text or a mapping."""
+        """Submit an Open Job Description job template given as text or a mapping
+        (``environments`` as for :meth:`submit_bundle`)."""
         from .openjd.loading import template_spec
 
         spec = template_spec(
@@ -214,6 +220,7 @@ class Jobs:
             max_retries_per_task=max_retries_per_task,
             pool=pool,
             tags=tags,
+            environments=environments,
         )
         (job,) = await self.submit([spec])
         return job

@@ -258,6 +258,9 @@ class Task:
     reason: str | None = None
     log: str | None = None  # where this task's log is (a path, a log stream name, a URL)
     raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map, repr=False, eq=False)
+    # what the task last reported (OpenJD ``openjd_progress``: 0-100; ``openjd_status``)
+    progress: float | None = None
+    status_message: str | None = None
 
 
 @attrs.frozen

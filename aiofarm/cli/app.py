@@ -13,13 +13,13 @@ from types import ModuleType
 
 import click
 
-from . import deadline, farm, interactive, jobs, run
+from . import bundle, deadline, farm, interactive, jobs, run, tasks
 from .common import Options
 
 __all__ = ["COMMAND_GROUPS", "cli", "main"]
 
 #: the modules whose ``register(group)`` adds their commands to ``aiofarm``
-COMMAND_GROUPS: tuple[ModuleType, ...] = (run, jobs, interactive, deadline, farm)
+COMMAND_GROUPS: tuple[ModuleType, ...] = (run, jobs, tasks, bundle, interactive, deadline, farm)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -22,8 +22,10 @@ __all__ = [
     "SUPPORTED_EXTENSIONS",
     "TEMPLATE_FILES",
     "as_int",
+    "check_extensions",
     "check_symlinks",
     "decode",
+    "decode_environment",
     "decode_error",
     "json_default",
     "one_of",
@@ -32,8 +34,10 @@ __all__ = [
     "read_document",
 ]
 
-#: OpenJD 2023-09 extensions aiofarm accepts in templates.
-SUPPORTED_EXTENSIONS: tuple[str, ...] = ("TASK_CHUNKING",)
+#: OpenJD 2023-09 extensions aiofarm honours (openjd-model decodes and evaluates them;
+#: the session runner and the drivers do the runtime part). ``WRAP_ACTIONS`` is not
+#: among them: a template naming it is refused with the extension named.
+SUPPORTED_EXTENSIONS: tuple[str, ...] = ("TASK_CHUNKING", "EXPR", "FEATURE_BUNDLE_1", "REDACTED_ENV_VARS")
 TEMPLATE_FILES = ("template.yaml", "template.yml", "template.json")
 PARAMETER_FILES = ("parameter_values.yaml", "parameter_values.yml", "parameter_values.json")
 ASSET_FILES = ("asset_references.yaml", "asset_references.yml", "asset_references.json")
@@ -156,11 +160,27 @@ def decode_error(where: str, message: str) -> InvalidSpec:
     return InvalidSpec(where, message)
 
 
+def check_extensions(doc: Mapping[str, Any], where: str) -> None:
+    """An extension aiofarm cannot honour is refused by name, before openjd-model would
+    report it among other messages (or accept one it knows but we do not run)."""
+    names = doc.get("extensions")
+    if not isinstance(names, list):
+        return  # absent, or malformed: openjd-model's validation says why
+    for i, name in enumerate(names):
+        if isinstance(name, str) and name not in SUPPORTED_EXTENSIONS:
+            raise InvalidSpec(
+                f"{where}:extensions[{i}]",
+                f"extension {name!r} is not supported by aiofarm "
+                f"(supported: {', '.join(SUPPORTED_EXTENSIONS)})",
+            )
+
+
 def decode(doc: Mapping[str, Any], where: str) -> Any:
     from openjd.model import DecodeValidationError, decode_job_template
 
     if "specificationVersion" not in doc:
         raise InvalidSpec(f"{where}:specificationVersion", "missing (use jobtemplate-2023-09)")
+    check_extensions(doc, where)
     try:
         return decode_job_template(template=dict(doc), supported_extensions=SUPPORTED_EXTENSIONS)
     except DecodeValidationError as exc:
@@ -169,4 +189,22 @@ def decode(doc: Mapping[str, Any], where: str) -> Any:
             raise InvalidSpec(f"{where}:specificationVersion", text) from None
         raise decode_error(where, text) from None
     except NotImplementedError as exc:
+        raise InvalidSpec(f"{where}:specificationVersion", str(exc)) from None
+
+
+def decode_environment(doc: Mapping[str, Any], where: str) -> Any:
+    """An environment template (``environment-2023-09``), e.g. a queue environment."""
+    from openjd.model import DecodeValidationError, decode_environment_template
+
+    if "specificationVersion" not in doc:
+        raise InvalidSpec(f"{where}:specificationVersion", "missing (use environment-2023-09)")
+    check_extensions(doc, where)
+    try:
+        return decode_environment_template(template=dict(doc), supported_extensions=SUPPORTED_EXTENSIONS)
+    except DecodeValidationError as exc:
+        text = str(exc)
+        if text.startswith("Unknown template version") or "not an Environment Template" in text:
+            raise InvalidSpec(f"{where}:specificationVersion", text) from None
+        raise decode_error(where, text) from None
+    except (NotImplementedError, KeyError, ValueError) as exc:
         raise InvalidSpec(f"{where}:specificationVersion", str(exc)) from None

@@ -20,7 +20,7 @@ from ..pathmap import apply_rules, normalize_rule
 from .documents import decode, json_default, plain
 from .parameters import input_value, keep_foreign_paths, parameter_error
 
-__all__ = ["JobInstance", "job_instance"]
+__all__ = ["JobInstance", "environment_templates", "job_instance", "record_types"]
 
 
 @attrs.frozen(eq=False)
@@ -29,10 +29,15 @@ class JobInstance:
     values: Any  # openjd.model JobParameterValues
     steps: Mapping[str, Any]
     rules: tuple[PathMappingRule, ...]
-    # Param.* (path-mapped) and RawParam.* for every task's symbol table
-    symbols: Mapping[str, str]
+    # per step: the symbol table every task of the step starts from: Param.* (path-mapped),
+    # RawParam.*, with EXPR also Job.Name, Step.Name and the step's ``let`` values, typed
+    # for the expression engine
+    tables: Mapping[str, Any]
     # per step: whether its tasks need a session directory of their own
     needs_dir: Mapping[str, bool]
+    # environment templates (queue environments), entered before the job's own
+    external: tuple[Any, ...] = ()
+    extensions: frozenset[str] = frozenset()
 
 
 _cache: collections.OrderedDict[str, JobInstance] = collections.OrderedDict()
@@ -52,7 +57,12 @@ def job_instance(spec: JobSpec) -> JobInstance:
         return by_id[1]
     rules = tuple(normalize_rule(r, f"path_mapping[{i}]") for i, r in enumerate(spec.path_mapping))
     key = json.dumps(
-        [spec.template, spec.parameters, [attrs.astuple(r) for r in rules]],
+        [
+            spec.template,
+            spec.parameters,
+            [attrs.astuple(r) for r in rules],
+            spec.options.get("openjd_environments"),
+        ],
         sort_keys=True,
         default=json_default,
     )
@@ -73,40 +83,107 @@ def job_instance(spec: JobSpec) -> JobInstance:
     return hit
 
 
+def environment_templates(spec: JobSpec) -> list[Any]:
+    """The decoded environment templates a submission named (``options["openjd_environments"]``)."""
+    from .documents import decode_environment
+
+    docs = spec.options.get("openjd_environments") or ()
+    if not isinstance(docs, (list, tuple)):
+        raise InvalidSpec("options.openjd_environments", "must be a list of environment templates")
+    return [decode_environment(plain(d, f"environments[{i}]"), f"environments[{i}]") for i, d in enumerate(docs)]
+
+
+def record_types(symtab: Any, key: str, raw_key: str, ptype: str) -> None:
+    """EXPR types of ``Param.X``/``RawParam.X`` (or ``Task.``...): the declared type for
+    the mapped value; the raw one is a plain string for PATH (and LIST[STRING] for
+    LIST[PATH]), as the reference runtime types them. Legacy templates ignore types."""
+    if ptype == "CHUNK[INT]":
+        return  # a range string: the engine infers it
+    symtab.expr_types[key] = ptype
+    if ptype == "LIST[PATH]":
+        symtab.expr_types[raw_key] = "LIST[STRING]"
+    elif ptype != "PATH":
+        symtab.expr_types[raw_key] = ptype
+
+
 def _instantiate(spec: JobSpec, rules: tuple[PathMappingRule, ...]) -> JobInstance:
-    from openjd.model import DecodeValidationError, create_job, preprocess_job_parameters
+    from openjd.model import (
+        DecodeValidationError,
+        SymbolTable,
+        create_job,
+        create_job_with_symbol_tables,
+        preprocess_job_parameters,
+    )
 
     assert spec.template is not None
     doc = plain(spec.template, "template")
     jt = decode(doc, "template")
+    external = environment_templates(spec)
     defs = {p.name: p for p in (jt.parameterDefinitions or [])}
+    for env_t in external:
+        for p in env_t.parameterDefinitions or []:
+            defs.setdefault(p.name, p)
     inputs = {}
     for pname, value in spec.parameters.items():
         if pname not in defs:
             raise InvalidSpec(f"parameters.{pname}", "not defined by the template")
         inputs[pname] = input_value(pname, defs[pname].type.value, value)
+    extensions = frozenset(str(getattr(e, "value", e)) for e in (jt.extensions or ()))
+    step_tables: dict[str, Any] = {}
     try:
         # Values were resolved at submission; no template dir to check against here.
         values = preprocess_job_parameters(
             job_template=jt,
             job_parameter_values=inputs,
-            job_template_dir=Path(),
-            current_working_dir=Path(),
+            job_template_dir=Path("/"),
+            current_working_dir=Path("/"),
             allow_job_template_dir_walk_up=True,
+            environment_templates=external or None,
         )
         keep_foreign_paths(values, inputs)
-        job = create_job(job_template=jt, job_parameter_values=values)
+        if "EXPR" in extensions:
+            from openjd.expr import PathFormat
+
+            made = create_job_with_symbol_tables(
+                job_template=jt, job_parameter_values=values, environment_templates=external or None
+            )
+            job = made.job
+            for sname, table in made.step_symbol_tables.items():
+                engine = table.to_symtab(path_format=PathFormat.POSIX)
+                step_tables[sname] = {name: engine[name] for name in engine.symbols}
+        else:
+            job = create_job(job_template=jt, job_parameter_values=values, environment_templates=external or None)
     except (ValueError, DecodeValidationError) as exc:
         raise parameter_error(list(defs), str(exc)) from None
-    symbols: dict[str, str] = {}
+    base = SymbolTable()
     for pname, pv in values.items():
-        raw = str(pv.value)
-        symbols[f"RawParam.{pname}"] = raw
-        mapped = pv.type.value == "PATH" and rules
-        symbols[f"Param.{pname}"] = apply_rules(rules, raw) if mapped else raw
+        raw = pv.value
+        ptype = pv.type.value
+        key, raw_key = f"Param.{pname}", f"RawParam.{pname}"
+        base[raw_key] = raw
+        if ptype == "PATH" and rules:
+            base[key] = apply_rules(rules, str(raw))
+        elif ptype == "LIST[PATH]" and rules:
+            base[key] = [apply_rules(rules, str(v)) for v in raw]
+        else:
+            base[key] = raw
+        record_types(base, key, raw_key, ptype)
+    if "EXPR" in extensions:
+        base["Job.Name"] = str(job.name)
+    tables: dict[str, Any] = {}
+    for step in job.steps:
+        # the create-time step scope first (Step.Name, the step's let values), then
+        # this host's values over it, as the reference runtime layers them
+        table = SymbolTable(source=dict(step_tables.get(str(step.name), {}))).union(base)
+        if "EXPR" in extensions:
+            table["Step.Name"] = str(step.name)
+            table.expr_host_rules = []  # host scope: apply_path_mapping() and the like work
+        tables[str(step.name)] = table
     needs_dir: dict[str, bool] = {}
-    job_envs = list(job.jobEnvironments or ())
-    job_envs_text = json.dumps(doc.get("jobEnvironments", []))
+    job_envs = [*(e.environment for e in external), *(job.jobEnvironments or ())]
+    job_envs_text = json.dumps(doc.get("jobEnvironments", [])) + json.dumps(
+        [plain(d, "environments") for d in spec.options.get("openjd_environments") or ()]
+    )
     step_docs = {str(sd.get("name")): sd for sd in doc.get("steps", []) if isinstance(sd, Mapping)}
     for step in job.steps:
         envs = job_envs + list(step.stepEnvironments or ())
@@ -114,13 +191,15 @@ def _instantiate(spec: JobSpec, rules: tuple[PathMappingRule, ...]) -> JobInstan
         needs_dir[str(step.name)] = (
             any(e.script is not None for e in envs)
             or bool(step.script.embeddedFiles)
-            or "Session.WorkingDirectory" in text
+            or "Session." in text  # the directory or the path-mapping rules file
         )
     return JobInstance(
         job=job,
         values=values,
         steps={s.name: s for s in job.steps},
         rules=rules,
-        symbols=symbols,
+        tables=tables,
         needs_dir=needs_dir,
+        external=tuple(external),
+        extensions=extensions,
     )

@@ -26,9 +26,9 @@ imported lazily so ``import aiofarm`` stays light.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import attrs
 
@@ -41,6 +41,7 @@ from .documents import (
     as_int,
     check_symlinks,
     decode,
+    decode_environment,
     one_of,
     parameter_values,
     plain,
@@ -48,7 +49,10 @@ from .documents import (
 )
 from .parameters import check_parameters, instantiate_error
 
-__all__ = ["load_bundle", "template_spec"]
+__all__ = ["EnvironmentSource", "load_bundle", "read_environments", "template_spec"]
+
+#: an environment template: a YAML/JSON file's path, or the document as a mapping
+EnvironmentSource = Union[str, "os.PathLike[str]", Mapping[str, Any]]
 
 _SPEC_FIELDS = frozenset(a.name for a in attrs.fields(JobSpec))
 _RESERVED = frozenset(
@@ -65,6 +69,7 @@ def load_bundle(
     paused: bool | None = None,
     max_failed_tasks: int | None = None,
     max_retries_per_task: int | None = None,
+    environments: Sequence[EnvironmentSource] | None = None,
     **fields: Any,
 ) -> JobSpec:
     """Read a job bundle directory as the Deadline Cloud client does.
@@ -77,6 +82,10 @@ def load_bundle(
     file set the job's settings unless the call gives them; other names with a ``:``
     (queue parameters) are ignored, as are file values for parameters the template does
     not define. Unknown names in ``parameters`` are an error.
+
+    ``environments``: environment templates (``environment-2023-09``; a file path or a
+    mapping), entered in order before the job's own environments, as a Deadline queue's
+    environments are; they may define parameters of their own.
     """
     root = Path(path)
     if not root.is_dir():
@@ -129,6 +138,7 @@ def load_bundle(
         paused=paused,
         max_failed_tasks=max_failed_tasks,
         max_retries_per_task=max_retries_per_task,
+        environments=environments,
         options=options,
         fields=fields,
     )
@@ -144,12 +154,14 @@ def template_spec(
     max_failed_tasks: int | None = None,
     max_retries_per_task: int | None = None,
     template_dir: str | os.PathLike[str] | None = None,
+    environments: Sequence[EnvironmentSource] | None = None,
     **fields: Any,
 ) -> JobSpec:
     """A job from a template given as YAML/JSON text or as a mapping.
 
     Relative PATH defaults are joined to ``template_dir`` (default: the current
     directory); with no bundle to escape, walking up from it is allowed.
+    ``environments`` as for :func:`load_bundle`.
     """
     if isinstance(template, str):
         from openjd.model import DecodeValidationError, DocumentType, document_string_to_object
@@ -177,9 +189,33 @@ def template_spec(
         paused=paused,
         max_failed_tasks=max_failed_tasks,
         max_retries_per_task=max_retries_per_task,
+        environments=environments,
         options=options,
         fields=fields,
     )
+
+
+def read_environments(environments: Sequence[EnvironmentSource] | None) -> list[dict[str, Any]]:
+    """Environment templates as plain documents, each checked by openjd-model."""
+    if environments is None:
+        return []
+    if isinstance(environments, (str, os.PathLike, Mapping)):
+        raise InvalidSpec("environments", "must be a list of environment templates (paths or mappings)")
+    docs = []
+    for i, item in enumerate(environments):
+        field = f"environments[{i}]"
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            if not path.is_file():
+                raise InvalidSpec(field, f"{str(path)!r} is not a file")
+            doc, where = read_document(path), str(path)
+        elif isinstance(item, Mapping):
+            doc, where = plain(item, field), field
+        else:
+            raise InvalidSpec(field, f"expected a path or a mapping, got {type(item).__name__}")
+        decode_environment(doc, where)
+        docs.append(doc)
+    return docs
 
 
 def build_spec(
@@ -195,6 +231,7 @@ def build_spec(
     paused: bool | None,
     max_failed_tasks: int | None,
     max_retries_per_task: int | None,
+    environments: Sequence[EnvironmentSource] | None,
     options: dict[str, Any],
     fields: dict[str, Any],
 ) -> JobSpec:
@@ -204,9 +241,15 @@ def build_spec(
         if key not in _SPEC_FIELDS or key in _RESERVED or key == "command":
             raise InvalidSpec(key, "not a JobSpec field a template job takes")
     jt = decode(doc, where)
-    typed, values = check_parameters(jt, parameters or {}, file_values, template_dir, allow_walk_up)
+    env_docs = read_environments(environments)
+    env_templates = [decode_environment(d, f"environments[{i}]") for i, d in enumerate(env_docs)]
+    if env_docs:
+        options["openjd_environments"] = env_docs
+    typed, values = check_parameters(
+        jt, parameters or {}, file_values, template_dir, allow_walk_up, env_templates
+    )
     try:
-        job = create_job(job_template=jt, job_parameter_values=values)
+        job = create_job(job_template=jt, job_parameter_values=values, environment_templates=env_templates or None)
     except DecodeValidationError as exc:
         raise instantiate_error(doc, where, list(typed), str(exc)) from None
     if name is not None and (not isinstance(name, str) or not name):

@@ -45,6 +45,10 @@ class RunSpec:
     timeout: float | None = None
     # seconds between the notify signal (SIGTERM) and SIGKILL on cancel; None: driver default
     cancel_grace: float | None = None
+    # the OpenJD session directory: the driver removes it once the process has ended
+    # (the spec deletes it when the session ends), unless the job keeps it for debugging
+    # (``options["openjd_keep_session_dir"]``); None when the task runs in a shared one
+    session_dir: str | None = None
 
 
 def plan_job(spec: JobSpec) -> tuple[StepPlan, ...]:

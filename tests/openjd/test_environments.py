@@ -1,0 +1,88 @@
+"""Environment templates attached to a submission (queue environments), and the
+session's path-mapping rules file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aiofarm import Client
+from aiofarm.errors import InvalidSpec
+from aiofarm.models import JobStatus, PathMappingRule
+from aiofarm.openjd.loading import load_bundle, template_spec
+
+from .samples import AFTER_QUEUE_ENV, QUEUE_ENV, SESSION_DIR, write_bundle
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_environment_templates_entered_before_the_jobs_own(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    env_file = tmp_path / "studio-tools.yaml"
+    env_file.write_text(QUEUE_ENV)
+    bundle = write_bundle(tmp_path / "bundle", AFTER_QUEUE_ENV)
+    async with Client("local://" + str(tmp_path / "farm")) as farm:
+        job = await farm.jobs.submit_bundle(
+            bundle, parameters={"OutDir": str(out), "ToolVersion": "5.0"}, environments=[env_file]
+        )
+        result = await farm.jobs.wait(job.id, timeout=60)
+        assert result.status is JobStatus.SUCCEEDED, await farm.logs.read(job.id)
+    assert (out / "order.log").read_text().split("\n")[:-1] == [
+        "queue-enter",
+        "job-enter tools=yes",
+        "task tools-5.0 yes",
+        "job-exit",
+        "queue-exit",
+    ]
+
+
+def test_environment_template_parameters_default_and_merge(tmp_path: Path) -> None:
+    spec = template_spec(AFTER_QUEUE_ENV, {"OutDir": "/o"}, environments=[_env_doc()])
+    assert spec.parameters["ToolVersion"] == "4.2"
+    assert spec.options["openjd_environments"][0]["environment"]["name"] == "StudioTools"
+
+
+def _env_doc() -> dict[str, object]:
+    import yaml
+
+    doc = yaml.safe_load(QUEUE_ENV)
+    assert isinstance(doc, dict)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"specificationVersion": "environment-2023-09", "environment": {"name": "E"}}, "environments[0]:environment"),
+        ({"specificationVersion": "jobtemplate-2023-09", "environment": {"name": "E", "variables": {"A": "1"}}},
+         "environments[0]:specificationVersion"),
+        ({"specificationVersion": "environment-2023-09", "extensions": ["WRAP_ACTIONS"],
+          "environment": {"name": "E", "variables": {"A": "1"}}}, "environments[0]:extensions[0]"),
+        ("/nonexistent/env.yaml", "environments[0]"),
+    ],
+)
+def test_bad_environment_templates_are_named(bad: object, field: str, tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path / "bundle", AFTER_QUEUE_ENV)
+    with pytest.raises(InvalidSpec) as info:
+        load_bundle(bundle, {"OutDir": "/o"}, environments=[bad])  # type: ignore[list-item]
+    assert info.value.field == field
+
+
+async def test_path_mapping_rules_file_is_always_a_file(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    rule = PathMappingRule(source_os="windows", source="Z:\\shows", destination="/mnt/shows")
+    async with Client("local://" + str(tmp_path / "farm")) as farm:
+        plain = await farm.jobs.submit_template(SESSION_DIR, parameters={"OutDir": str(out)})
+        assert (await farm.jobs.wait(plain.id, timeout=60)).status is JobStatus.SUCCEEDED
+        empty = json.loads((out / "rules-1.json").read_text())
+        assert empty == {"version": "pathmapping-1.0", "path_mapping_rules": []}
+        mapped = await farm.jobs.submit(
+            [template_spec(SESSION_DIR, {"OutDir": str(out)}, path_mapping=[rule])]
+        )
+        assert (await farm.jobs.wait(mapped[0].id, timeout=60)).status is JobStatus.SUCCEEDED
+    rules = json.loads((out / "rules-2.json").read_text())["path_mapping_rules"]
+    assert rules == [{"source_path_format": "WINDOWS", "source_path": "Z:\\shows", "destination_path": "/mnt/shows"}]
