@@ -44,6 +44,16 @@ async def _running(farm: Client, command: list[str], **kw: object) -> str:
     return job.id
 
 
+def _terminal_size(pid: int) -> tuple[int, int]:
+    """(rows, cols) of the terminal on ``pid``'s stdin."""
+    fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        cols, rows = os.get_terminal_size(fd)
+    finally:
+        os.close(fd)
+    return rows, cols
+
+
 def _cli(url: str, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     env = dict(os.environ, NO_COLOR="1")
     return subprocess.run(
@@ -134,12 +144,14 @@ async def test_exec_it_forwards_window_size_changes(owner) -> None:  # type: ign
     farm, url = owner
     job = await _running(farm, ["sleep", "60"])
     master, slave = open_job_pty(rows=20, cols=70)
-    script = "echo ready; read x; stty size; read x; stty size"
+    script = "echo ready $$; read x; stty size; read x; stty size"
     proc = _on_pty(slave, url, "exec", "-it", job, "--", "sh", "-c", script)
     out = b""
     try:
         with anyio.fail_after(60):
             out = await pty_until(master, b"ready", out)
+            out = await pty_until(master, b"\n", out)
+            shell = int(out.split(b"ready", 1)[1].split()[0])
             await until(lambda: not termios.tcgetattr(slave)[3] & termios.ICANON)
             os.write(master, b"\r")
             out = await pty_until(master, b"20 70", out)
@@ -148,7 +160,8 @@ async def test_exec_it_forwards_window_size_changes(owner) -> None:  # type: ign
 
             set_winsize(master, 44, 132)
             os.killpg(proc.pid, signal.SIGWINCH)  # no controlling tty in the test: say it
-            await anyio.sleep(0.3)
+            # the remote shell's terminal has the new size (state of another process)
+            await until(lambda: _terminal_size(shell) == (44, 132))
             os.write(master, b"\r")
             out = await pty_until(master, b"44 132", out)
             assert await anyio.to_thread.run_sync(proc.wait) == 0

@@ -1,0 +1,68 @@
+"""What the contract tests share: commands every back end runs, waiting on events with
+a deadline, and the check that an undeclared capability is refused."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from types import ModuleType
+from typing import Any
+
+import anyio
+import pytest
+
+from aiofarm import Capability, Client, Job, JobStatus, UnsupportedError
+
+#: runs until canceled (the dummy back end's scheduler reads it the same way)
+LONG = ["sleep", "300"]
+OK = ["true"]
+
+
+def tag() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def executes(backend: ModuleType) -> bool:
+    return bool(getattr(backend, "EXECUTES", True))
+
+
+def missing_id(backend: ModuleType) -> str:
+    return str(getattr(backend, "MISSING_ID", f"job-{uuid.uuid4().hex}"))
+
+
+async def until_status(farm: Client, job_id: str, status: JobStatus, timeout: float = 60) -> Job:
+    """Wait for ``status`` through the client's own watch (an event, not a sleep)."""
+    with anyio.fail_after(timeout):
+        async with farm.jobs.watch(job_id, max_interval=1) as events:
+            async for ev in events:
+                if ev.status is status:
+                    return ev.job
+                assert not ev.status.is_finished, f"{job_id} finished as {ev.status} before {status}"
+    raise AssertionError(f"the watch of {job_id} ended")
+
+
+async def running(farm: Client, command: list[str] | None = None, **kw: Any) -> Job:
+    job = await farm.jobs.start(command or LONG, **kw)
+    return await until_status(farm, job.id, JobStatus.RUNNING)
+
+
+async def refused(farm: Client, capability: Capability, call: Callable[[], object]) -> None:
+    """``call()`` (a coroutine, an async context manager or a plain call) raises
+    UnsupportedError naming the driver and ``capability``, which it does not declare."""
+    assert capability not in farm.capabilities
+    with pytest.raises(UnsupportedError) as info:
+        result = call()
+        if isinstance(result, AbstractAsyncContextManager):
+            async with result:
+                pass
+        elif isinstance(result, Awaitable):
+            await result
+    assert (info.value.driver, info.value.feature) == (farm.driver.name, capability.value)
+
+
+async def finish(farm: Client, job_id: str) -> None:
+    """Cancel a job a test left running (cleanup; every driver can cancel)."""
+    with anyio.CancelScope(shield=True), anyio.fail_after(60):
+        await farm.jobs.cancel(job_id)
+        await farm.jobs.wait(job_id, max_interval=1)
