@@ -68,10 +68,13 @@ async def batched_get(
     driver: Driver, ids: Sequence[str], each: ChunkCallback | None = None
 ) -> tuple[dict[str, Job], FarmError | None]:
     """Every job of ``ids`` the back end knows, in chunks of ``driver.max_batch_get``
-    with up to ``driver.max_concurrent_gets`` chunks in flight; ``each(chunk, found)``
-    sees every chunk's answer as soon as it arrives. What the chunks that worked
-    returned comes back with the first error, so one failed request does not throw
-    away the rest of a round."""
+    with up to ``driver.max_concurrent_gets`` chunks in flight. What the chunks that
+    worked returned comes back with the first error, so one failed request does not
+    throw away the rest of a round.
+
+    With ``each``, ``each(chunk, found)`` sees every chunk's answer as soon as it
+    arrives and the jobs are not gathered (the returned mapping is empty): a round
+    over ten thousand jobs then holds the chunks in flight, not every Job at once."""
     found: dict[str, Job] = {}
     errors: list[FarmError] = []
     limit = anyio.Semaphore(driver.max_concurrent_gets)
@@ -83,8 +86,9 @@ async def batched_get(
             except FarmError as exc:
                 errors.append(exc)
                 return
-        found.update(part)
-        if each is not None:
+        if each is None:
+            found.update(part)
+        else:
             each(chunk, part)
 
     batch = driver.max_batch_get
@@ -111,11 +115,15 @@ def _each(subs: Subscription | list[Subscription]) -> tuple[Subscription, ...]:
 class Subscription:
     """Receives every known state of its ids. Subclasses decide what to do with it."""
 
-    __slots__ = ("ids", "max_interval")
+    __slots__ = ("max_interval",)
 
-    def __init__(self, ids: tuple[str, ...], max_interval: float) -> None:
-        self.ids = ids
+    def __init__(self, max_interval: float) -> None:
         self.max_interval = max_interval
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The job ids this subscription watches."""
+        raise NotImplementedError
 
     def offer(self, job: Job) -> None:
         raise NotImplementedError
@@ -128,15 +136,22 @@ class Waiter(Subscription):
     """One job. It holds a Job only until the waiting coroutine takes it, so ten
     thousand waits on pending jobs keep a status and a version each, not a Job."""
 
-    __slots__ = ("_exc", "_future", "_news", "seen", "version")
+    __slots__ = ("_exc", "_future", "_news", "job_id", "seen", "version")
 
     def __init__(self, job_id: str, max_interval: float) -> None:
-        super().__init__((job_id,), max_interval)
+        super().__init__(max_interval)
+        # no ``ids`` tuple kept per waiter (48 B each): the property makes one when
+        # the hub registers or unregisters it
+        self.job_id = job_id
         self._news: Job | None = None  # a state with a status the waiter has not seen
         self._future: asyncio.Future[None] | None = None
         self._exc: BaseException | None = None
         self.seen: JobStatus | None = None
         self.version = -1
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return (self.job_id,)
 
     def offer(self, job: Job) -> None:
         v = version(job)
@@ -175,7 +190,7 @@ class Waiter(Subscription):
 class CallbackSubscription(Subscription):
     """Calls ``on_job(job)`` / ``on_error(job_id, exc)`` synchronously from the hub."""
 
-    __slots__ = ("_on_error", "_on_job")
+    __slots__ = ("_ids", "_on_error", "_on_job")
 
     def __init__(
         self,
@@ -184,9 +199,14 @@ class CallbackSubscription(Subscription):
         on_job: Callable[[Job], None],
         on_error: Callable[[str, BaseException], None],
     ) -> None:
-        super().__init__(ids, max_interval)
+        super().__init__(max_interval)
+        self._ids = ids
         self._on_job = on_job
         self._on_error = on_error
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self._ids
 
     def offer(self, job: Job) -> None:
         self._on_job(job)
