@@ -3,12 +3,13 @@ the real command, a child process, against a local farm."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from ..cli.conftest import Farm
-from .samples import FRAMES, QUEUE_ENV, write_bundle
+from .samples import FRAMES, MESSAGES, QUEUE_ENV, write_bundle
 
 pytestmark = pytest.mark.anyio
 
@@ -81,3 +82,18 @@ async def test_bad_input_exits_2_naming_the_field(farm: Farm, tmp_path: Path) ->
     assert not_a_bundle.code == 2 and "template.yaml" in not_a_bundle.stderr
     usage = await farm("bundle", "submit", str(bundle), "-p", "novalue")
     assert usage.code == 2 and "NAME=VALUE" in usage.stderr
+async def test_tasks_show_progress_status_and_failure(farm: Farm, tmp_path: Path) -> None:
+    template = tmp_path / "talk.yaml"
+    template.write_text(MESSAGES)
+    done = await farm("template", "submit", str(template), "--wait")
+    assert done.code == 1, done
+    job_id = done.stdout.strip().splitlines()[0]
+    listed = await farm("tasks", job_id, "--json")
+    assert listed.code == 0, listed
+    tasks = {t["parameters"]["Frame"]: t for t in listed.json()}
+    assert tasks[1]["status"] == "succeeded" and tasks[1]["progress"] == 80.5
+    assert tasks[1]["status_message"] == "writing frame 1"
+    assert tasks[2]["status"] == "failed" and tasks[2]["reason"] == "licence server unreachable for frame 2"
+    text = await farm("tasks", job_id)
+    assert "licence server unreachable" in text.stdout and "80.5%" in text.stdout
+    assert json.dumps(tasks)  # plain JSON throughout

@@ -96,6 +96,7 @@ class _Task:
     __slots__ = (
         "attempts",
         "exit_code",
+        "fail_message",
         "failures",
         "finished_at",
         "grace",
@@ -109,10 +110,13 @@ class _Task:
         "pgid",
         "pid",
         "proc",
+        "progress",
         "pstart",
         "reason",
+        "session_dir",
         "started_at",
         "status",
+        "status_message",
         "step",
         "timer",
     )
@@ -139,6 +143,11 @@ class _Task:
         self.kill_timer: asyncio.TimerHandle | None = None
         self.grace: float | None = None
         self.launch: str | None = None  # the token of a launch recorded but not yet seen running
+        # OpenJD action messages (openjd_progress / openjd_status / openjd_fail)
+        self.progress: float | None = None
+        self.status_message: str | None = None
+        self.fail_message: str | None = None
+        self.session_dir: str | None = None  # removed when the attempt's process has ended
 
 
 class _Job:

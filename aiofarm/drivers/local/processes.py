@@ -118,6 +118,8 @@ class RunningTask:
         self._waiters: list[asyncio.Future[int]] = []
         self._on_exit = on_exit
         self.exited = False
+        #: called with each batch of complete stdout lines (OpenJD action messages)
+        self.line_hook: Callable[[list[bytes]], None] | None = None
         #: lines that could not be written to the log (a full disk), not yet reported
         self.dropped_lines = 0
         for fd in outputs:
@@ -236,14 +238,18 @@ class RunningTask:
             lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
         if lines:
             self._write(logfile.format_records(kind, self.task_index, lines, time.time()))
+            if self.line_hook is not None and fileno == 1 and b"openjd_" in buf:
+                self.line_hook(lines)
 
     def _close_output(self, fd: int) -> None:
         rest = self._bufs.pop(fd, b"")
-        _, kind = self._outputs.pop(fd)
+        fileno, kind = self._outputs.pop(fd)
         if rest:
             if self.tty and rest.endswith(b"\r"):
                 rest = rest[:-1]
             self._write(logfile.format_records(kind, self.task_index, [rest], time.time()))
+            if self.line_hook is not None and fileno == 1 and b"openjd_" in rest:
+                self.line_hook([rest])
         if self._armed:
             self.loop.remove_reader(fd)
         if fd == self.stdin_fd:

@@ -132,6 +132,8 @@ class Queries(Scheduler):
                     reason=t.reason,
                     log=path,
                     raw={"index": t.idx, "failures": t.failures, "pid": t.pid, "pgid": t.pgid},
+                    progress=t.progress,
+                    status_message=t.status_message,
                 )
                 for t in job.tasks
             ]

@@ -16,6 +16,7 @@ import functools
 import heapq
 import json
 import os
+import shutil
 import signal as _signal
 import socket
 import sqlite3
@@ -300,11 +301,16 @@ class Scheduler(StateWriter):
         spec = t.job.spec
         if spec.template is not None:
             from ...openjd import taskrun as bundles
+            from ...openjd.hosts import UnmetRequirement, unmet_requirement
 
-            workdir = os.path.join(self.state_dir, "work", str(t.job.seq), str(t.idx))
-            for path in (os.path.dirname(os.path.dirname(workdir)), os.path.dirname(workdir), workdir):
+            # a session directory per attempt (removed when it ends): a retry starts clean
+            workdir = os.path.join(self.state_dir, "work", str(t.job.seq), f"{t.idx}.{t.attempts}")
+            for path in (os.path.dirname(os.path.dirname(workdir)), os.path.dirname(workdir)):
                 os.makedirs(path, mode=0o700, exist_ok=True)  # private whatever the umask
                 os.chmod(path, 0o700)
+            why = unmet_requirement(spec, t.step.name, os.path.dirname(workdir))
+            if why is not None:
+                raise UnmetRequirement(f"steps.{t.step.name}.hostRequirements", why)
             return bundles.task_run(spec, t.step.name, t.params, workdir)
         assert spec.command is not None
         return RunSpec(argv=command_argv(spec.command), env=spec.env, cwd=spec.cwd, timeout=spec.timeout)
@@ -321,6 +327,7 @@ class Scheduler(StateWriter):
         t.started_at = started
         t.finished_at = None
         t.exit_code = None
+        t.progress = t.status_message = t.fail_message = None
         try:
             run = self._run_spec(t)
             env = dict(self._base_env)
@@ -345,6 +352,9 @@ class Scheduler(StateWriter):
             )
         except Exception as exc:  # whatever stops a start fails the attempt, not the farm
             message = f"cannot start: {exc}"
+            if type(exc).__name__ == "UnmetRequirement":
+                message = str(getattr(exc, "reason", exc))
+                t.failures = job.spec.retries  # another attempt on this host cannot help
             append_log(self._log_path(job.seq), t.idx, message)
             t.finished_at = started
             t.exit_code = 127
@@ -356,6 +366,9 @@ class Scheduler(StateWriter):
             self._check(job)
             return
         t.proc = proc
+        t.session_dir = run.session_dir
+        if job.spec.template is not None:
+            proc.line_hook = functools.partial(self._on_lines, t)
         t.pid = t.pgid = proc.pid
         # the start time that guards crash recovery against pid reuse is read when the
         # RUNNING row is written (_write_dirty): reading /proc right after the exec
@@ -412,6 +425,7 @@ class Scheduler(StateWriter):
         t.exit_code = code
         t.finished_at = now()
         job.last_code = code
+        self._end_session(t)
         intent, t.intent = t.intent, None
         if intent == "requeue":
             t.attempts -= 1  # a stop for pause is not an attempt of the task
@@ -429,9 +443,38 @@ class Scheduler(StateWriter):
             self._task_status(t, OK)
             self._step_progress(t)
         else:
-            self._attempt_failed(t, "timeout" if intent == "timeout" else describe_exit(code), code)
+            why = "timeout" if intent == "timeout" else (t.fail_message or describe_exit(code))
+            self._attempt_failed(t, why, code)
         self._check(job)
         self._kick()
+
+    def _on_lines(self, t: _Task, lines: list[bytes]) -> None:
+        """OpenJD action messages in a template task's output (see aiofarm/openjd/messages.py)."""
+        from ...openjd.messages import parse
+
+        for raw in lines:
+            if b"openjd_" not in raw:
+                continue
+            msg = parse(raw.decode(errors="replace"))
+            if msg is None:
+                continue
+            if msg.kind == "progress":
+                t.progress = float(str(msg.value))
+            elif msg.kind == "status":
+                t.status_message = msg.text
+            elif msg.kind == "fail":
+                t.fail_message = msg.text
+            else:
+                continue
+            self._dirty_tasks.add(t)
+            self._mark_changed()
+
+    def _end_session(self, t: _Task) -> None:
+        """The session directory goes when the session ends (the OpenJD spec), unless the
+        job keeps it for debugging (``options["openjd_keep_session_dir"]``)."""
+        path, t.session_dir = t.session_dir, None
+        if path is not None and t.job.spec.options.get("openjd_keep_session_dir") is not True:
+            shutil.rmtree(path, ignore_errors=True)
 
     def _attempt_failed(self, t: _Task, reason: str, code: int | None) -> None:
         job = t.job
@@ -444,8 +487,10 @@ class Scheduler(StateWriter):
             return
         self._task_status(t, F, reason)
         job.failed += 1
-        limit = job.spec.max_failed_tasks or 0
-        if job.failed > limit:
+        # Unset, a failed task never cancels its siblings (a render farm's default): the
+        # job ends FAILED when nothing more can run, listing what failed.
+        limit = job.spec.max_failed_tasks
+        if len(job.tasks) == 1 or (limit is not None and job.failed > limit):
             what = reason if len(job.tasks) == 1 else f"task {t.id} failed: {reason}"
             self._abort(job, what)
 

@@ -79,6 +79,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     pid INTEGER,
     pgid INTEGER,
     pstart REAL,
+    progress REAL,
+    status_message TEXT,
     PRIMARY KEY (job_seq, idx)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status);
@@ -150,6 +152,11 @@ def init_schema(db: sqlite3.Connection) -> None:
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 db.execute(statement)
+        # a state dir from before tasks reported OpenJD progress: the two columns added
+        have = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+        for column, kind in (("progress", "REAL"), ("status_message", "TEXT")):
+            if column not in have:
+                db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}")
         db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
@@ -299,7 +306,7 @@ def job_from_row(row: Sequence[Any], history: Iterable[StatusTransition], driver
 
 TASK_COLUMNS = (
     "t.idx, t.id, s.name, t.parameters, t.status, t.attempts, t.failures, t.exit_code, "
-    "t.started_at, t.finished_at, t.reason, t.pid, t.pgid"
+    "t.started_at, t.finished_at, t.reason, t.pid, t.pgid, t.progress, t.status_message"
 )
 
 
@@ -310,7 +317,8 @@ def tasks_from_db(db: sqlite3.Connection, job_seq: int, job_id: str, log_path: s
         " WHERE t.job_seq = ? ORDER BY t.idx",
         (job_seq,),
     ):
-        (idx, tid, step, params, status, attempts, failures, code, started, finished, reason, pid, pgid) = row
+        (idx, tid, step, params, status, attempts, failures, code, started, finished, reason, pid, pgid,
+         progress, message) = row
         out.append(
             Task(
                 id=tid,
@@ -325,6 +333,8 @@ def tasks_from_db(db: sqlite3.Connection, job_seq: int, job_id: str, log_path: s
                 reason=reason,
                 log=log_path,
                 raw={"index": idx, "failures": failures, "pid": pid, "pgid": pgid},
+                progress=progress,
+                status_message=message,
             )
         )
     return out
@@ -405,7 +415,8 @@ def write_changes(
         if task_rows:
             db.executemany(
                 "UPDATE tasks SET status=?, attempts=?, failures=?, exit_code=?, started_at=?,"
-                " finished_at=?, reason=?, pid=?, pgid=?, pstart=? WHERE job_seq=? AND idx=?",
+                " finished_at=?, reason=?, pid=?, pgid=?, pstart=?, progress=?, status_message=?"
+                " WHERE job_seq=? AND idx=?",
                 task_rows,
             )
         if history:

@@ -108,14 +108,17 @@ def task_to(task: Task) -> list[Any]:
     return [
         task.id, task.job_id, task.status.value, task.step, dict(task.parameters), task.attempts,
         task.exit_code, _t(task.started_at), _t(task.finished_at), task.reason, task.log, dict(task.raw),
+        task.progress, task.status_message,
     ]
 
 
 def task_from(d: Sequence[Any]) -> Task:
-    (tid, job_id, status, step, params, attempts, code, started, finished, reason, log, raw) = d
+    (tid, job_id, status, step, params, attempts, code, started, finished, reason, log, raw) = d[:12]
+    progress, message = (d[12], d[13]) if len(d) >= 14 else (None, None)
     return Task(
         id=tid, job_id=job_id, status=JobStatus(status), step=step, parameters=params, attempts=attempts,
         exit_code=code, started_at=to_dt(started), finished_at=to_dt(finished), reason=reason, log=log, raw=raw,
+        progress=progress, status_message=message,
     )
 
 

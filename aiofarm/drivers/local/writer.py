@@ -175,6 +175,8 @@ class StateWriter(Driver):
                 t.pid,
                 t.pgid,
                 t.pstart,
+                t.progress,
+                t.status_message,
                 t.job.seq,
                 t.idx,
             )
