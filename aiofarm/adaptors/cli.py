@@ -211,6 +211,8 @@ class EntryPoint:
 
         if not args.connection_file:
             return _fail("--connection-file is required for the '_serve' command but was not provided.")
+        if args.bootstrap_log_file:
+            _bootstrap_log(args.bootstrap_log_file)
         init_data, path_mapping = args.init_data, args.path_mapping_rules
         idle = DEFAULT_IDLE_TIMEOUT
         if args.aiofarm_stdin:
@@ -293,6 +295,21 @@ class EntryPoint:
     def _show_config(self, config: dict[str, Any]) -> int:
         _print_yaml(config)
         return 0
+
+
+def _bootstrap_log(path: str) -> None:
+    """An official frontend that started this daemon shows this file's lines (and an
+    error when it is missing) once the connection file exists."""
+    import time
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        _log.warning("Cannot write the bootstrap log %s: %s", path, exc.strerror or exc)
+        return
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"[{stamp}][INFO    ] Running in background daemon mode (aiofarm).\n")
 
 
 def _print_yaml(value: dict[str, Any]) -> None:
