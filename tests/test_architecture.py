@@ -24,7 +24,9 @@ The layers:
 Also: no import cycle among aiofarm's modules at run time (``TYPE_CHECKING`` imports do
 not run and are left out; lazy imports inside functions are in), no ``importlib``
 imports by name outside ``aiofarm/__init__.py`` (its lazy public names), no file over
-650 lines, and every public name exported exactly once from ``aiofarm/__init__.py``.
+650 lines, every public name exported exactly once from ``aiofarm/__init__.py``, no
+status called by one or two letters, and no comment about who wrote or owns a file
+(names and comments say what a thing is).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import io
+import re
+import tokenize
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,14 +84,26 @@ DRIVER_IMPORT_EXEMPT: frozenset[tuple[str, str]] = frozenset(
         ("aiofarm.drivers.ray.driver", "aiofarm.backoff"),
         # dependency release paced by Backoff: to become a Hub subscription (issue 11)
         ("aiofarm.drivers.deadline.holds", "aiofarm.backoff"),
-        # reads Expr/And/Compare/Or from the where package; aiofarm.where.nodes has them
-        ("aiofarm.drivers.deadline.search", "aiofarm.where"),
         # the local farm service itself (the back end, not a driver call) retries a state
         # write that failed (disk full) until it succeeds
         ("aiofarm.drivers.local.writer", "aiofarm.backoff"),
         # the local client driver re-opens its push stream after the service went away
         # (push has no poller to fall back on)
         ("aiofarm.drivers.local.client", "aiofarm.backoff"),
+    }
+)
+#: modules still naming statuses by one or two letters (``P = JobStatus.PENDING``)
+SHORT_ALIAS_EXEMPT: frozenset[str] = frozenset(
+    {
+        # TODO(issue 10): the local-service rewrite's model module; rename with its owner
+        "aiofarm/drivers/local/model.py",
+    }
+)
+#: modules still carrying a comment about who wrote or owns code
+AUTHORSHIP_EXEMPT: frozenset[str] = frozenset(
+    {
+        # TODO(issue 10): "the interactive engineer's" section comment
+        "aiofarm/drivers/local/queries.py",
     }
 )
 #: files still over MAX_LINES, being split by their own work
@@ -380,3 +397,39 @@ def test_every_public_name_is_exported_once() -> None:
             # defined in the module _LAZY names (or a module of that package)
             assert defined_in is not None and _within(defined_in, f"aiofarm.{sources[name]}"), (name, defined_in)
         assert importlib.import_module(f"aiofarm.{sources[name]}") is not None
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT.parent))
+
+
+def test_no_one_or_two_letter_status_names() -> None:
+    bad = []
+    for path in modules().values():
+        if _rel(path) in SHORT_ALIAS_EXEMPT:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Assign) or not isinstance(node.value, ast.Attribute):
+                continue
+            value = node.value.value
+            if not (isinstance(value, ast.Name) and value.id == "JobStatus"):
+                continue
+            for target in node.targets:
+                if isinstance(target, ast.Name) and len(target.id.strip("_")) <= 2:
+                    bad.append(f"{_rel(path)}:{node.lineno}: {target.id} = JobStatus.{node.value.attr}")
+    assert not bad, "say the status: JobStatus.PENDING, not an alias\n" + "\n".join(bad)
+
+
+_AUTHORSHIP = re.compile(r"\bengineer'?s?\b|\bowned by the \w+ (?:engineer|helper|team)\b", re.I)
+
+
+def test_no_comments_about_who_wrote_the_code() -> None:
+    bad = []
+    for path in modules().values():
+        if _rel(path) in AUTHORSHIP_EXEMPT:
+            continue
+        source = path.read_text(encoding="utf-8")
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT and _AUTHORSHIP.search(tok.string):
+                bad.append(f"{_rel(path)}:{tok.start[0]}: {tok.string.strip()}")
+    assert not bad, "comments say why, not who:\n" + "\n".join(bad)
