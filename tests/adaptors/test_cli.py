@@ -140,3 +140,39 @@ def test_adaptor_config_layers(tmp_path: Path) -> None:
         os.environ.clear()
         os.environ.update(old)
     assert config == {"log_level": "INFO", "a": 1, "b": 2, "c": 3}
+
+
+def test_path_mapping_rules_map_like_the_official_runtime(tmp_path: Path) -> None:
+    rules = {
+        "version": "pathmapping-1.0",
+        "path_mapping_rules": [
+            {"source_path_format": "WINDOWS", "source_path": "Z:\\proj", "destination_path": "/mnt/proj"},
+            {"source_path_format": "POSIX", "source_path": "/old/root", "destination_path": "/new"},
+        ],
+    }
+    (tmp_path / "rules.json").write_text(json.dumps(rules))
+    for scene in ("Z:\\proj\\shots\\a.blend", "/old/root/b.blend", "/elsewhere/c.blend"):
+        official, ours = both(
+            tmp_path,
+            "run",
+            "--path-mapping-rules",
+            f"file://{tmp_path / 'rules.json'}",
+            "--run-data",
+            json.dumps({"frame": 1, "scene": scene}),
+        )
+        # and aiofarm's own adaptor, mapping with aiofarm.pathmap
+        native = cli(
+            "examples.adaptors.repl_adaptor",
+            "run",
+            "--path-mapping-rules",
+            f"file://{tmp_path / 'rules.json'}",
+            "--run-data",
+            json.dumps({"frame": 1, "scene": scene}),
+            home=tmp_path / "a",
+        )
+        assert official.returncode == ours.returncode == native.returncode == 0  # type: ignore[attr-defined]
+        mapped = [
+            [line.split("scene: ", 1)[1] for line in r.stdout.splitlines() if "scene: " in line]  # type: ignore[attr-defined]
+            for r in (official, ours, native)
+        ]
+        assert mapped[0] == mapped[1] == mapped[2] and len(mapped[0]) == 1, mapped

@@ -1,7 +1,7 @@
 """The example adaptor, written once against ``AsyncAdaptor``.
 
 init data: ``{"startup_delay": s, "fail_in": "start"|"stop"|"cleanup"}`` (both optional)
-run data:  ``{"frame": n, "steps": k, "delay": s, "fail": "message"}``
+run data:  ``{"frame": n, "steps": k, "delay": s, "fail": "message", "scene": path}``
 (``fail`` makes the application report an error for the task)
 """
 
@@ -43,6 +43,8 @@ class ReplAdaptor(AsyncAdaptor):
     async def on_run(self, run_data: dict[str, Any]) -> None:
         assert self.app is not None
         frame = int(run_data.get("frame", 1))
+        if run_data.get("scene"):  # a path written on another OS, mapped for this host
+            self.ctx.emit(f"scene: {self.map_path(str(run_data['scene']))}")
         self.ctx.status(f"rendering frame {frame}")
         if run_data.get("fail"):
             await self.app.send_line(f"fail {run_data['fail']}")

@@ -91,6 +91,8 @@ class OfficialReplAdaptor(Adaptor):  # type: ignore[misc]
     def on_run(self, run_data: dict[str, Any]) -> None:
         self._canceled.clear()
         frame = int(run_data.get("frame", 1))
+        if run_data.get("scene"):
+            _log.info(f"scene: {self.map_path(str(run_data['scene']))}")
         self.update_status(status_message=f"rendering frame {frame}")
         try:
             if run_data.get("fail"):
