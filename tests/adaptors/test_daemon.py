@@ -89,7 +89,7 @@ def test_output_is_forwarded_as_it_happens(tmp_path: Path) -> None:
             "--connection-file",
             str(conn),
             "--run-data",
-            '{"frame": 1, "steps": 4, "delay": 0.5}',
+            '{"frame": 1, "steps": 6, "delay": 0.4}',
             home=tmp_path,
         )
         assert run.stdout is not None
@@ -101,7 +101,7 @@ def test_output_is_forwarded_as_it_happens(tmp_path: Path) -> None:
         run.communicate(timeout=60)
         ended_at = time.monotonic() - began
         assert run.returncode == 0
-        # the first step's progress arrived ~1.5 s before the end, not with it
+        # the first step's progress arrived ~2 s before the end, not with it
         assert ended_at - seen_at > 1.0, (seen_at, ended_at)
         stop(tmp_path, conn)
 
