@@ -35,7 +35,8 @@ __all__ = [
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-def _frozen_map(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+def frozen_map(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """attrs converter: a read-only mapping (the shared empty one for nothing)."""
     if not value:
         return _EMPTY
     if isinstance(value, MappingProxyType):
@@ -43,7 +44,8 @@ def _frozen_map(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value))
 
 
-def _tuple(value: Sequence[Any] | None) -> tuple[Any, ...]:
+def as_tuple(value: Sequence[Any] | None) -> tuple[Any, ...]:
+    """attrs converter: a tuple (empty for None)."""
     if value is None:
         return ()
     if isinstance(value, str):
@@ -192,27 +194,27 @@ class JobSpec:
 
     command: tuple[str, ...] | str | None = attrs.field(default=None, converter=_command)
     name: str | None = None
-    env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_map)
+    env: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map)
     cwd: str | None = None
     pool: str | None = None
-    tags: tuple[str, ...] = attrs.field(factory=tuple, converter=_tuple)
+    tags: tuple[str, ...] = attrs.field(factory=tuple, converter=as_tuple)
     description: str | None = None
     priority: int = 50
     resources: Resources = attrs.field(factory=Resources)
     timeout: float | None = None
     retries: int = 0  # extra attempts per task (Deadline: maxRetriesPerTask)
-    depends_on: tuple[str, ...] = attrs.field(factory=tuple, converter=_tuple)
+    depends_on: tuple[str, ...] = attrs.field(factory=tuple, converter=as_tuple)
     tty: bool = False
     stdin: bool = False
     paused: bool = False
     id: str | None = None
     template: Mapping[str, Any] | None = None
-    parameters: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map)
+    parameters: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map)
     max_failed_tasks: int | None = None
     max_workers: int | None = None
-    path_mapping: tuple[PathMappingRule, ...] = attrs.field(factory=tuple, converter=_tuple)
+    path_mapping: tuple[PathMappingRule, ...] = attrs.field(factory=tuple, converter=as_tuple)
     # driver-specific extras (e.g. slurm "account", deadline "storageProfileId")
-    options: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map)
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map)
 
 
 @attrs.frozen
@@ -230,7 +232,7 @@ class Job:
     name: str | None = None
     owner: str | None = None
     pool: str | None = None
-    tags: tuple[str, ...] = attrs.field(factory=tuple, converter=_tuple)
+    tags: tuple[str, ...] = attrs.field(factory=tuple, converter=as_tuple)
     description: str | None = None
     priority: int = 50
     created_at: datetime | None = None
@@ -238,10 +240,10 @@ class Job:
     finished_at: datetime | None = None
     exit_code: int | None = None
     reason: str | None = None
-    history: tuple[StatusTransition, ...] = attrs.field(factory=tuple, converter=_tuple)
-    task_counts: Mapping[str, int] = attrs.field(factory=dict, converter=_frozen_map)
-    depends_on: tuple[str, ...] = attrs.field(factory=tuple, converter=_tuple)
-    raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map, repr=False, eq=False)
+    history: tuple[StatusTransition, ...] = attrs.field(factory=tuple, converter=as_tuple)
+    task_counts: Mapping[str, int] = attrs.field(factory=dict, converter=frozen_map)
+    depends_on: tuple[str, ...] = attrs.field(factory=tuple, converter=as_tuple)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map, repr=False, eq=False)
 
 
 @attrs.frozen
@@ -250,14 +252,14 @@ class Task:
     job_id: str
     status: JobStatus
     step: str | None = None
-    parameters: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map)
+    parameters: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map)
     attempts: int = 0
     exit_code: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     reason: str | None = None
     log: str | None = None  # where this task's log is (a path, a log stream name, a URL)
-    raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map, repr=False, eq=False)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map, repr=False, eq=False)
     # what the task last reported (OpenJD ``openjd_progress``: 0-100; ``openjd_status``)
     progress: float | None = None
     status_message: str | None = None
@@ -303,7 +305,7 @@ class Pool:
     name: str
     slots: int | None = None
     driver: str = ""
-    raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map, repr=False, eq=False)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map, repr=False, eq=False)
 
 
 @attrs.frozen
@@ -315,7 +317,7 @@ class Worker:
     pool: str | None = None
     cpus: int | None = None
     reason: str | None = None
-    raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map, repr=False, eq=False)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map, repr=False, eq=False)
 
 
 @attrs.frozen

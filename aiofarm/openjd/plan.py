@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from ..models import JobSpec, _frozen_map, _tuple, command_argv
+from ..models import JobSpec, as_tuple, command_argv, frozen_map
 
 __all__ = ["COMMAND_STEP", "RunSpec", "StepPlan", "TaskPlan", "command_argv", "plan_job", "plan_template"]
 
@@ -25,22 +25,22 @@ COMMAND_STEP = "main"
 class TaskPlan:
     """One point of a step's parameter space, e.g. ``{"Frame": 12}``."""
 
-    parameters: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map)
+    parameters: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map)
 
 
 @attrs.frozen
 class StepPlan:
     name: str
-    tasks: tuple[TaskPlan, ...] = attrs.field(converter=_tuple)
-    depends_on: tuple[str, ...] = attrs.field(factory=tuple, converter=_tuple)  # step names
+    tasks: tuple[TaskPlan, ...] = attrs.field(converter=as_tuple)
+    depends_on: tuple[str, ...] = attrs.field(factory=tuple, converter=as_tuple)  # step names
 
 
 @attrs.frozen
 class RunSpec:
     """One process to start for one task attempt."""
 
-    argv: tuple[str, ...] = attrs.field(converter=_tuple)
-    env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_map)
+    argv: tuple[str, ...] = attrs.field(converter=as_tuple)
+    env: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map)
     cwd: str | None = None
     timeout: float | None = None
     # seconds between the notify signal (SIGTERM) and SIGKILL on cancel; None: driver default
