@@ -503,14 +503,25 @@ class Jobs:
 
     # -- interactive (aiofarm.stdio / aiofarm.portforward) --------------------------
     def attach(
-        self, job_id: str, *, stdin: bool = True, stdout: bool = True, stderr: bool = True
+        self,
+        job_id: str,
+        *,
+        stdin: bool = True,
+        stdout: bool = True,
+        stderr: bool = True,
+        start_timeout: float = 300,
     ) -> AbstractAsyncContextManager[StdStream]:
-        """``async with farm.jobs.attach(id) as stream:`` — the job's own stdio."""
+        """``async with farm.jobs.attach(id) as stream:`` — the job's own stdio. A job
+        that has not started yet is waited for up to ``start_timeout`` s (0: fail at once)."""
         from . import stdio
 
         check_id(job_id, "job_id")
+        wait = stdio.check_start_timeout(start_timeout)
         self._client.require(Capability.ATTACH)
-        return stdio.open_attach(self._driver, job_id, stdin=stdin, stdout=stdout, stderr=stderr)
+        return stdio.open_attach(
+            self._driver, job_id, stdin=stdin, stdout=stdout, stderr=stderr,
+            hub=self._client.hub, start_timeout=wait,
+        )  # fmt: skip
 
     def exec(
         self,
@@ -522,18 +533,22 @@ class Jobs:
         stdout: bool = True,
         stderr: bool = True,
         size: tuple[int, int] | None = None,
+        start_timeout: float = 300,
     ) -> AbstractAsyncContextManager[StdStream]:
         """``async with farm.jobs.exec(id, ["bash"], tty=True) as stream:``
 
-        ``size=(rows, cols)`` starts a tty at that size (no resize race at start)."""
+        ``size=(rows, cols)`` starts a tty at that size (no resize race at start). A job
+        that has not started yet is waited for up to ``start_timeout`` s (0: fail at once)."""
         from . import stdio
 
         check_id(job_id, "job_id")
+        wait = stdio.check_start_timeout(start_timeout)
         self._client.require(Capability.EXEC)
         self._client.require(Capability.EXEC_TTY, tty)
         return stdio.open_exec(
-            self._driver, job_id, command, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr, size=size
-        )
+            self._driver, job_id, command, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr, size=size,
+            hub=self._client.hub, start_timeout=wait,
+        )  # fmt: skip
 
     def port_forward(
         self,
@@ -542,14 +557,19 @@ class Jobs:
         local_port: int = 0,
         job_port: int,
         on_error: Callable[[ForwardError], None] | None = None,
+        start_timeout: float = 300,
     ) -> AbstractAsyncContextManager[PortForward]:
         """``async with farm.jobs.port_forward(id, job_port=8080) as fwd: fwd.local_port``
 
         Listens on 127.0.0.1 (``local_port=0`` picks a free port). Each connection's
         failure is reported to ``on_error``, ``fwd.errors`` and ``fwd.events()``."""
-        from . import portforward
+        from . import portforward, stdio
 
         check_id(job_id, "job_id")
+        wait = stdio.check_start_timeout(start_timeout)
         self._client.require(Capability.PORT_FORWARD)
-        return portforward.port_forward(self._driver, job_id, local_port, job_port, on_error=on_error)
+        return portforward.port_forward(
+            self._driver, job_id, local_port, job_port, on_error=on_error,
+            hub=self._client.hub, start_timeout=wait,
+        )  # fmt: skip
 

@@ -37,7 +37,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.abc
@@ -47,6 +47,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .drivers.base import Driver
 from .errors import ConnectionLost, FarmError, InvalidSpec, UnsupportedError
 from .stdio import check_running
+
+if TYPE_CHECKING:
+    from .watch import Hub
 
 # user-facing names (port_forward is the entry point Jobs delegates to)
 __all__ = ["ForwardError", "ForwardEvent", "PortForward"]
@@ -432,11 +435,14 @@ async def port_forward(
     *,
     on_error: Callable[[ForwardError], None] | None = None,
     host: str = "127.0.0.1",
+    hub: Hub | None = None,
+    start_timeout: float = 0.0,
 ) -> AsyncIterator[PortForward]:
-    """Listen on ``host:local_port`` and relay every connection to ``job_port`` of the job."""
+    """Listen on ``host:local_port`` and relay every connection to ``job_port`` of the
+    job (waited for up to ``start_timeout`` seconds if it has not started yet)."""
     _check_port("local_port", local_port, allow_zero=True)
     _check_port("job_port", job_port, allow_zero=False)
-    await check_running(driver, job_id, "port_forward")
+    await check_running(driver, job_id, "port_forward", hub=hub, start_timeout=start_timeout)
     # fail early, before listening, if the driver can neither give an address nor
     # tunnel (UnsupportedError from connect_port's default)
     try:

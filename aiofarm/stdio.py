@@ -23,6 +23,7 @@ run in others. Concurrent readers are served one at a time, as are writers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -31,6 +32,7 @@ import anyio
 from .drivers.base import Driver, StdioChannel
 from .errors import ConnectionLost, FarmError, InvalidSpec, JobNotFound, JobNotRunning
 from .models import Job, JobStatus, Message, command_argv
+from .watch import CallbackSubscription, Hub
 
 # user-facing: StdStream. open_attach / open_exec / check_running are the entry points
 # Jobs delegates to (importable, documented above, not re-exported by the package).
@@ -158,16 +160,71 @@ def normalize_command(command: object) -> list[str]:
     return argv
 
 
-async def check_running(driver: Driver, job_id: str, operation: str) -> Job:
-    """The job, if it is RUNNING; else JobNotFound / JobNotRunning."""
+#: how often a job that has not started yet is looked at (shared poller; push wakes at once)
+START_POLL_INTERVAL = 2.0
+
+
+def check_start_timeout(start_timeout: object) -> float:
+    if (
+        isinstance(start_timeout, bool)
+        or not isinstance(start_timeout, (int, float))
+        or math.isnan(start_timeout)
+        or start_timeout < 0
+    ):
+        raise InvalidSpec("start_timeout", f"must be a number >= 0, got {start_timeout!r}")
+    return float(start_timeout)
+
+
+async def check_running(
+    driver: Driver,
+    job_id: str,
+    operation: str,
+    *,
+    hub: Hub | None = None,
+    start_timeout: float = 0.0,
+) -> Job:
+    """The job once it is RUNNING: the one place attach, exec and port_forward check
+    it (drivers do not look again). A job that has not started yet is waited for up
+    to ``start_timeout`` seconds through the client's ``hub``, as ``kubectl run -it``
+    waits for its pod; 0 fails at once. JobNotFound, or JobNotRunning (finished, or
+    still not running when the time is up)."""
     if not isinstance(job_id, str) or not job_id:
         raise InvalidSpec("job_id", "must be a non-empty str")
     job = (await driver.get_jobs([job_id])).get(job_id)
     if job is None:
         raise JobNotFound(job_id, driver=driver.name)
-    if job.status is not JobStatus.RUNNING:
+    if job.status is JobStatus.RUNNING:
+        return job
+    if job.status.is_finished or hub is None or start_timeout <= 0:
         raise JobNotRunning(job_id, job.status, operation)
-    return job
+    outcome: list[Job | BaseException] = []
+    decided = anyio.Event()
+
+    def on_job(seen: Job) -> None:
+        if not outcome and (seen.status is JobStatus.RUNNING or seen.status.is_finished):
+            outcome.append(seen)
+            decided.set()
+
+    def on_error(_: str, exc: BaseException) -> None:
+        if not outcome:
+            outcome.append(exc)
+            decided.set()
+
+    sub = CallbackSubscription((job_id,), START_POLL_INTERVAL, on_job, on_error)
+    hub.register(sub)
+    try:
+        with anyio.move_on_after(start_timeout):
+            await decided.wait()
+    finally:
+        hub.unregister(sub)
+    if not outcome:
+        raise JobNotRunning(job_id, job.status, operation)
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    if result.status is not JobStatus.RUNNING:
+        raise JobNotRunning(job_id, result.status, operation)
+    return result
 
 
 @asynccontextmanager
@@ -193,12 +250,14 @@ async def open_attach(
     stdin: bool = False,
     stdout: bool = True,
     stderr: bool = True,
+    hub: Hub | None = None,
+    start_timeout: float = 0.0,
 ) -> AsyncIterator[StdStream]:
     """Attach to a running job's own stdio (it must have been started with ``tty`` or
     ``stdin`` for input to be possible; output can always be read from the moment of
     attaching). Detaching never stops the job."""
     _check_flags(stdin=stdin, stdout=stdout, stderr=stderr)
-    await check_running(driver, job_id, "attach")
+    await check_running(driver, job_id, "attach", hub=hub, start_timeout=start_timeout)
     channel = await driver.open_stdio(
         job_id, None, tty=False, stdin=stdin, stdout=stdout, stderr=stderr
     )
@@ -217,6 +276,8 @@ async def open_exec(
     stdout: bool = True,
     stderr: bool = True,
     size: tuple[int, int] | None = None,
+    hub: Hub | None = None,
+    start_timeout: float = 0.0,
 ) -> AsyncIterator[StdStream]:
     """Run ``command`` in the running job's context (its cwd and environment; no pool
     slot is charged). ``tty=True`` gives a real terminal, ``size=(rows, cols)`` its
@@ -231,7 +292,7 @@ async def open_exec(
         )
     ):
         raise InvalidSpec("size", f"must be (rows, cols) ints in 1..65535, got {size!r}")
-    await check_running(driver, job_id, "exec")
+    await check_running(driver, job_id, "exec", hub=hub, start_timeout=start_timeout)
     channel = await driver.open_stdio(
         job_id, argv, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr, size=size
     )
