@@ -72,6 +72,8 @@ class DummyDriver(Driver):
         self.get_delay = 0.0  # seconds each get_jobs call takes, like a round trip
         self._ids = itertools.count(1)
         self.native_listing = True  # off: a back end that filters, sorts, counts nothing
+        self._version = 0  # bumped on every change: a listing's answer is kept until then
+        self._answer: tuple[int, ListQuery, list[Job]] | None = None
         self._subscribers: list[Callable[[Job], None]] = []
 
     @classmethod
@@ -107,6 +109,7 @@ class DummyDriver(Driver):
             history=(*old.history, StatusTransition(status, now)),
         )
         self.jobs[job_id] = job
+        self._version += 1
         self.changed_at.pop(job_id, None)  # keeps the dict in order of last change
         self.changed_at[job_id] = time.time()
         for fn in self._subscribers:
@@ -142,6 +145,7 @@ class DummyDriver(Driver):
                 history=(StatusTransition(status, now),),
             )
             self.jobs[job_id] = job
+            self._version += 1
             out.append(job)
         return out
 
@@ -177,12 +181,18 @@ class DummyDriver(Driver):
         return ListPlan(native=conjoin(native), remainder=rest, sorted=True, countable=rest is None)
 
     def _matching(self, query: ListQuery) -> list[Job]:
+        # like a database cursor: the pages of one listing come from one answer
+        if self._answer is not None and self._answer[0] == self._version and self._answer[1] == query:
+            return self._answer[2]
         jobs = list(self.jobs.values())  # insertion order is creation order
         if query.where is not None:
             jobs = [j for j in jobs if query.where.evaluate(j)]
         if query.sort:
-            return sort_jobs(jobs, query.sort, query.reverse)
-        return jobs[::-1] if query.reverse else jobs
+            jobs = sort_jobs(jobs, query.sort, query.reverse)
+        elif query.reverse:
+            jobs.reverse()
+        self._answer = (self._version, query, jobs)
+        return jobs
 
     async def list_page(
         self, query: ListQuery, page_token: str | None, page_size: int
@@ -213,6 +223,7 @@ class DummyDriver(Driver):
                 self.set_status(job_id, JobStatus.PENDING)
             elif action is Action.DELETE:
                 del self.jobs[job_id]
+                self._version += 1
             else:
                 raise self._unsupported(action.value)
 
@@ -224,6 +235,7 @@ class DummyDriver(Driver):
                 raise JobNotFound(job_id, driver=self.name)
         for job_id in ids:
             job = self.jobs[job_id]
+            self._version += 1
             self.jobs[job_id] = attrs.evolve(
                 job,
                 priority=job.priority if changes.priority is None else changes.priority,
