@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -71,6 +72,16 @@ def resolve_url(url: str | None = None) -> str:
     return url
 
 
+_SECRET_OPTION = re.compile(r"([?&](?:[^=&]*(?:token|secret|password|key|headers)[^=&]*)=)[^&#]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the values of secret-looking query options (token=, headers=, ...)
+    and any password masked, for reprs and error messages."""
+    url = re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    return _SECRET_OPTION.sub(r"\1***", url)
+
+
 def _parse(url: str) -> yarl.URL:
     import yarl
 
@@ -79,9 +90,9 @@ def _parse(url: str) -> yarl.URL:
     try:
         parsed = yarl.URL(url)
     except (ValueError, TypeError) as exc:
-        raise InvalidSpec("url", f"{url!r} is not a URL: {exc}") from None
+        raise InvalidSpec("url", f"{redact_url(url)!r} is not a URL: {exc}") from None
     if not parsed.scheme:
-        raise InvalidSpec("url", f"{url!r} has no scheme (e.g. local://, slurm+http://host:6820)")
+        raise InvalidSpec("url", f"{redact_url(url)!r} has no scheme (e.g. local://, slurm+http://host:6820)")
     return parsed
 
 
@@ -320,4 +331,4 @@ class Client:
 
     def __repr__(self) -> str:
         state = "open" if self._driver is not None else ("closed" if self._closed else "new")
-        return f"<aiofarm.Client {self._url_text!r} {state}>"
+        return f"<aiofarm.Client {redact_url(self._url_text)!r} {state}>"

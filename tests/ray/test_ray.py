@@ -233,6 +233,12 @@ async def test_bad_or_missing_token_is_auth_error(ray_head: Head, monkeypatch: p
     monkeypatch.setenv("RAY_AUTH_TOKEN", ray_head.token)
     async with Client(ray_head.url) as farm:
         await farm.workers.list()
+    # in the URL: used, and masked wherever the URL is shown
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
+    async with Client(f"{ray_head.url}?token={ray_head.token}") as farm:
+        await farm.workers.list()
+        assert ray_head.token not in repr(farm) and "token=***" in repr(farm)
 
 
 async def test_token_never_logged(ray_head: Head, caplog: pytest.LogCaptureFixture) -> None:

@@ -120,13 +120,16 @@ def submit_body(
         body["runtime_env"] = runtime_env
     res = spec.resources
     body["entrypoint_num_cpus"] = float(res.cpu)
-    if res.gpu:
-        body["entrypoint_num_gpus"] = float(res.gpu)
+    gpus = float(res.gpu)
+    if spec.pool == "GPU":
+        gpus = max(gpus, 1.0)
+    elif spec.pool is not None and spec.pool != "CPU":
+        # a pool is a Ray resource (see pools_from_usage): one unit of a custom one
+        body["entrypoint_resources"] = {spec.pool: 1.0}
+    if gpus:
+        body["entrypoint_num_gpus"] = gpus
     if res.memory_mb is not None:
         body["entrypoint_memory"] = int(res.memory_mb) * 1024 * 1024
-    if spec.pool is not None:
-        # a pool is a Ray custom resource (see pools_from_usage): one unit of it
-        body["entrypoint_resources"] = {spec.pool: 1.0}
     return body
 
 
@@ -180,7 +183,7 @@ def job_from_record(rec: Mapping[str, Any], driver: str = "ray") -> Job:
     # a job stopped or failed before its entrypoint started has no exit code: it never ran
     if status is JobStatus.RUNNING or status is JobStatus.SUCCEEDED or exit_code is not None:
         history.append(StatusTransition(JobStatus.RUNNING, started or t0))
-    if status.is_finished:
+    if status.is_finished or status is JobStatus.UNKNOWN:
         history.append(StatusTransition(status, finished or t0, reason))
     entry = rec.get("entrypoint")
     name = meta.get(META_NAME)
