@@ -10,7 +10,9 @@
 #   start-ray.sh venv          install Ray if needed, print the venv path
 #
 # Knobs (env): AIOFARM_RAY_VENV (/tmp/aiofarm-ray/venv), AIOFARM_RAY_SPEC ("ray[default]==2.60.0"),
-#   AIOFARM_RAY_CPUS (2), AIOFARM_RAY_WAIT_S (180), PYTHON (python3).
+#   AIOFARM_RAY_CPUS (2), AIOFARM_RAY_WAIT_S (180), PYTHON (python3),
+#   AIOFARM_RAY_OWNER_PID: when that process is gone, the head is stopped (a test run
+#   killed before its clean-up leaves no Ray behind).
 set -euo pipefail
 
 VENV=${AIOFARM_RAY_VENV:-/tmp/aiofarm-ray/venv}
@@ -125,6 +127,11 @@ start_head() {
     sleep 0.2
   done
   echo "$url" > "$dir/url"
+  if [ -n "${AIOFARM_RAY_OWNER_PID:-}" ]; then
+    # a watcher in its own session: stops this head once the owner has gone
+    setsid sh -c 'while kill -0 "$1" 2>/dev/null && [ -e "$2/head.pid" ]; do sleep 2; done; [ -e "$2/head.pid" ] && exec "$3" stop "$2"' \
+      watcher "$AIOFARM_RAY_OWNER_PID" "$dir" "$(readlink -f "$0")" </dev/null >/dev/null 2>&1 9>&- 8>&- &
+  fi
   log "head up at $url"
   echo "$url"
 }

@@ -56,7 +56,8 @@ _lock = threading.Lock()
 def _run(*args: str, timeout: float) -> str:
     proc = subprocess.run(
         [str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "AIOFARM_RAY_CPUS": CPUS},
+        # the head outlives no test run: it is stopped when this process is gone
+        env={**os.environ, "AIOFARM_RAY_CPUS": CPUS, "AIOFARM_RAY_OWNER_PID": str(os.getpid())},
     )  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"start-ray.sh {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
