@@ -345,8 +345,9 @@ async def serve(
                 tg.start_soon(backend.watch_idle)
                 tg.start_soon(listener.serve, backend.handle, tg)
                 _log.info("Listening on %s", sock_path)
-                if announce:
-                    _detach_stdio()
+                if announce and not _detach_stdio():
+                    _log.warning("The frontend that started this daemon is gone: shutting down.")
+                    backend.shutdown.set()
                 await backend.shutdown.wait()
                 with anyio.CancelScope(shield=True):
                     if runner.started and not runner.stopped:
@@ -361,15 +362,19 @@ async def serve(
         _log.info("Background server has been shut down.")
 
 
-def _detach_stdio() -> None:
+def _detach_stdio() -> bool:
     """Tell the starting frontend we listen, then let go of its pipe: later output goes
-    through heartbeats, and a write to a pipe nobody reads must not kill the daemon."""
+    through heartbeats, and a write to a pipe nobody reads must not kill the daemon.
+    False when the frontend is already gone (nobody will ever know this daemon)."""
+    told = True
     try:
         sys.stdout.write(READY_LINE + "\n")
         sys.stdout.flush()
-    except (OSError, ValueError) as exc:  # pragma: no cover - the frontend died
+    except (OSError, ValueError) as exc:
         _log.warning("Could not signal readiness: %s", describe(exc))
+        told = False
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
+    return told

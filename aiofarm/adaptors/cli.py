@@ -216,7 +216,10 @@ class EntryPoint:
         init_data, path_mapping = args.init_data, args.path_mapping_rules
         idle = DEFAULT_IDLE_TIMEOUT
         if args.aiofarm_stdin:
-            payload = json.loads(sys.stdin.read() or "{}")
+            raw = sys.stdin.read()
+            if not raw.strip():  # the frontend died before handing over the data
+                return _fail("no start-up data on stdin (the starting frontend is gone)")
+            payload = json.loads(raw)
             init_data = payload.get("init_data") or {}
             path_mapping = payload.get("path_mapping_rules") or {}
             idle = float(payload.get("idle_timeout") or DEFAULT_IDLE_TIMEOUT)

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -259,3 +260,23 @@ def test_socket_from_the_environment_both_backends(tmp_path: Path) -> None:
             assert any(line.endswith("openjd_status: frame 3 done") for line in done.stdout.splitlines())
             stopped = cli(AIOFARM, "daemon", "stop", home=home, OPENJD_ADAPTOR_SOCKET=announced[0])
             assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+
+def test_a_daemon_whose_frontend_died_during_start_up_exits(tmp_path: Path) -> None:
+    from .helpers import env_for
+
+    conn = tmp_path / "c.json"
+    argv = [sys.executable, "-m", AIOFARM, "daemon", "_serve", "--connection-file", str(conn), "--aiofarm-stdin"]
+    # nothing on stdin: the frontend died before handing over the init data
+    empty = subprocess.run(argv, env=env_for(tmp_path), input=b"", capture_output=True, timeout=60)
+    assert empty.returncode == 1 and not conn.exists()
+    # data handed over, but nobody reads the "ready" line any more
+    proc = subprocess.Popen(
+        argv, env=env_for(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdout.close()
+    proc.stdin.write(b'{"init_data": {}, "path_mapping_rules": {}}')
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 0
+    assert not conn.exists()
