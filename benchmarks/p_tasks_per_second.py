@@ -7,6 +7,12 @@ create_subprocess_exec of /bin/true at the same concurrency). Goal: ratio >= 0.7
 A third row runs the same count of plain command jobs on the same farm, to tell the
 cost of the OpenJD layer (template expansion, per-task command building) from the
 driver's own per-process cost.
+
+Second table (``--env-tasks 500``, 0 skips it): a job whose environment takes 1 s to
+enter (``--enter-seconds``), on 2 slots, with an environment per task (the job's
+``options["openjd_session_per_task"]``: a session per task) against sessions per worker
+slot (the default: entered once per slot, fed many tasks). Goal: >= 10x fewer
+environment entries and >= 5x faster end to end.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiofarm import Client, JobSpec, JobStatus
+from aiofarm.openjd.loading import template_spec
 
 TEMPLATE = {
     "specificationVersion": "jobtemplate-2023-09",
@@ -56,6 +63,7 @@ async def raw(tasks: int, concurrency: int) -> float:
 async def farm(tasks: int, concurrency: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as state:
         async with Client("local://" + state, slots=concurrency) as client:
+            await warm(client)
             start = time.perf_counter()
             job = await client.jobs.submit_template(TEMPLATE, parameters={"Frames": f"1-{tasks}"})
             submitted = time.perf_counter() - start
@@ -64,6 +72,13 @@ async def farm(tasks: int, concurrency: int) -> tuple[float, float]:
             if result.status is not JobStatus.SUCCEEDED:
                 raise SystemExit(f"farm job ended {result.status}: {result.job.reason}")
             return elapsed, submitted
+
+
+async def warm(client: Client) -> None:
+    """A small job first: the farm service (started with the client) imports openjd-model
+    on its first template job, which is not what the figures measure."""
+    job = await client.jobs.submit_template(TEMPLATE, parameters={"Frames": "1-2"})
+    await client.jobs.wait(job.id, timeout=120)
 
 
 async def plain_jobs(tasks: int, concurrency: int) -> float:
@@ -77,11 +92,74 @@ async def plain_jobs(tasks: int, concurrency: int) -> float:
             return time.perf_counter() - start
 
 
+def env_template(enter_seconds: float) -> dict[str, object]:
+    """A frame range whose job environment takes ``enter_seconds`` to enter and counts
+    its entries in a file (``{{Param.Marks}}``)."""
+    return {
+        "specificationVersion": "jobtemplate-2023-09",
+        "name": "slow env x {{Param.Frames}}",
+        "parameterDefinitions": [
+            {"name": "Frames", "type": "STRING"},
+            {"name": "Marks", "type": "PATH"},
+        ],
+        "jobEnvironments": [
+            {
+                "name": "SlowToEnter",
+                "script": {
+                    "actions": {
+                        "onEnter": {
+                            "command": "/bin/sh",
+                            "args": ["-c", f"sleep {enter_seconds}; echo enter >> '{{{{Param.Marks}}}}'"],
+                        }
+                    }
+                },
+            }
+        ],
+        "steps": TEMPLATE["steps"],
+    }
+
+
+async def env_job(tasks: int, enter_seconds: float, per_task: bool) -> tuple[float, int]:
+    """Seconds to run the job on 2 slots, and how many times its environment was entered."""
+    with tempfile.TemporaryDirectory() as state:
+        marks = Path(state) / "entries"
+        async with Client("local://" + os.path.join(state, "farm"), slots=2) as client:
+            await warm(client)
+            spec = template_spec(
+                env_template(enter_seconds),
+                {"Frames": f"1-{tasks}", "Marks": str(marks)},
+                options={"openjd_session_per_task": per_task},
+            )
+            start = time.perf_counter()
+            (job,) = await client.jobs.submit([spec])
+            result = await client.jobs.wait(job.id, timeout=3600)
+            elapsed = time.perf_counter() - start
+            if result.status is not JobStatus.SUCCEEDED:
+                raise SystemExit(f"env job ended {result.status}: {result.job.reason}")
+        return elapsed, marks.read_text().count("enter")
+
+
+async def sessions_table(tasks: int, enter_seconds: float) -> None:
+    per_task, per_task_entries = await env_job(tasks, enter_seconds, per_task=True)
+    session, session_entries = await env_job(tasks, enter_seconds, per_task=False)
+    print()
+    print(f"{tasks} tasks of /bin/true, job environment {enter_seconds:g} s to enter, 2 slots")
+    print(f"{'':<34}{'seconds':>10}{'tasks/s':>12}{'entries':>9}")
+    print(f"{'environment per task (before)':<34}{per_task:>10.2f}{tasks / per_task:>12.2f}{per_task_entries:>9}")
+    print(f"{'session per slot (now)':<34}{session:>10.2f}{tasks / session:>12.2f}{session_entries:>9}")
+    fewer = per_task_entries / max(session_entries, 1)
+    faster = per_task / session
+    print(f"entries {fewer:.0f}x fewer (goal >= 10x), {faster:.1f}x faster (goal >= 5x) -> "
+          f"{'met' if fewer >= 10 and faster >= 5 else 'NOT met'}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; best of each is kept")
+    parser.add_argument("--env-tasks", type=int, default=500, help="tasks of the slow-environment job; 0 skips it")
+    parser.add_argument("--enter-seconds", type=float, default=1.0)
     args = parser.parse_args()
     raw_best = farm_best = plain_best = float("inf")
     submit_best = float("inf")
@@ -107,6 +185,8 @@ async def main() -> None:
     print(f"{'(context) same count of plain jobs':<34}{plain_best:>10.2f}{plain_rate:>12.0f}{plain_rate / raw_rate:>8.2f}")
     print(f"(of which submit incl. template validation + planning: {submit_best:.2f} s)")
     print(f"goal: ratio >= 0.70 -> {'met' if farm_rate / raw_rate >= 0.7 else 'NOT met'}")
+    if args.env_tasks:
+        await sessions_table(args.env_tasks, args.enter_seconds)
 
 
 if __name__ == "__main__":

@@ -40,9 +40,11 @@ async def test_bundle_frames_failure_logs_and_retry(tmp_path: Path) -> None:
         assert sorted(p.name for p in out.glob("frame-*.txt")) == sorted(
             f"frame-{f}.txt" for f in range(1, 21) if f != 7
         )
-        # every task entered and exited the step environment once (one session per task)
+        # a session per worker slot: the environment entered once for many tasks, and
+        # exited as often as entered
         log = (out / "env.log").read_text().split()
-        assert log.count("enter") == log.count("exit") == 20
+        sessions = log.count("enter")
+        assert sessions == log.count("exit") and 1 <= sessions < 20
 
         # logs per task
         frame3 = next(t for t in render if t.parameters["Frame"] == 3)
@@ -63,7 +65,7 @@ async def test_bundle_frames_failure_logs_and_retry(tmp_path: Path) -> None:
         assert (out / "frame-7.txt").read_text() == "frame 7 mode=fast quality=high-1.5\n"
         assert (out / "count.txt").read_text().strip() == "20"
         log = (out / "env.log").read_text().split()
-        assert log.count("enter") == log.count("exit") == 21
+        assert log.count("enter") == log.count("exit") == sessions + 1
 
 
 async def test_max_failed_tasks_stops_the_job(tmp_path: Path) -> None:

@@ -3,8 +3,10 @@ failure defaults of a frame range, host requirements, action messages in tasks()
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
+import anyio
 import pytest
 
 from aiofarm import Client
@@ -111,3 +113,88 @@ async def test_progress_status_and_fail_messages_reach_tasks(tmp_path: Path) -> 
         assert tasks[1].progress == 80.5 and tasks[1].status_message == "writing frame 1"
         assert tasks[2].reason == "licence server unreachable for frame 2"
         assert tasks[3].status is JobStatus.SUCCEEDED  # the failure canceled nothing
+
+
+def _any_exists(paths: set[str]) -> bool:
+    return any(Path(p).exists() for p in paths)
+
+
+def _count(path: Path, word: str) -> int:
+    return path.read_text().split().count(word) if path.exists() else 0
+
+
+async def _entered(log: Path, sessions: int) -> None:
+    with anyio.fail_after(60):
+        for _ in itertools.count():
+            if _count(log, "enter") >= sessions:
+                return
+            await anyio.sleep(0.05)
+
+
+HEAVY_ENV = """\
+specificationVersion: jobtemplate-2023-09
+name: Heavy environment
+parameterDefinitions:
+- {name: OutDir, type: PATH}
+- {name: Frames, type: STRING, default: "1-30"}
+jobEnvironments:
+- name: Warm
+  script:
+    actions:
+      onEnter:
+        command: /bin/sh
+        args: ["-c", "echo enter >> '{{Param.OutDir}}/env.log'; echo 'openjd_env: WARM_CACHE={{Session.WorkingDirectory}}'"]
+      onExit:
+        command: /bin/sh
+        args: ["-c", "echo exit >> '{{Param.OutDir}}/env.log'"]
+steps:
+- name: Frames
+  parameterSpace:
+    taskParameterDefinitions:
+    - {name: Frame, type: INT, range: "{{Param.Frames}}"}
+  script:
+    actions:
+      onRun:
+        command: /bin/sh
+        args: ["-c", "echo frame {{Task.Param.Frame}} in $WARM_CACHE; echo $WARM_CACHE >> '{{Param.OutDir}}/dirs.log'"]
+"""
+
+
+async def test_a_slot_runs_many_tasks_in_one_session(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    async with Client("local://" + str(tmp_path / "farm"), slots=2) as farm:
+        job = await farm.jobs.submit_template(HEAVY_ENV, parameters={"OutDir": str(out)})
+        result = await farm.jobs.wait(job.id, timeout=120)
+        assert result.status is JobStatus.SUCCEEDED, await farm.logs.read(job.id)
+        log = (out / "env.log").read_text().split()
+        assert 1 <= log.count("enter") <= 2 and log.count("enter") == log.count("exit")
+        dirs = set((out / "dirs.log").read_text().split())
+        assert len(dirs) == log.count("enter")  # every task ran inside one of the sessions
+        assert not _any_exists(dirs)  # each deleted when its session ended
+        tasks = await farm.jobs.tasks(job.id)
+        for task in tasks[:5]:  # each task's log holds its own output
+            text = await farm.logs.read(job.id, task=task.id)
+            frame = task.parameters["Frame"]
+            assert f"frame {frame} in" in text
+            assert all(f"frame {n} in" not in text for n in range(1, 31) if n != frame)
+
+        per_task = template_spec(
+            HEAVY_ENV, {"OutDir": str(out), "Frames": "1-6"}, options={"openjd_session_per_task": True}
+        )
+        (job,) = await farm.jobs.submit([per_task])
+        assert (await farm.jobs.wait(job.id, timeout=120)).status is JobStatus.SUCCEEDED
+        assert (out / "env.log").read_text().split().count("enter") == log.count("enter") + 6
+
+
+async def test_canceling_a_job_ends_its_sessions(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    slow = HEAVY_ENV.replace("echo frame {{Task.Param.Frame}}", "sleep 30; echo frame {{Task.Param.Frame}}")
+    async with Client("local://" + str(tmp_path / "farm"), slots=2) as farm:
+        job = await farm.jobs.submit_template(slow, parameters={"OutDir": str(out), "Frames": "1-4"})
+        await _entered(out / "env.log", 2)  # both sessions are in their first task
+        await farm.jobs.cancel(job.id)
+        result = await farm.jobs.wait(job.id, timeout=60)
+        assert result.status is JobStatus.CANCELED
+        assert (await farm.pools.capacity()) == {"default": 2}  # the slots are free again

@@ -241,6 +241,26 @@ class RunningTask:
             if self.line_hook is not None and fileno == 1 and b"openjd_" in buf:
                 self.line_hook(lines)
 
+    def take_output(self) -> None:
+        """Log whatever output is already in the pipes, a partial last line included (an
+        OpenJD session's task boundary: the next output belongs to the next task)."""
+        for fd in list(self._outputs):
+            while fd in self._outputs:
+                try:
+                    data = os.read(fd, _READ_SIZE)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    data = b""
+                self._feed(fd, data)
+                if not data:
+                    break
+            rest = self._bufs.get(fd)
+            if rest:
+                self._bufs[fd] = b""
+                _, kind = self._outputs[fd]
+                self._write(logfile.format_records(kind, self.task_index, [rest], time.time()))
+
     def _close_output(self, fd: int) -> None:
         rest = self._bufs.pop(fd, b"")
         fileno, kind = self._outputs.pop(fd)
@@ -317,8 +337,10 @@ def spawn(
     task_id: str,
     task_index: int,
     on_exit: Callable[[RunningTask], None],
+    pass_fds: Sequence[int] = (),
 ) -> RunningTask:
-    """Start one task attempt. Raises OSError when the program cannot be started."""
+    """Start one task attempt. Raises OSError when the program cannot be started.
+    ``pass_fds``: more descriptors the child keeps (an OpenJD session's results pipe)."""
     close_after: list[int] = []  # the child's ends, closed in the parent once spawned
     ours: list[int] = []  # our ends, closed only if spawning fails
     try:
@@ -361,6 +383,7 @@ def spawn(
                 cwd=cwd,
                 env=env,
                 start_new_session=True,
+                pass_fds=tuple(pass_fds),
             )
             outputs = {r_out: (1, b"o"), r_err: (2, b"e")}
             if stdin_fd is not None:

@@ -28,7 +28,7 @@ import anyio
 
 from ...models import JobStatus, StatusTransition
 from ...openjd.plan import RunSpec, command_argv
-from . import logfile, processes, store
+from . import logfile, processes, sessions, store
 from .model import (
     CLOSED_REASON,
     INTENTS,
@@ -328,8 +328,10 @@ class Scheduler(StateWriter):
         t.finished_at = None
         t.exit_code = None
         t.progress = t.status_message = t.fail_message = None
+        session = None
         try:
-            run = self._run_spec(t)
+            session = sessions.session_for(self, t, pool) if job.spec.template is not None else None
+            run = self._run_spec(t) if session is None else session.run
             env = dict(self._base_env)
             for key, value in run.env.items():
                 env[os.fsencode(key)] = os.fsencode(value)
@@ -343,14 +345,21 @@ class Scheduler(StateWriter):
                 env=env,
                 cwd=run.cwd,
                 tty=job.spec.tty,
-                stdin=job.spec.stdin,
+                stdin=job.spec.stdin or session is not None,
                 log_path=self._log_path(job.seq),
                 job_id=job.id,
                 task_id=t.id,
                 task_index=t.idx,
-                on_exit=functools.partial(self._on_exit, t),
+                on_exit=(
+                    functools.partial(self._on_exit, t)
+                    if session is None
+                    else functools.partial(sessions.session_exit, self, session)
+                ),
+                pass_fds=session.run_fds() if session is not None else (),
             )
         except Exception as exc:  # whatever stops a start fails the attempt, not the farm
+            if session is not None:
+                session.discard()
             message = f"cannot start: {exc}"
             if type(exc).__name__ == "UnmetRequirement":
                 message = str(getattr(exc, "reason", exc))
@@ -366,9 +375,12 @@ class Scheduler(StateWriter):
             self._check(job)
             return
         t.proc = proc
-        t.session_dir = run.session_dir
-        if job.spec.template is not None:
-            proc.line_hook = functools.partial(self._on_lines, t)
+        if session is not None:
+            sessions.session_started(self, session, t, proc)
+        else:
+            t.session_dir = run.session_dir
+            if job.spec.template is not None:
+                proc.line_hook = functools.partial(self._on_lines, t)
         t.pid = t.pgid = proc.pid
         # the start time that guards crash recovery against pid reuse is read when the
         # RUNNING row is written (_write_dirty): reading /proc right after the exec
