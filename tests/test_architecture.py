@@ -116,6 +116,7 @@ PRIVATE_IMPORT_EXEMPT: frozenset[str] = frozenset(
         "aiofarm.drivers.local.control",
         "aiofarm.drivers.local.embedded",
         "aiofarm.drivers.local.scheduler",
+        "aiofarm.drivers.local.sessions",
         "aiofarm.drivers.local.submit",
         "aiofarm.drivers.local.writer",
     }
