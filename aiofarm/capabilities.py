@@ -38,6 +38,7 @@ NEUTRAL: Mapping[Capability, object] = MappingProxyType(
         Capability.SUBMIT_RETRIES: 0,
         Capability.SUBMIT_MAX_FAILED_TASKS: None,
         Capability.SUBMIT_MAX_WORKERS: None,
+        Capability.SUBMIT_ENVIRONMENTS: None,
         Capability.CANCEL_STOP_WORK: True,
         Capability.PAUSE_STOP_WORK: False,
         Capability.LOGS_SINCE: None,
@@ -94,6 +95,7 @@ def require_spec(driver: DriverInfo, spec: JobSpec, field: str) -> None:
         (Capability.SUBMIT_RETRIES, spec.retries),
         (Capability.SUBMIT_MAX_FAILED_TASKS, spec.max_failed_tasks),
         (Capability.SUBMIT_MAX_WORKERS, spec.max_workers),
+        (Capability.SUBMIT_ENVIRONMENTS, len(spec.options.get("openjd_environments") or ()) or None),
     ):
         if capability not in driver.capabilities and value != NEUTRAL[capability]:
             require(driver, capability, value, detail=f"{field}.{capability.parameter}={value!r}")

@@ -141,6 +141,7 @@ class Capability(str, enum.Enum):
     SUBMIT_RETRIES = "submit.retries"  # retries > 0
     SUBMIT_MAX_FAILED_TASKS = "submit.max_failed_tasks"
     SUBMIT_MAX_WORKERS = "submit.max_workers"
+    SUBMIT_ENVIRONMENTS = "submit.environments"  # OpenJD environment templates (queue environments)
     CANCEL_STOP_WORK = "cancel.stop_work"  # both values: running work stops, or finishes
     PAUSE_STOP_WORK = "pause.stop_work"  # both values: running work stops, or goes on
     LOGS_SINCE = "logs.since"  # since= / start_time= / end_time=: lines by time

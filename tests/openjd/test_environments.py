@@ -86,3 +86,17 @@ async def test_path_mapping_rules_file_is_always_a_file(tmp_path: Path) -> None:
         assert (await farm.jobs.wait(mapped[0].id, timeout=60)).status is JobStatus.SUCCEEDED
     rules = json.loads((out / "rules-2.json").read_text())["path_mapping_rules"]
     assert rules == [{"source_path_format": "WINDOWS", "source_path": "Z:\\shows", "destination_path": "/mnt/shows"}]
+
+
+def test_a_driver_without_environment_templates_refuses_them() -> None:
+    from aiofarm.capabilities import require_spec
+    from aiofarm.drivers.deadline.driver import DeadlineDriver
+    from aiofarm.drivers.slurm.driver import SlurmDriver
+    from aiofarm.errors import UnsupportedError
+
+    spec = template_spec(AFTER_QUEUE_ENV, {"OutDir": "/o"}, environments=[_env_doc()])
+    with pytest.raises(UnsupportedError) as info:
+        require_spec(DeadlineDriver, spec, "specs[0]")
+    assert "submit.environments" in str(info.value) and "deadline" in str(info.value)
+    require_spec(SlurmDriver, spec, "specs[0]")  # its tasks run under the session runner
+    require_spec(DeadlineDriver, template_spec(AFTER_QUEUE_ENV, {"OutDir": "/o"}), "specs[0]")

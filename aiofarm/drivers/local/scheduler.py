@@ -16,7 +16,6 @@ import functools
 import heapq
 import json
 import os
-import shutil
 import signal as _signal
 import socket
 import sqlite3
@@ -380,7 +379,7 @@ class Scheduler(StateWriter):
         else:
             t.session_dir = run.session_dir
             if job.spec.template is not None:
-                proc.line_hook = functools.partial(self._on_lines, t)
+                proc.line_hook = functools.partial(sessions.task_messages, self, t)
         t.pid = t.pgid = proc.pid
         # the start time that guards crash recovery against pid reuse is read when the
         # RUNNING row is written (_write_dirty): reading /proc right after the exec
@@ -437,7 +436,7 @@ class Scheduler(StateWriter):
         t.exit_code = code
         t.finished_at = now()
         job.last_code = code
-        self._end_session(t)
+        sessions.end_session(t)
         intent, t.intent = t.intent, None
         if intent == "requeue":
             t.attempts -= 1  # a stop for pause is not an attempt of the task
@@ -459,34 +458,6 @@ class Scheduler(StateWriter):
             self._attempt_failed(t, why, code)
         self._check(job)
         self._kick()
-
-    def _on_lines(self, t: _Task, lines: list[bytes]) -> None:
-        """OpenJD action messages in a template task's output (see aiofarm/openjd/messages.py)."""
-        from ...openjd.messages import parse
-
-        for raw in lines:
-            if b"openjd_" not in raw:
-                continue
-            msg = parse(raw.decode(errors="replace"))
-            if msg is None:
-                continue
-            if msg.kind == "progress":
-                t.progress = float(str(msg.value))
-            elif msg.kind == "status":
-                t.status_message = msg.text
-            elif msg.kind == "fail":
-                t.fail_message = msg.text
-            else:
-                continue
-            self._dirty_tasks.add(t)
-            self._mark_changed()
-
-    def _end_session(self, t: _Task) -> None:
-        """The session directory goes when the session ends (the OpenJD spec), unless the
-        job keeps it for debugging (``options["openjd_keep_session_dir"]``)."""
-        path, t.session_dir = t.session_dir, None
-        if path is not None and t.job.spec.options.get("openjd_keep_session_dir") is not True:
-            shutil.rmtree(path, ignore_errors=True)
 
     def _attempt_failed(self, t: _Task, reason: str, code: int | None) -> None:
         job = t.job

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .processes import RunningTask
     from .scheduler import Scheduler
 
-__all__ = ["Session", "session_exit", "session_for", "session_started"]
+__all__ = ["Session", "end_session", "session_exit", "session_for", "session_started", "task_messages"]
 
 
 class Session:
@@ -68,6 +68,10 @@ class Session:
                 os.close(fd)
         self.results = self.write_fd = -1
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _keeps_dirs(job: _Job) -> bool:
+    return job.spec.options.get("openjd_keep_session_dir") is True
 
 
 def _key(t: _Task) -> str | None:
@@ -119,7 +123,7 @@ def session_started(sched: Scheduler, session: Session, t: _Task, proc: RunningT
 
 def session_lines(sched: Scheduler, session: Session, lines: list[bytes]) -> None:
     if session.current is not None:
-        sched._on_lines(session.current, lines)
+        task_messages(sched, session.current, lines)
 
 
 def session_results(sched: Scheduler, session: Session) -> None:
@@ -248,7 +252,8 @@ def session_exit(sched: Scheduler, session: Session, proc: RunningTask) -> None:
         sched._loop.remove_reader(session.results)
         os.close(session.results)
         session.results = -1
-    shutil.rmtree(session.directory, ignore_errors=True)
+    if not _keeps_dirs(session.job):
+        shutil.rmtree(session.directory, ignore_errors=True)
     t = session.current
     session.current = None
     if t is not None:
@@ -266,3 +271,33 @@ def session_exit(sched: Scheduler, session: Session, proc: RunningTask) -> None:
         job.fail_code = proc.returncode  # an onExit that failed after the last task
     sched._check(job)
     sched._kick()
+
+
+def task_messages(sched: Scheduler, t: _Task, lines: list[bytes]) -> None:
+    """OpenJD action messages in a template task's output (aiofarm/openjd/messages.py)."""
+    from ...openjd.messages import parse
+
+    for raw in lines:
+        if b"openjd_" not in raw:
+            continue
+        msg = parse(raw.decode(errors="replace"))
+        if msg is None:
+            continue
+        if msg.kind == "progress":
+            t.progress = float(str(msg.value))
+        elif msg.kind == "status":
+            t.status_message = msg.text
+        elif msg.kind == "fail":
+            t.fail_message = msg.text
+        else:
+            continue
+        sched._dirty_tasks.add(t)
+        sched._mark_changed()
+
+
+def end_session(t: _Task) -> None:
+    """A one-task session's directory goes when it ends (the OpenJD spec), unless the
+    job keeps it for debugging (``options["openjd_keep_session_dir"]``)."""
+    path, t.session_dir = t.session_dir, None
+    if path is not None and not _keeps_dirs(t.job):
+        shutil.rmtree(path, ignore_errors=True)
