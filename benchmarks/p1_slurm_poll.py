@@ -1,22 +1,21 @@
-"""P1 on Slurm: waiting on many jobs — aiofarm's shared poller (one batched
-``GET /slurm/v0.0.38/jobs`` per round, ``update_time`` for 304s) vs a per-job poller
-(``GET /slurm/v0.0.38/job/{id}`` for every job every round), against the real
-single-node cluster that scripts/slurm/start-slurm.sh starts, in the same run.
+"""P1 on Slurm: waiting on many jobs with slurmrestd 24.11 and 26.05 -- aiofarm's
+shared poller (one ``GET /jobs/state`` with every watched id per round, chunked at
+1,000 ids; whole records by one ``GET /jobs`` only in rounds where a state changed)
+vs a per-job poller (``GET /job/{id}`` for every job every round), against the real
+clusters the test suite starts, in the same run.
 
-Per contender: a gate job (``sleep --gate`` s) and ``--jobs`` jobs that depend on it
-(afterok) and print ``date +%s.%N`` as their last act; the waits start while the gate
-runs. Both poll with the same back-off (0.5 s doubling to ``--max-interval``), reset
-when something changed. Measured:
+Per cluster and contender: a gate job (``--gate`` s) and ``--jobs`` jobs that depend
+on it (afterok) and print ``date +%s.%N`` as their last act; the waits start while
+the gate runs. Both poll with the same back-off (0.5 s doubling to
+``--max-interval``), reset when something changed. Measured:
 
-* requests per poll round: HTTP requests sent while waiting / poll rounds
-  (aiofarm: driver ``get_jobs`` calls of the shared poller; per-job: the most polls
-  any one job had, i.e. passes over the job set),
-* of them 304: rounds slurmctld answered "nothing changed since update_time"
-  (``--sleep`` makes the jobs run a while, so quiet rounds appear),
+* requests per poll round: HTTP requests sent while waiting / poll rounds (aiofarm:
+  the shared poller's ``get_jobs`` calls; per-job: the most polls any one job had,
+  i.e. passes over the job set), and of aiofarm's, how many were ``/jobs/state``,
 * notice latency: from the last job's completion (the latest timestamp the jobs
   printed) to the moment the client's last wait returned.
 
-    .venv/bin/python benchmarks/p1_slurm_poll.py --jobs 500 --max-interval 2
+    .venv/bin/python benchmarks/p1_slurm_poll.py --jobs 1000 --clusters 24.11,26.05
 """
 
 from __future__ import annotations
@@ -25,7 +24,9 @@ import argparse
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -34,80 +35,80 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiofarm import Client, JobSpec
 from aiofarm.backoff import Backoff
 from aiofarm.drivers.slurm import SlurmDriver
-from aiofarm.drivers.slurm.wire import expand_path
 from tests.backends.slurm import Cluster, start_cluster_sync
 
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
+LOG_DIR = "/tmp/aiofarm-slurm"  # the driver's default log_dir: slurm-<id>.out
 
 
-SLEEP = 0.0  # seconds each job sleeps before printing its completion time (--sleep)
-
-
-async def submit_set(farm: Client, n: int, gate_s: float) -> tuple[str, list[str]]:
+async def submit_set(farm: Client, n: int, gate_s: float) -> list[str]:
     gate = await farm.jobs.start(["sleep", str(gate_s)], name="p1-gate")
-    command = ["sh", "-c", f"sleep {SLEEP:g}; date +%s.%N"] if SLEEP else ["date", "+%s.%N"]
     jobs = await farm.jobs.submit(
-        [JobSpec(command=command, name="p1", depends_on=[gate.id]) for _ in range(n)]
+        [JobSpec(command=["date", "+%s.%N"], name="p1", depends_on=[gate.id]) for _ in range(n)]
     )
-    return gate.id, [j.id for j in jobs]
+    return [j.id for j in jobs]
 
 
-def last_completion(records: list[dict[str, object]]) -> float:
-    latest = 0.0
-    for rec in records:
-        path = expand_path(str(rec["standard_output"]), rec)
-        latest = max(latest, float(Path(path).read_text().split()[0]))
-    return latest
+def last_completion(ids: list[str]) -> float:
+    return max(float(Path(f"{LOG_DIR}/slurm-{i}.out").read_text().split()[0]) for i in ids)
 
 
-async def run_aiofarm(cluster: Cluster, n: int, gate_s: float, max_interval: float) -> dict[str, float]:
+async def run_aiofarm(cluster: Cluster, n: int, gate_s: float, max_interval: float) -> dict[str, Any]:
     async with Client(cluster.url) as farm:
         driver = farm.driver
-        assert isinstance(driver, SlurmDriver)
-        _, ids = await submit_set(farm, n, gate_s)
+        assert isinstance(driver, SlurmDriver) and driver.api is not None
+        ids = await submit_set(farm, n, gate_s)
         calls = 0
-        real_get = driver.get_jobs
+        paths: Counter[str] = Counter()
+        real_get, real_call = driver.get_jobs, driver.http.call
 
         async def counting_get(chunk):  # type: ignore[no-untyped-def]
             nonlocal calls
             calls += 1
             return await real_get(chunk)
 
+        async def counting_call(method, path, **kw):  # type: ignore[no-untyped-def]
+            paths[path.split("?")[0].rsplit("/slurm/", 1)[-1].split("/", 1)[-1]] += 1
+            return await real_call(method, path, **kw)
+
         driver.get_jobs = counting_get  # type: ignore[method-assign]
+        driver.http.call = counting_call  # type: ignore[method-assign]
         before = driver.http.requests
-        before_304 = driver.http.not_modified
         results = {}
 
         async def wait(job_id: str) -> None:
-            results[job_id] = await farm.jobs.wait(job_id, timeout=600, max_interval=max_interval)
+            results[job_id] = await farm.jobs.wait(job_id, timeout=900, max_interval=max_interval)
 
         async with anyio.create_task_group() as tg:
             for job_id in ids:
                 tg.start_soon(wait, job_id)
         noticed = time.time()
         requests = driver.http.requests - before
-        not_modified = driver.http.not_modified - before_304
-        driver.get_jobs = real_get  # type: ignore[method-assign]
-        records = [dict(r.job.raw) for r in results.values()]
+        driver.get_jobs, driver.http.call = real_get, real_call  # type: ignore[method-assign]
         assert all(r.status.value == "succeeded" for r in results.values())
+        version = driver.api.version
     return {
+        "version": version,
         "requests": requests,
         "rounds": calls,
         "per_round": requests / max(1, calls),
-        "not_modified": not_modified,
-        "latency": noticed - last_completion(records),
+        "state": paths["jobs/state"],
+        "full": paths["jobs"],
+        "latency": noticed - last_completion(ids),
     }
 
 
-async def run_per_job(cluster: Cluster, n: int, gate_s: float, max_interval: float) -> dict[str, float]:
+async def run_per_job(cluster: Cluster, n: int, gate_s: float, max_interval: float) -> dict[str, Any]:
     import aiohttp
 
     async with Client(cluster.url) as farm:
-        _, ids = await submit_set(farm, n, gate_s)
+        driver = farm.driver
+        assert isinstance(driver, SlurmDriver) and driver.api is not None
+        version = driver.api.version
+        ids = await submit_set(farm, n, gate_s)
     headers = {"X-SLURM-USER-NAME": cluster.user, "X-SLURM-USER-TOKEN": cluster.token}
     requests = 0
     polls: dict[str, int] = {}
-    records: list[dict[str, object]] = []
     async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=32)) as session:
 
         async def wait(job_id: str) -> None:
@@ -117,15 +118,15 @@ async def run_per_job(cluster: Cluster, n: int, gate_s: float, max_interval: flo
             while True:
                 requests += 1
                 polls[job_id] = polls.get(job_id, 0) + 1
-                async with session.get(f"{cluster.rest}/slurm/v0.0.38/job/{job_id}") as resp:
+                async with session.get(f"{cluster.rest}/slurm/{version}/job/{job_id}") as resp:
                     data = await resp.json()
-                rec = data["jobs"][0]
-                if rec["job_state"] in FINISHED:
-                    records.append(rec)
+                state = data["jobs"][0]["job_state"]
+                state = state[0] if isinstance(state, list) else state
+                if state in FINISHED:
                     return
-                if rec["job_state"] != last_state:
+                if state != last_state:
                     backoff.reset()
-                    last_state = rec["job_state"]
+                    last_state = state
                 await backoff.sleep()
 
         async with anyio.create_task_group() as tg:
@@ -134,39 +135,44 @@ async def run_per_job(cluster: Cluster, n: int, gate_s: float, max_interval: flo
         noticed = time.time()
     rounds = max(polls.values())
     return {
+        "version": version,
         "requests": requests,
         "rounds": rounds,
         "per_round": requests / rounds,
-        "not_modified": 0,
-        "latency": noticed - last_completion(records),
+        "state": 0,
+        "full": 0,
+        "latency": noticed - last_completion(ids),
     }
 
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--jobs", type=int, default=500)
+    ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--gate", type=float, default=5.0, help="seconds the gate job sleeps")
     ap.add_argument("--max-interval", type=float, default=2.0)
-    ap.add_argument("--sleep", type=float, default=0.0, help="seconds each job runs (quiet rounds get 304s)")
+    ap.add_argument("--clusters", default="24.11,26.05", help="comma-separated: 22.05, 24.11, 26.05")
     args = ap.parse_args()
-    global SLEEP
-    SLEEP = args.sleep
     if os.geteuid() != 0:
-        sys.exit("needs root: starts the real Slurm cluster")
-    cluster = await anyio.to_thread.run_sync(start_cluster_sync)
+        sys.exit("needs root: starts the real Slurm clusters")
     rows = []
-    for label, fn in (("aiofarm shared poller (GET /jobs)", run_aiofarm), ("per-job poller (GET /job/{id})", run_per_job)):
-        t0 = time.perf_counter()
-        out = await fn(cluster, args.jobs, args.gate, args.max_interval)
-        out["wall"] = time.perf_counter() - t0
-        rows.append((label, out))
-        print(f"  done: {label}", file=sys.stderr)
+    for name in args.clusters.split(","):
+        cluster = await anyio.to_thread.run_sync(start_cluster_sync, name)
+        for label, fn in (("aiofarm shared poller", run_aiofarm), ("per-job GET /job/{id}", run_per_job)):
+            t0 = time.perf_counter()
+            out = await fn(cluster, args.jobs, args.gate, args.max_interval)
+            out["wall"] = time.perf_counter() - t0
+            rows.append((name, label, out))
+            print(f"  done: {name} {label}", file=sys.stderr)
     print(f"\nP1 Slurm: waiting on {args.jobs} jobs (back-off 0.5 s doubling to {args.max_interval:g} s), same run")
-    print(f"{'poller':<36} {'requests/round':>15} {'rounds':>7} {'requests':>9} {'of them 304':>12} {'notice latency':>15} {'wall':>7}")
-    for label, out in rows:
+    print(
+        f"{'cluster':<8} {'api':<8} {'poller':<24} {'requests/round':>15} {'rounds':>7} {'requests':>9} "
+        f"{'/jobs/state':>12} {'/jobs':>6} {'notice latency':>15} {'wall':>7}"
+    )
+    for name, label, out in rows:
         print(
-            f"{label:<36} {out['per_round']:>15.1f} {int(out['rounds']):>7} {int(out['requests']):>9} "
-            f"{int(out['not_modified']):>12} {out['latency']:>14.2f}s {out['wall']:>6.1f}s"
+            f"{name:<8} {out['version']:<8} {label:<24} {out['per_round']:>15.2f} {int(out['rounds']):>7} "
+            f"{int(out['requests']):>9} {int(out['state']):>12} {int(out['full']):>6} {out['latency']:>14.2f}s "
+            f"{out['wall']:>6.1f}s"
         )
 
 

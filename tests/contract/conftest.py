@@ -6,6 +6,8 @@ A backend module provides::
     MARKS: tuple[str, ...]      # pytest marks (e.g. ("slurm",)) so CI can select it
     EXECUTES: bool              # exit codes and output of commands are observable
     open_client() -> AsyncContextManager[Client]   # a fresh farm for one test
+    VARIANTS: tuple[str, ...]   # optional: real set-ups to run once each (Slurm
+                                # versions); open_client(variant), variant_marks(variant)
     MISSING_ID: str             # optional: an id the back end certainly does not know
 
 Everything else a test needs to know about a driver comes from its declared
@@ -39,16 +41,26 @@ def _params() -> list[object]:
     for name in BACKENDS:
         module = _load(name)
         marks = [getattr(pytest.mark, m) for m in getattr(module, "MARKS", ())]
-        out.append(pytest.param(name, id=name, marks=marks))
+        # a back end with several real set-ups (Slurm versions) runs once per set-up
+        for variant in getattr(module, "VARIANTS", (None,)):
+            extra = [getattr(pytest.mark, m) for m in module.variant_marks(variant)] if variant else []
+            out.append(pytest.param((name, variant), id=f"{name}-{variant}" if variant else name, marks=marks + extra))
     return out
 
 
 @pytest.fixture(params=_params())
-def backend(request: pytest.FixtureRequest) -> ModuleType:
-    return _load(request.param)
+def _backend_variant(request: pytest.FixtureRequest) -> tuple[ModuleType, str | None]:
+    name, variant = request.param
+    return _load(name), variant
 
 
 @pytest.fixture
-async def farm(backend: ModuleType) -> AsyncIterator[Client]:
-    async with backend.open_client() as client:
+def backend(_backend_variant: tuple[ModuleType, str | None]) -> ModuleType:
+    return _backend_variant[0]
+
+
+@pytest.fixture
+async def farm(_backend_variant: tuple[ModuleType, str | None]) -> AsyncIterator[Client]:
+    module, variant = _backend_variant
+    async with (module.open_client(variant) if variant else module.open_client()) as client:
         yield client

@@ -3,18 +3,22 @@
 aiohttp is imported here only when a session opens, so ``import aiofarm`` stays
 light. No aiohttp exception leaves this module: transient failures are retried
 with :func:`aiofarm.backoff.retry_transient`, then become ``ConnectionLost``;
-Slurm's own errors become :class:`SlurmAPIError` (the driver maps them to
-``JobNotFound`` / ``InvalidSpec`` / ``BackendError``) or ``AuthError``.
+a reply that is not HTTP (slurmrestd 26.05 answers an unknown URL with its 404
+page twice) is a ``BackendError`` at once; Slurm's own errors become
+:class:`SlurmAPIError` (the driver maps them to ``JobNotFound`` / ``InvalidSpec``
+/ ``BackendError``); a refused token is ``AuthError`` on every version (401; 511
+from v0.0.40; 500 with error -1 from v0.0.38).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...backoff import retry_transient
-from ...errors import AuthError, BackendError, ConnectionLost
+from ...errors import AuthError, BackendError, ConnectionLost, FarmError
 
 if TYPE_CHECKING:
     import aiohttp
@@ -28,6 +32,10 @@ DRIVER = "slurm"
 TRANSITION_STATE_NO_UPDATE = 2020
 #: "Zero Bytes were transmitted or received": what a submit with a rejected JWT gets
 ZERO_BYTES = 5005
+#: "Protocol authentication error": a rejected JWT (v0.0.40+, with HTTP 511)
+AUTH_ERROR = 1007
+#: BackendError.code of a reply that is not valid HTTP
+MALFORMED = "malformed-reply"
 _TRANSIENT_NUMBERS = frozenset({*range(1000, 1100), *range(1800, 1900), TRANSITION_STATE_NO_UPDATE})
 _TRANSIENT_TEXT = ("can not be altered now", "try again later", "Unable to contact slurm controller")
 
@@ -68,6 +76,10 @@ def _first_error(data: Mapping[str, Any]) -> tuple[int | None, str, str]:
     return None, "", ""
 
 
+#: the status line of a reply slurmrestd sent again after its "Connection: Close" one
+_REPEATED_STATUS = re.compile(r"HTTP/1\.[01] (\d{3}) ")
+
+
 class SlurmHTTP:
     """One aiohttp session to slurmrestd. ``requests`` counts HTTP requests sent
     (benchmarks read it)."""
@@ -95,7 +107,8 @@ class SlurmHTTP:
         # token_file users rotate tokens: on a rejection the file is read again once
         self._reload_token = reload_token
         # a cheap authenticated path to tell a rejected JWT from a real socket error
-        self._auth_probe = auth_probe
+        # (set once the API version is known)
+        self.auth_probe = auth_probe
         self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
@@ -124,11 +137,13 @@ class SlurmHTTP:
         method: str,
         path: str,
         *,
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
         body: Mapping[str, Any] | None = None,
         retry_numbers: frozenset[int] = frozenset(),
+        attempts: int | None = None,
     ) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, JSON body). 304 comes back as (304, {})."""
+        """(HTTP status, JSON body). 304 comes back as (304, {}). ``params`` values
+        that are lists repeat the parameter (``job_id=1&job_id=2``)."""
         import asyncio
 
         import aiohttp
@@ -144,9 +159,13 @@ class SlurmHTTP:
             headers = {"X-SLURM-USER-NAME": self.user, "X-SLURM-USER-TOKEN": self.token}
             if payload is not None:
                 headers["Content-Type"] = "application/json"
-            async with session.request(method, url, params=params, data=payload, headers=headers) as resp:
-                status = resp.status
-                text = await resp.text() if status != 304 else ""
+            try:
+                async with session.request(method, url, params=params, data=payload, headers=headers) as resp:
+                    status = resp.status
+                    text = await resp.text() if status != 304 else ""
+            except aiohttp.ClientResponseError as exc:
+                # a reply aiohttp could not parse: asking again gets the same reply
+                raise self._malformed(method, path, str(exc.message or "")) from None
             if status == 304:
                 self.not_modified += 1
                 return status, {}
@@ -154,6 +173,11 @@ class SlurmHTTP:
                 raise AuthError(
                     f"slurmrestd at {self.base_url} refused the request (HTTP 401): "
                     "no JWT was accepted; pass token=/token_file= or set SLURM_JWT"
+                )
+            if status == 511:
+                raise AuthError(
+                    f"slurmrestd rejected the credentials of user {self.user!r} (HTTP 511): "
+                    "the JWT is invalid or expired"
                 )
             try:
                 data = json.loads(text) if text.strip() else {}
@@ -167,17 +191,17 @@ class SlurmHTTP:
                 return status, data
             number, message, source = _first_error(data)
             err = SlurmAPIError(status, number, message or f"HTTP {status}", source)
-            if number == -1 and status >= 500:
+            if number == AUTH_ERROR or (number == -1 and status >= 500):
                 # slurmrestd reports a rejected JWT as HTTP 500 "Unspecified error" (-1)
                 # from whatever call it was making, never as 401
                 raise AuthError(
                     f"slurmrestd rejected the credentials of user {self.user!r} "
                     f"(HTTP {status}, Slurm error -1: {message}); the JWT is invalid or expired"
                 )
-            if number == ZERO_BYTES and self._auth_probe is not None and path != self._auth_probe:
+            if number == ZERO_BYTES and self.auth_probe is not None and path != self.auth_probe:
                 # slurmctld drops the connection of a rejected (e.g. expired) JWT on
                 # some calls (submit): ask the probe, which says -1 if that is it
-                await self.call("GET", self._auth_probe)
+                await self.call("GET", self.auth_probe)
                 raise _Transient(message, err)
             if number in _TRANSIENT_NUMBERS or number in retry_numbers or any(
                 t in message for t in _TRANSIENT_TEXT
@@ -192,15 +216,16 @@ class SlurmHTTP:
                 isinstance(exc, aiohttp.InvalidURL)
             )
 
+        tries = attempts or self.attempts
         try:
             try:
-                return await retry_transient(once, is_transient=transient, attempts=self.attempts)
+                return await retry_transient(once, is_transient=transient, attempts=tries)
             except AuthError:
                 fresh = self._reload_token() if self._reload_token is not None else None
                 if not fresh or fresh == self.token:
                     raise
                 self.token = fresh
-                return await retry_transient(once, is_transient=transient, attempts=self.attempts)
+                return await retry_transient(once, is_transient=transient, attempts=tries)
         except _Transient as exc:
             if exc.api is not None:
                 raise exc.api.to_backend() from None
@@ -212,3 +237,23 @@ class SlurmHTTP:
             raise ConnectionLost(
                 f"cannot reach slurmrestd at {self.unix_path or self.base_url}: {what}: {str(exc)[:300]}"
             ) from None
+
+    def _malformed(self, method: str, path: str, message: str) -> FarmError | SlurmAPIError:
+        """slurmrestd 26.05 writes an error reply (Connection: Close) twice, which
+        aiohttp rejects; the repeated status line still says what it was."""
+        m = _REPEATED_STATUS.search(message)
+        status = int(m.group(1)) if m else None
+        if status in (401, 511):
+            return AuthError(
+                f"slurmrestd rejected the credentials of user {self.user!r} (HTTP {status}): "
+                "the JWT is invalid or expired"
+            )
+        detail = message.splitlines()[0] if message else "unparsable reply"
+        if status == 404:
+            # not found, whatever the page says: the caller decides what is missing
+            return SlurmAPIError(404, None, f"{method} {path}: not found (malformed reply)")
+        return BackendError(
+            DRIVER,
+            status or MALFORMED,
+            f"slurmrestd at {self.base_url} sent a malformed reply to {method} {path}: {detail}",
+        )

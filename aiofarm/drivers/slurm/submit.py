@@ -1,0 +1,192 @@
+"""Job specs to Slurm jobs: one Slurm job per step of a job (an array when the
+step has several tasks), chained with ``afterok``; the head job's comment names
+the others so any client finds them from the one id."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio
+import attrs
+
+from ...errors import BackendError, FarmError, InvalidSpec, UnsupportedError
+from ...models import Job, JobSpec, JobStatus
+from .config import SlurmConfig
+from .http import SlurmAPIError, SlurmHTTP
+from .mapping import make_comment
+from .script import batch_script, job_description
+from .store import JobStore, Submitted, is_job_id
+
+__all__ = ["submit_specs"]
+
+DRIVER = "slurm"
+_INVALID_JOB_ID = 2017
+_DEPENDENCY = (2038, 2071)
+
+
+@attrs.frozen
+class _StepRun:
+    """One step of a job as one Slurm job (an array when it has several tasks)."""
+
+    name: str
+    depends_on: tuple[str, ...]  # step names
+    runs: list[tuple[tuple[str, ...], str | None, dict[str, str]]]  # (argv, cwd, extra env) per task
+    parameters: list[Mapping[str, Any]]
+    timeout: float | None
+
+
+def _plan(spec: JobSpec, log_dir: str) -> list[_StepRun]:
+    """The job's steps in dependency order, each with its tasks' commands."""
+    from ...models import command_argv
+    from ..plan import COMMAND_STEP, plan_job
+
+    if spec.template is None:
+        if spec.command is None:
+            raise InvalidSpec("command", "a job needs a command or a template")
+        return [_StepRun(COMMAND_STEP, (), [(command_argv(spec.command), None, {})], [{}], spec.timeout)]
+    from ...bundles import task_run
+
+    root = os.path.join(log_dir, "openjd", uuid.uuid4().hex)
+    out: list[_StepRun] = []
+    for step in plan_job(spec):
+        if not step.tasks:
+            raise InvalidSpec("template", f"step {step.name!r} has no tasks")
+        runs = []
+        limits: list[float | None] = []
+        for i, task in enumerate(step.tasks):
+            # the session directory, on the filesystem the nodes share (log_dir)
+            workdir = os.path.join(root, f"{len(out)}-{i}")
+            run = task_run(spec, step.name, task.parameters, workdir)
+            extra = {k: v for k, v in run.env.items() if spec.env.get(k) != v}
+            runs.append((tuple(run.argv), run.cwd, extra))
+            limits.append(run.timeout)
+        timeout = spec.timeout
+        if timeout is None and limits and all(t is not None for t in limits):
+            timeout = max(t for t in limits if t is not None)
+        out.append(_StepRun(step.name, step.depends_on, runs, [dict(t.parameters) for t in step.tasks], timeout))
+    return out
+
+
+def _submit_error(exc: SlurmAPIError, field: str, spec: JobSpec, partition: str | None) -> FarmError:
+    if exc.number in _DEPENDENCY or exc.number == _INVALID_JOB_ID:
+        return InvalidSpec(f"{field}.depends_on", f"Slurm refused the dependency {list(spec.depends_on)}: {exc.message}")
+    if exc.number in (2000, 2015, 2070, 2101) or "partition" in exc.message.lower():
+        return InvalidSpec(f"{field}.pool", f"Slurm refused partition {spec.pool or partition!r}: {exc.message}")
+    if exc.number == 2050 or "time limit" in exc.message.lower():
+        return InvalidSpec(f"{field}.timeout", exc.message)
+    return exc.to_backend()
+
+
+async def submit_specs(http: SlurmHTTP, store: JobStore, config: SlurmConfig, specs: Sequence[JobSpec]) -> list[Job]:
+    api = store.api
+    assert api is not None
+    refs: dict[str, str] = {}
+    out: list[Job] = []
+
+    async def post(body: Mapping[str, Any], field: str, spec: JobSpec) -> tuple[str, dict[str, Any]]:
+        try:
+            _, data = await http.call("POST", api.path("/job/submit"), body=body)
+        except SlurmAPIError as exc:
+            raise _submit_error(exc, field, spec, config.partition) from None
+        job_id = data.get("job_id")
+        if not isinstance(job_id, int):
+            raise BackendError(DRIVER, None, f"submit answered without a job id: {data.get('errors')}")
+        return str(job_id), data
+
+    for index, spec in enumerate(specs):
+        field = f"specs[{index}]" if len(specs) > 1 else "spec"
+        if spec.tty or spec.stdin:
+            raise UnsupportedError(DRIVER, f"{field}.tty/stdin on submit", "a batch job has no terminal; use exec")
+        if spec.max_failed_tasks is not None:
+            raise UnsupportedError(DRIVER, f"{field}.max_failed_tasks", "Slurm does not stop an array after n failures")
+        steps = _plan(spec, config.log_dir)
+        deps: list[str] = []
+        for dep in spec.depends_on:
+            real = refs.get(dep, dep)
+            if not is_job_id(real):
+                raise InvalidSpec(
+                    f"{field}.depends_on", f"{dep!r} is neither a Slurm job id nor the id of an earlier spec of this batch"
+                )
+            deps.append(real)
+        first_argv = steps[0].runs[0][0]
+        name = spec.name or (os.path.basename(first_argv[0]) if first_argv else "aiofarm")
+        multi = len(steps) > 1
+        step_ids: dict[str, str] = {}
+        head: tuple[str, dict[str, Any], dict[str, Any]] | None = None  # id, answer, description
+        try:
+            for st in steps:
+                # a step waits for the steps it names; root steps for the job's own deps
+                after = [step_ids[d] for d in st.depends_on] if st.depends_on else deps
+                meta: dict[str, Any] = {}
+                if multi:
+                    meta = {"step": st.name} if head is None else {"step": st.name, "parent": head[0]}
+                step_spec = attrs.evolve(
+                    spec,
+                    name=name if head is None else f"{name}.{st.name}",
+                    timeout=st.timeout,
+                    tags=spec.tags if head is None else (),
+                    description=spec.description if head is None else None,
+                )
+                desc = job_description(
+                    step_spec,
+                    array_size=len(st.runs) if spec.template is not None and len(st.runs) > 1 else None,
+                    env=dict(spec.env),
+                    log_dir=config.log_dir,
+                    dependency_ids=after,
+                    default_partition=config.partition,
+                    default_name=name,
+                    meta=meta,
+                )
+                body = api.wire.submit_body(desc, batch_script(st.runs, spec.retries))
+                jid, data = await post(body, field, spec)
+                step_ids[st.name] = jid
+                if head is None:
+                    head = (jid, data, desc)
+            assert head is not None
+            if multi:
+                # the head job names every step job, so one id finds them all
+                comment = make_comment(
+                    spec.tags, spec.description, step=steps[0].name,
+                    steps=[[st.name, step_ids[st.name]] for st in steps],
+                )
+                await http.call("POST", api.path(f"/job/{head[0]}"), body=api.wire.update_body({"comment": comment}))
+        except BaseException:
+            # no half-submitted job left behind
+            with anyio.CancelScope(shield=True):
+                for jid in step_ids.values():
+                    with contextlib.suppress(FarmError, SlurmAPIError):
+                        await http.call("DELETE", api.path(f"/job/{jid}"))
+            raise
+        jid, data, desc = head
+        store.add_submitted(
+            jid, Submitted([(st.name, step_ids[st.name]) for st in steps], {st.name: st.parameters for st in steps})
+        )
+        if spec.id is not None:
+            refs[spec.id] = jid
+        now = datetime.now(timezone.utc)
+        status = JobStatus.SUSPENDED if spec.paused else JobStatus.PENDING
+        n = sum(len(st.runs) for st in steps)
+        out.append(
+            Job(
+                id=jid,
+                status=status,
+                driver=DRIVER,
+                name=desc["name"],
+                owner=config.user,
+                pool=desc.get("partition"),
+                tags=spec.tags,
+                description=spec.description,
+                priority=spec.priority,
+                created_at=now,
+                task_counts={status.value: n},
+                depends_on=tuple(deps),
+                raw={"submit": data},
+            )
+        )
+    store.invalidate()
+    return out
