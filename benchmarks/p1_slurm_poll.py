@@ -38,9 +38,6 @@ from aiofarm.drivers.slurm import SlurmDriver
 from tests.backends.slurm import Cluster, start_cluster_sync
 
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
-LOG_DIR = "/tmp/aiofarm-slurm"  # the driver's default log_dir: slurm-<id>.out
-
-
 async def submit_set(farm: Client, n: int, gate_s: float) -> list[str]:
     gate = await farm.jobs.start(["sleep", str(gate_s)], name="p1-gate")
     jobs = await farm.jobs.submit(
@@ -49,8 +46,8 @@ async def submit_set(farm: Client, n: int, gate_s: float) -> list[str]:
     return [j.id for j in jobs]
 
 
-def last_completion(ids: list[str]) -> float:
-    return max(float(Path(f"{LOG_DIR}/slurm-{i}.out").read_text().split()[0]) for i in ids)
+def last_completion(log_dir: str, ids: list[str]) -> float:
+    return max(float(Path(f"{log_dir}/slurm-{i}.out").read_text().split()[0]) for i in ids)
 
 
 async def run_aiofarm(cluster: Cluster, n: int, gate_s: float, max_interval: float) -> dict[str, Any]:
@@ -94,7 +91,7 @@ async def run_aiofarm(cluster: Cluster, n: int, gate_s: float, max_interval: flo
         "per_round": requests / max(1, calls),
         "state": paths["jobs/state"],
         "full": paths["jobs"],
-        "latency": noticed - last_completion(ids),
+        "latency": noticed - last_completion(driver.log_dir, ids),
     }
 
 
@@ -104,7 +101,7 @@ async def run_per_job(cluster: Cluster, n: int, gate_s: float, max_interval: flo
     async with Client(cluster.url) as farm:
         driver = farm.driver
         assert isinstance(driver, SlurmDriver) and driver.api is not None
-        version = driver.api.version
+        version, log_dir = driver.api.version, driver.log_dir
         ids = await submit_set(farm, n, gate_s)
     headers = {"X-SLURM-USER-NAME": cluster.user, "X-SLURM-USER-TOKEN": cluster.token}
     requests = 0
@@ -141,7 +138,7 @@ async def run_per_job(cluster: Cluster, n: int, gate_s: float, max_interval: flo
         "per_round": requests / rounds,
         "state": 0,
         "full": 0,
-        "latency": noticed - last_completion(ids),
+        "latency": noticed - last_completion(log_dir, ids),
     }
 
 

@@ -164,7 +164,8 @@ async def test_history_of_forgotten_jobs(farm: Client, slurm_cluster: Cluster) -
             try:
                 await driver.http.call("GET", api.path(f"/job/{bad.id}"))
             except SlurmAPIError as exc:
-                assert exc.number == 2017
+                # 26.05 sends its 404 page malformed: the status is all there is
+                assert exc.number == 2017 or exc.status == 404
                 break
             await anyio.sleep(2)
     # a fresh client, which never saw these jobs, reads them from slurmdbd

@@ -112,7 +112,9 @@ def parse_url(url: yarl.URL, options: Mapping[str, Any]) -> SlurmConfig:
             raise InvalidSpec("options.token_file", f"cannot read {token_file}: {exc.strerror}") from None
     if token is None:
         token = os.environ.get("SLURM_JWT") or None
-    log_dir = text("log_dir") or "/tmp/aiofarm-slurm"
+    # one directory per cluster: job ids of different clusters collide
+    where = re.sub(r"[^A-Za-z0-9._-]+", "_", unix_path.strip("/") if unix_path else f"{url.host}-{url.port or 6820}")
+    log_dir = text("log_dir") or f"/tmp/aiofarm-slurm/{where}"
     if not os.path.isabs(log_dir):
         raise InvalidSpec("options.log_dir", "must be an absolute path (on the shared filesystem)")
     api = text("api")
