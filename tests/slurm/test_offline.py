@@ -96,16 +96,19 @@ async def test_a_malformed_reply_is_a_backend_answer_not_a_lost_connection(
             pass
 
 
-async def test_backend_error_type_of_a_malformed_reply(doubling_slurmrestd: tuple[str, list[int]]) -> None:
-    from aiofarm.drivers.slurm.http import SlurmHTTP
+async def test_a_malformed_404_is_not_found_once(doubling_slurmrestd: tuple[str, list[int]]) -> None:
+    from aiofarm.drivers.slurm.http import SlurmAPIError, SlurmHTTP
 
-    url, _ = doubling_slurmrestd
+    url, count = doubling_slurmrestd
     http = SlurmHTTP(base_url=url.replace("slurm+", ""), unix_path=None, user="u", token="t")
     await http.open()
     try:
-        with pytest.raises(BackendError) as info:
-            await http.call("GET", "/slurm/v0.0.38/ping")
-        assert info.value.code == 404 and "malformed" in info.value.message
+        with pytest.raises(SlurmAPIError) as info:
+            await http.call("GET", "/slurm/v0.0.45/job/1")
+        assert info.value.status == 404 and "malformed" in info.value.message
+        assert count[0] == 1  # not retried
+        # the driver maps it like any Slurm error: not found, or a BackendError
+        assert isinstance(info.value.to_backend(), BackendError)
     finally:
         await http.aclose()
 

@@ -14,6 +14,7 @@ import signal as _signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
@@ -71,6 +72,8 @@ class SlurmDriver(Driver):
             Capability.TASKS,
             Capability.LOGS,
             Capability.LOGS_FOLLOW,
+            # srun-launched steps (JOBID.STEP), not the batch step: no attach.batch_step
+            Capability.ATTACH,
             Capability.EXEC,
             Capability.PORT_FORWARD,
             Capability.POOLS,
@@ -79,8 +82,18 @@ class SlurmDriver(Driver):
             Capability.EXPLAIN,
             # the call files and the client's Python must be on the shared filesystem
             Capability.FUNCTIONS,
+            # parameters (aiofarm/capabilities.py); log lines carry no time (files),
+            # so neither logs.since nor logs.timestamps
+            Capability.SUBMIT_RETRIES,  # the batch script requeues itself
+            Capability.PAUSE_STOP_WORK,  # scontrol requeuehold
+            Capability.LOGS_STREAMS,
+            Capability.LOGS_TASK,
+            Capability.EXEC_TTY,
+            Capability.WORKERS_STOP_WORK,
         }
     )
+    # scancel stops running work
+    fixed_parameters: ClassVar[Mapping[Capability, object]] = MappingProxyType({Capability.CANCEL_STOP_WORK: True})
     # one GET /jobs/state carries this many ids (GET /jobs answers any number)
     max_batch_get: ClassVar[int] = STATE_CHUNK
 
@@ -263,10 +276,6 @@ class SlurmDriver(Driver):
         if action is Action.RETRY:
             await self._retry(ids)
             return
-        if action is Action.CANCEL and not stop_work:
-            raise UnsupportedError(
-                self.name, "cancel(stop_work=False)", "Slurm cancels a job with its running tasks; pause holds the rest"
-            )
 
         async def cancel(_: str, jid: str) -> None:
             try:
@@ -463,7 +472,7 @@ class SlurmDriver(Driver):
             if m is None:
                 raise UnsupportedError(
                     self.name,
-                    "attach to a batch job",
+                    "attach.batch_step",
                     "the batch step's output goes to files (use logs); sattach attaches only "
                     "to srun-launched steps: pass the step as 'JOBID.STEP'",
                 )

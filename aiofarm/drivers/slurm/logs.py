@@ -1,13 +1,14 @@
 """Job output read from the files Slurm writes, on a filesystem this host shares
-with the nodes (docs/slurm.md). Slurm's files carry no per-line times, so reads
-by time (``since``, ``start_time``/``end_time``) are refused, not ignored."""
+with the nodes (docs/slurm.md). Slurm's files carry no per-line times: the driver
+does not declare ``logs.since`` / ``logs.timestamps``, so the client refuses reads
+by time before they get here."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
 
-from ...errors import BackendError, InvalidSpec, UnsupportedError
+from ...errors import BackendError, InvalidSpec
 from ...models import LogLine, LogPage, Task
 from ..base import LogQuery
 from .mapping import expand_path
@@ -48,10 +49,6 @@ async def read_log(
     """Lines after ``token`` (byte offsets per (task, stream)) from each task's files."""
     import anyio.to_thread
 
-    if query.start_time is not None or query.end_time is not None:
-        raise UnsupportedError(
-            DRIVER, "logs since/start_time/end_time", "Slurm's output files carry no per-line times"
-        )
     offsets: dict[str, int] = {}
     if token is not None:
         try:

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import attrs
 
-from ...errors import BackendError, FarmError, InvalidSpec, UnsupportedError
+from ...errors import BackendError, FarmError, InvalidSpec
 from ...models import Job, JobSpec, JobStatus
 from .config import SlurmConfig
 from .http import SlurmAPIError, SlurmHTTP
@@ -43,13 +43,13 @@ class _StepRun:
 def _plan(spec: JobSpec, log_dir: str) -> list[_StepRun]:
     """The job's steps in dependency order, each with its tasks' commands."""
     from ...models import command_argv
-    from ..plan import COMMAND_STEP, plan_job
+    from ...openjd.plan import COMMAND_STEP, plan_job
 
     if spec.template is None:
         if spec.command is None:
             raise InvalidSpec("command", "a job needs a command or a template")
         return [_StepRun(COMMAND_STEP, (), [(command_argv(spec.command), None, {})], [{}], spec.timeout)]
-    from ...bundles import task_run
+    from ...openjd.taskrun import task_run
 
     root = os.path.join(log_dir, "openjd", uuid.uuid4().hex)
     out: list[_StepRun] = []
@@ -100,10 +100,6 @@ async def submit_specs(http: SlurmHTTP, store: JobStore, config: SlurmConfig, sp
 
     for index, spec in enumerate(specs):
         field = f"specs[{index}]" if len(specs) > 1 else "spec"
-        if spec.tty or spec.stdin:
-            raise UnsupportedError(DRIVER, f"{field}.tty/stdin on submit", "a batch job has no terminal; use exec")
-        if spec.max_failed_tasks is not None:
-            raise UnsupportedError(DRIVER, f"{field}.max_failed_tasks", "Slurm does not stop an array after n failures")
         steps = _plan(spec, config.log_dir)
         deps: list[str] = []
         for dep in spec.depends_on:
