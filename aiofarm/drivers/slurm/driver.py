@@ -72,8 +72,8 @@ class SlurmDriver(Driver):
             Capability.TASKS,
             Capability.LOGS,
             Capability.LOGS_FOLLOW,
-            # srun-launched steps (JOBID.STEP), not the batch step: no attach.batch_step
-            Capability.ATTACH,
+            # no attach: sattach reaches srun-launched steps (JOBID.STEP) only, never
+            # the job itself (its batch step writes to files); open_stdio does steps
             Capability.EXEC,
             Capability.PORT_FORWARD,
             Capability.POOLS,
@@ -485,8 +485,10 @@ class SlurmDriver(Driver):
             raise InvalidSpec("command", "must not be empty")
         rec = await self._running_record(job_id, "exec")
         argv = [
+            # --quiet twice: not even srun's "task 0: Exited with exit code N" on the
+            # command's stderr (the exit code says it); srun's own errors go with it
             "srun", f"--jobid={rec.job_id}", "--overlap", "--ntasks=1", "--nodes=1",
-            "--quiet", "--job-name=aiofarm-exec",
+            "--quiet", "--quiet", "--job-name=aiofarm-exec",
         ]
         if rec.cwd:
             argv.append(f"--chdir={rec.cwd}")
