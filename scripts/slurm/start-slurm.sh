@@ -214,7 +214,10 @@ SwitchType=switch/none
 MailProg=/bin/true
 SchedulerType=sched/backfill
 # default batch_sched_delay=3 makes back-to-back submits wait ~3s; 0 -> next 1s scheduler tick
-SchedulerParameters=batch_sched_delay=0
+# the schedulers run every second (defaults: main 60 s, backfill 30 s): a job whose
+# start time passes (a requeued job, StartTime=now+2) or that an event-driven pass
+# skipped waits for the next periodic pass, long enough to time tests out under load
+SchedulerParameters=batch_sched_delay=0,sched_interval=1,bf_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
