@@ -89,6 +89,8 @@ class SlurmDriver(Driver):
             Capability.LOGS_STREAMS,
             Capability.LOGS_TASK,
             Capability.EXEC_TTY,
+            # each task runs under the OpenJD session runner, environment templates first
+            Capability.SUBMIT_ENVIRONMENTS,
             Capability.WORKERS_STOP_WORK,
         }
     )
