@@ -101,7 +101,12 @@ take_lock() { exec 9>"/run/aiofarm-slurm-$CLUSTER.lock"; flock 9; }
 
 BIND_DIRS="proc sys dev tmp"
 for d in ${EXTRA_BINDS:-}; do
-  case "$d" in /*) BIND_DIRS="$BIND_DIRS ${d#/}" ;; *) die "EXTRA_BINDS takes absolute paths (got '$d')" ;; esac
+  # never over the chroot's own system (a venv of /usr/bin/python3 has its prefix in /usr)
+  case "$d" in
+    /|/usr|/usr/*|/bin|/bin/*|/sbin|/sbin/*|/lib*|/etc|/etc/*|/var|/var/*|/opt|/run|/run/*|/proc*|/sys*|/dev*|/tmp|/tmp/*|"$ROOT"*) continue ;;
+    /*) BIND_DIRS="$BIND_DIRS ${d#/}" ;;
+    *) die "EXTRA_BINDS takes absolute paths (got '$d')" ;;
+  esac
 done
 mount_binds() {
   local d
