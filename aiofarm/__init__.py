@@ -54,6 +54,7 @@ _LAZY = {
     "Resources": "models",
     "StatusTransition": "models",
     "Task": "models",
+    "TransferProgress": "models",
     "Worker": "models",
     # errors
     "AuthError": "errors",
@@ -128,6 +129,7 @@ if TYPE_CHECKING:
         Resources,
         StatusTransition,
         Task,
+        TransferProgress,
         Worker,
     )
     from .pathmap import PathMapping

@@ -25,7 +25,17 @@ import attrs
 
 from .capabilities import native_value, require_spec
 from .errors import InvalidSpec, JobNotFound, WaitTimeout
-from .models import Capability, CompletionResult, Job, JobEvent, JobSpec, JobStatus, Resources, Task
+from .models import (
+    Capability,
+    CompletionResult,
+    Job,
+    JobEvent,
+    JobSpec,
+    JobStatus,
+    Resources,
+    Task,
+    TransferProgress,
+)
 from .query import build_query
 from .validation import (
     as_ids,
@@ -185,13 +195,16 @@ class Jobs:
         pool: str | None = None,
         tags: Sequence[str] = (),
         environments: Sequence[str | Path | Mapping[str, Any]] | None = None,
+        on_progress: Callable[[TransferProgress], object] | None = None,
     ) -> Job:
         """Submit an Open Job Description job bundle directory (as the Deadline Cloud
         client reads it: template.yaml|json, parameter_values, asset_references).
         Settings left as None come from the bundle's parameter values
         (``deadline:priority``, ``deadline:targetTaskRunStatus``, ...). ``environments``:
         environment templates (paths or mappings) entered before the job's own, as a
-        Deadline queue's environments are."""
+        Deadline queue's environments are. ``on_progress`` hears how hashing and
+        uploading the bundle's input files goes, on back ends that upload them
+        (Deadline job attachments)."""
         from .openjd.loading import load_bundle
 
         spec = load_bundle(
@@ -206,8 +219,39 @@ class Jobs:
             tags=tags,
             environments=environments,
         )
+        if on_progress is not None:
+            if not callable(on_progress):
+                raise InvalidSpec("on_progress", "must be a callable")
+            spec = attrs.evolve(spec, options={**spec.options, "on_progress": on_progress})
         (job,) = await self.submit([spec])
         return job
+
+    async def download_outputs(
+        self,
+        job_id: str,
+        step: str | None = None,
+        task: str | None = None,
+        dest: str | Path | None = None,
+        *,
+        on_progress: Callable[[TransferProgress], object] | None = None,
+    ) -> builtins.list[Path]:
+        """Download what the job's tasks produced (of one step, or one task of it), as
+        ``deadline job download-output`` does; the files written. ``dest`` None: where
+        the outputs were on the submitting host, through the client's path mapping
+        rules. ``UnsupportedError`` on back ends without job attachments."""
+        check_id(job_id, "job_id")
+        for field, value in (("step", step), ("task", task)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidSpec(field, "must be None or a non-empty string")
+        if task is not None and step is None:
+            raise InvalidSpec("task", "needs its step")
+        if dest is not None and not isinstance(dest, (str, Path)):
+            raise InvalidSpec("dest", f"must be a path, got {type(dest).__name__}")
+        written = await self._driver.download_outputs(
+            job_id, step=step, task=task, dest=None if dest is None else str(dest),
+            map_path=self._client.path_mapping.apply, on_progress=on_progress,
+        )  # fmt: skip
+        return [Path(p) for p in written]
 
     async def submit_template(
         self,

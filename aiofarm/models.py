@@ -29,6 +29,7 @@ __all__ = [
     "Resources",
     "StatusTransition",
     "Task",
+    "TransferProgress",
     "Worker",
 ]
 
@@ -327,3 +328,22 @@ class Message:
 
     fileno: int
     data: bytes
+
+
+@attrs.frozen
+class TransferProgress:
+    """Progress of moving a job's files (Deadline job attachments): ``phase`` is
+    "hashing", "uploading" or "downloading"; ``skipped`` counts what did not need to move
+    (unchanged, already stored, already downloaded)."""
+
+    phase: str
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    files_skipped: int = 0
+    bytes_skipped: int = 0
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if not self.bytes_total else min(1.0, self.bytes_done / self.bytes_total)

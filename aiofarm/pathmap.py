@@ -168,12 +168,17 @@ def prepare_spec(
 
 
 def _mapped_parameters(spec: JobSpec, rules: Sequence[PathMappingRule]) -> Mapping[str, object]:
-    """``spec.parameters`` with every PATH parameter's value (given, or the template's
-    default) mapped by ``rules``; the same mapping when nothing changes."""
+    """``spec.parameters`` with the value of every PATH parameter without a ``dataFlow``
+    (given, or the template's default) mapped by ``rules``; the same mapping when nothing
+    changes."""
     assert spec.template is not None
     changed = dict(spec.parameters)
     for definition in spec.template.get("parameterDefinitions") or ():
         if str(definition.get("type", "")).upper() != "PATH":
+            continue
+        if definition.get("dataFlow", "NONE") != "NONE":
+            # a job attachment: uploaded from this host's path, and mapped to where the
+            # worker put it by the back end itself
             continue
         name = definition.get("name")
         value = spec.parameters.get(name, definition.get("default"))

@@ -33,7 +33,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 import attrs
 
 from ..errors import JobNotFound, UnsupportedError
-from ..models import Capability, Job, JobSpec, JobStatus, LogPage, Message, Pool, Task, Worker
+from ..models import (
+    Capability,
+    Job,
+    JobSpec,
+    JobStatus,
+    LogPage,
+    Message,
+    Pool,
+    Task,
+    TransferProgress,
+    Worker,
+)
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -270,6 +281,21 @@ class Driver:
         if job is None:
             raise JobNotFound(job_id, driver=self.name)
         return job
+
+    async def download_outputs(
+        self,
+        job_id: str,
+        *,
+        step: str | None,
+        task: str | None,
+        dest: str | None,
+        map_path: Callable[[str], str],
+        on_progress: Callable[[TransferProgress], object] | None,
+    ) -> list[str]:
+        """Download the files the job's tasks produced (of one step, one task); the local
+        paths written. ``dest`` None: where they were on the submitting host, through
+        ``map_path`` (the client's path mapping rules)."""
+        raise self._unsupported("download_outputs")
 
     async def changes_since(self, since: float) -> tuple[dict[str, JobStatus], bool]:
         """ONE request: the jobs whose state changed at or after ``since`` (seconds

@@ -233,13 +233,19 @@ class DeadlineApi:
         return await self.run(op, lambda: method(**kw), job_id=job_id)
 
     async def run(
-        self, op: str, fn: Callable[[], Awaitable[T]], *, job_id: str | None = None
+        self,
+        op: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        job_id: str | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
     ) -> T:
-        """``fn`` under the concurrency limit, retried while it fails transiently."""
+        """``fn`` under the concurrency limit (the Deadline API's, or ``limiter``),
+        retried while it fails transiently."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            async with self.limiter:
+            async with limiter or self.limiter:
                 return await retry_transient(fn, is_transient=is_transient, attempts=4)
         except (ClientError, BotoCoreError, OSError, TimeoutError, PartialFailure) as exc:
             raise translate(exc, op, job_id) from None

@@ -13,16 +13,27 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...errors import AuthError, BackendError, InvalidSpec, JobNotFound, PoolNotFound
-from ...models import Capability, Job, JobSpec, JobStatus, LogPage, Pool, Task, Worker
+from ...models import (
+    Capability,
+    Job,
+    JobSpec,
+    JobStatus,
+    LogPage,
+    Pool,
+    Task,
+    TransferProgress,
+    Worker,
+)
 from ..base import Action, Driver, JobUpdate, ListPlan, ListQuery, LogQuery
 from . import fleets, listing, search, wire
 from .api import AUTH_CODES, NAME, DeadlineApi, concurrently
+from .attachments import JobAttachments
 from .discovery import DeadlineBackend, not_found_message
 from .holds import Holds
 from .sessions import Sessions
@@ -46,6 +57,7 @@ _OPTIONS = {
     "concurrency": 16,
     "retry_mode": "standard",
     "queue_role": None,
+    "storage_profile": None,
 }
 
 
@@ -105,6 +117,7 @@ class DeadlineDriver(Driver):
         concurrency: int = 16,
         retry_mode: str = "standard",
         queue_role: str | None = None,
+        storage_profile: str | None = None,
     ) -> None:
         self.farm_id = farm_id
         self.queue_id = queue_id
@@ -117,6 +130,7 @@ class DeadlineDriver(Driver):
         )  # fmt: skip
         self.sessions = Sessions(self.api, queue_role)
         self.holds = Holds(self.api)
+        self.attachments = JobAttachments(self.api, storage_profile_id=storage_profile)
         self.discovery = DeadlineBackend(self.api)
         self.backend = self.discovery
         self._queue: dict[str, Any] = {}
@@ -153,6 +167,7 @@ class DeadlineDriver(Driver):
             if exc.code != "ResourceNotFoundException":
                 raise
             await self._not_found(exc)
+        await self.attachments.open(self._queue)
         task_group.start_soon(self.holds.run)
 
     async def _not_found(self, exc: BackendError) -> None:
@@ -171,6 +186,7 @@ class DeadlineDriver(Driver):
 
     async def aclose(self) -> None:
         try:
+            await self.attachments.aclose()
             await self.sessions.aclose()
         finally:
             await self.api.aclose()
@@ -187,9 +203,7 @@ class DeadlineDriver(Driver):
             requests = []
             for i, spec in enumerate(specs):
                 self._check_pool(spec.pool, f"specs[{i}].pool")
-                requests.append(
-                    wire.create_job_request(self.farm_id, self.queue_id, spec, uuid.uuid4().hex)
-                )
+                requests.append(await self._request(spec))
             job_ids: list[str] = [""] * len(requests)
 
             async def create(i: int) -> None:
@@ -211,7 +225,7 @@ class DeadlineDriver(Driver):
                     raise InvalidSpec(
                         f"specs[{i}].depends_on", f"no job {missing[0]!r} in this queue"
                     )
-            req = wire.create_job_request(self.farm_id, self.queue_id, spec, uuid.uuid4().hex, deps)
+            req = await self._request(spec, deps)
             job_id = (await api.call("create_job", **req))["jobId"]
             created.append(job_id)
             if spec.id is not None:
@@ -219,6 +233,48 @@ class DeadlineDriver(Driver):
             if deps:
                 self.holds.add(job_id)
         return await self._created(created)
+
+    async def _request(self, spec: JobSpec, deps: Sequence[str] = ()) -> dict[str, Any]:
+        """CreateJob's arguments, the job's attachments uploaded first (if it has any)."""
+        # refuse a bad template before uploading anything for it
+        wire.create_job_request(self.farm_id, self.queue_id, spec, "check", deps)
+        attachments = await self.attachments.for_spec(spec)
+        return wire.create_job_request(
+            self.farm_id, self.queue_id, spec, uuid.uuid4().hex, deps, attachments,
+            self.attachments.storage_profile_id,
+        )  # fmt: skip
+
+    async def download_outputs(
+        self,
+        job_id: str,
+        *,
+        step: str | None,
+        task: str | None,
+        dest: str | None,
+        map_path: Callable[[str], str],
+        on_progress: Callable[[TransferProgress], object] | None,
+    ) -> list[str]:
+        """What the job's tasks produced (``step``: a step id or name; ``task``: a task
+        id of that step), in the official layout (attachments/download.py)."""
+        self.api.check_job_id(job_id)
+        parts: tuple[str, ...] = ()
+        if step is not None:
+            step_id = step
+            if not step.startswith("step-"):
+                steps = await self.api.pages(
+                    "list_steps", "steps", job_id=job_id, **self.api.ids(job_id)
+                )
+                found = [s["stepId"] for s in steps if s["name"] == step]
+                if not found:
+                    names = ", ".join(sorted(s["name"] for s in steps))
+                    raise InvalidSpec("step", f"job {job_id} has no step {step!r} ({names})")
+                step_id = found[0]
+            parts = (step_id,) if task is None else (step_id, task)
+        elif not (await self.get_jobs([job_id])):
+            raise JobNotFound(job_id, driver=NAME)
+        return await self.attachments.download(
+            job_id, parts, dest=dest, map_path=map_path, on_progress=on_progress
+        )
 
     async def _created(self, job_ids: list[str]) -> list[Job]:
         found: dict[str, Job] = {}
@@ -424,7 +480,10 @@ def parse_options(url: yarl.URL, options: Mapping[str, Any]) -> dict[str, Any]:
 
     out: dict[str, Any] = {
         k: opt(k)
-        for k in ("region", "profile", "endpoint_url", "logs_endpoint_url", "s3_endpoint_url")
+        for k in (
+            "region", "profile", "endpoint_url", "logs_endpoint_url", "s3_endpoint_url",
+            "storage_profile",
+        )
     }
     for key in ("max_attempts", "concurrency"):
         raw = opt(key)

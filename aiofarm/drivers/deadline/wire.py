@@ -462,7 +462,13 @@ def typed_parameters(
 
 
 def create_job_request(
-    farm_id: str, queue_id: str, spec: JobSpec, client_token: str, depends_on: Sequence[str] = ()
+    farm_id: str,
+    queue_id: str,
+    spec: JobSpec,
+    client_token: str,
+    depends_on: Sequence[str] = (),
+    attachments: Mapping[str, Any] | None = None,
+    storage_profile: str | None = None,
 ) -> dict[str, Any]:
     """The CreateJob arguments for ``spec`` (``depends_on``: the real ids of the jobs it
     waits for; such a job is created suspended and held until they succeed)."""
@@ -502,9 +508,11 @@ def create_job_request(
     description = join_description(spec.description, meta)
     if description:
         req["descriptionOverride"] = description
-    for key in ("storageProfileId",):
-        if key in spec.options:
-            req[key] = spec.options[key]
+    profile = spec.options.get("storageProfileId", storage_profile)
+    if profile:
+        req["storageProfileId"] = profile
+    if attachments is not None:
+        req["attachments"] = dict(attachments)
     return req
 
 

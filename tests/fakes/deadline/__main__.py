@@ -40,6 +40,8 @@ async def _main(args: argparse.Namespace) -> None:
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         moto.start()
         logs_endpoint = f"http://127.0.0.1:{port}"
+        # the worker's official job attachments code reaches S3 through boto3
+        os.environ["AWS_ENDPOINT_URL_S3"] = logs_endpoint
     server = FakeServer(
         logs_endpoint=logs_endpoint,
         # moto's server answers every service on one port: S3 for job attachments too

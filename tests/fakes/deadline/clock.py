@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from .records import TERMINAL, Action, Job, Session, Task, log_group, now
+from .worker import resolvable
 
 
 class Clock:
@@ -115,7 +116,7 @@ class Clock:
         self._log(
             group, stream, f"Session {session.session_id} started on worker {session.worker_id}"
         )
-        if self.execute and not any("{{" in part for part in task.step.command):
+        if self.execute and resolvable(task.step.command):
             task.executing = True
             self.launches.append((task, action.action_id, group, stream))
             return

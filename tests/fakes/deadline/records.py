@@ -281,6 +281,7 @@ class Job:
         self.started: dt.datetime | None = None
         self.ended: dt.datetime | None = None
         self.storage_profile: str | None = None
+        self.attachments: dict[str, Any] | None = None
 
     def step_by_name(self, name: str) -> Step:
         return next(s for s in self.steps if s.name == name)
@@ -330,6 +331,7 @@ class Job:
             base["parameters"] = self.parameters or None
             base["description"] = self.description
             base["storageProfileId"] = self.storage_profile
+            base["attachments"] = self.attachments
         if kind == "batch":
             base["farmId"] = self.farm_id
             base["queueId"] = self.queue_id

@@ -23,17 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import random
+import shutil
 import signal
 import tempfile
+import time
 from collections import Counter
 from typing import Any
 
 from aiohttp import web
 
+from . import worker
 from .protocol import Invalid, ServiceProtocol
 from .state import ApiError, FakeDeadline
 
@@ -167,54 +171,87 @@ class FakeServer:
             runner.add_done_callback(self._runners.discard)
 
     async def _run_task(self, task: Any, action_id: str, group: str, stream: str) -> None:
-        """Be the worker: run the task's command, ship its output, report its exit code."""
+        """Be the worker: fetch the job's input files (official code), run the task's
+        command in a session directory, upload what it wrote to its output directories
+        (official code), ship its output, report its exit code."""
+        job = task.step.job
+        loop = asyncio.get_running_loop()
+        settings = self.state.queue_settings.get(job.queue_id, {}).get("jobAttachmentSettings")
+        attached = bool(job.attachments and settings and self.s3_endpoint)
+        session_dir = tempfile.mkdtemp(prefix="fake-deadline-session-")
+        started = time.time()
+        code = 1
+        try:
+            rules: list[dict[str, str]] = []
+            if attached:
+                rules = await loop.run_in_executor(None, functools.partial(
+                    worker.sync_inputs, settings, job.attachments, job.farm_id, job.queue_id,
+                    job.job_id, session_dir,
+                ))  # fmt: skip
+                self.state._log(group, stream, f"Job attachments: inputs in {session_dir}")
+            command = worker.resolve(
+                task.step.command, job.parameters, task.parameters, session_dir, rules
+            )
+            code = await self._execute(task, action_id, group, stream, command, session_dir)
+            if attached and code == 0:
+                await loop.run_in_executor(None, functools.partial(
+                    worker.sync_outputs, settings, job.attachments, job.farm_id, job.queue_id,
+                    job.job_id, task.step.step_id, task.task_id, action_id, started, session_dir,
+                ))  # fmt: skip
+                self.state._log(group, stream, "Job attachments: outputs uploaded")
+        except Exception as exc:  # what a worker reports as a failed session action
+            self.state._log(group, stream, f"Job attachments failed: {type(exc).__name__}: {exc}")
+            code = 1
+        finally:
+            shutil.rmtree(session_dir, ignore_errors=True)
+        self.state.finish_executed(task, action_id, code)
+        await self.flush_logs()
+
+    async def _execute(
+        self, task: Any, action_id: str, group: str, stream: str, command: list[str], cwd: str
+    ) -> int:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),
             **task.step.env,
         }
-        code: int
         try:
             proc = await asyncio.create_subprocess_exec(
-                *task.step.command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                env=env, cwd=tempfile.gettempdir(), start_new_session=True,
+                *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                env=env, cwd=cwd, start_new_session=True,
             )  # fmt: skip
         except OSError as exc:
-            self.state._log(group, stream, f"cannot start {task.step.command[0]}: {exc}")
-            code = 127
-        else:
-            self._procs.add(proc)
-            started = asyncio.get_running_loop().time()
+            self.state._log(group, stream, f"cannot start {command[0]}: {exc}")
+            return 127
+        self._procs.add(proc)
+        started = asyncio.get_running_loop().time()
+        assert proc.stdout is not None
+
+        async def pump() -> None:
             assert proc.stdout is not None
+            async for raw in proc.stdout:
+                self.state._log(group, stream, raw.decode(errors="replace").rstrip("\n"))
+                await self.flush_logs()
 
-            async def pump() -> None:
-                assert proc.stdout is not None
-                async for raw in proc.stdout:
-                    self.state._log(group, stream, raw.decode(errors="replace").rstrip("\n"))
-                    await self.flush_logs()
-
-            pumper = asyncio.get_running_loop().create_task(pump())
-            try:
-                while proc.returncode is None:
-                    try:
-                        await asyncio.wait_for(asyncio.shield(proc.wait()), 0.05)
-                    except asyncio.TimeoutError:
-                        timeout = task.step.timeout
-                        late = (
-                            timeout is not None
-                            and asyncio.get_running_loop().time() - started > timeout
-                        )
-                        if task.status != "RUNNING" or task.latest_action != action_id or late:
-                            with contextlib.suppress(ProcessLookupError):
-                                os.killpg(proc.pid, signal.SIGKILL)
-                await pumper
-            finally:
-                self._procs.discard(proc)
-            code = proc.returncode if proc.returncode is not None else -9
-            if code < 0:
-                code = 128 - code  # killed by a signal, as a shell reports it
-        self.state.finish_executed(task, action_id, code)
-        await self.flush_logs()
+        pumper = asyncio.get_running_loop().create_task(pump())
+        try:
+            while proc.returncode is None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), 0.05)
+                except asyncio.TimeoutError:
+                    timeout = task.step.timeout
+                    late = (
+                        timeout is not None
+                        and asyncio.get_running_loop().time() - started > timeout
+                    )
+                    if task.status != "RUNNING" or task.latest_action != action_id or late:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(proc.pid, signal.SIGKILL)
+            await pumper
+        finally:
+            self._procs.discard(proc)
+        code = proc.returncode if proc.returncode is not None else -9
+        return 128 - code if code < 0 else code  # killed by a signal, as a shell reports it
 
     async def flush_logs(self) -> None:
         if self.state.launches:
@@ -308,8 +345,8 @@ class FakeServer:
         for proc in list(self._procs):
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-        for worker in st.workers.values():
-            worker["status"] = "IDLE"
+        for record in st.workers.values():
+            record["status"] = "IDLE"
         self.faults = {}
         self.stats.clear()
         return web.json_response({})

@@ -115,6 +115,7 @@ class FakeDeadline(Farms, Clock):
         job.max_retries = req.get("maxRetriesPerTask")
         job.max_workers = req.get("maxWorkerCount")
         job.storage_profile = req.get("storageProfileId")
+        job.attachments = req.get("attachments")
         job.parameters = {
             k: {v.type.value.lower(): v.value} for k, v in resolved.items() if k in declared
         }

@@ -1,0 +1,137 @@
+"""Deadline Cloud job attachments, compatible with the official client and worker:
+inputs hashed and uploaded at submission (upload.py), outputs downloaded on request
+(download.py), in the manifest format and S3 layout of manifest.py.
+
+S3 is reached through aiobotocore with the queue role's credentials
+(``AssumeQueueRoleForUser``), as the official client does; if that is refused, with the
+caller's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ....errors import AuthError, InvalidSpec, UnsupportedError
+from ....models import JobSpec, TransferProgress
+from ..api import NAME, DeadlineApi
+from .assets import expand, gather, group
+from .cache import AttachmentsCache
+from .download import Downloader
+from .manifest import Settings
+from .upload import Uploader, UploadSummary
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["JobAttachments", "UploadSummary"]
+
+_FILE_SYSTEMS = ("COPIED", "VIRTUAL")
+
+
+class JobAttachments:
+    def __init__(
+        self,
+        api: DeadlineApi,
+        *,
+        storage_profile_id: str | None = None,
+        cache_path: Path | None = None,
+        concurrency: int = 32,
+    ) -> None:
+        self.api = api
+        self.storage_profile_id = storage_profile_id
+        self.cache = AttachmentsCache(cache_path)
+        self.concurrency = concurrency
+        self.settings: Settings | None = None
+        #: file system location name -> (path, "LOCAL" | "SHARED") of the storage profile
+        self.locations: dict[str, tuple[str, str]] = {}
+        #: what the last submission with attachments moved (for tests and benchmarks)
+        self.last_upload: UploadSummary | None = None
+        self._own_s3: Any = None
+        self._own_stack: Any = None
+
+    async def open(self, queue: Mapping[str, Any]) -> None:
+        self.settings = Settings.of_queue(queue)
+        if self.storage_profile_id:
+            profile = await self.api.call(
+                "get_storage_profile_for_queue",
+                farmId=self.api.farm_id,
+                queueId=self.api.queue_id,
+                storageProfileId=self.storage_profile_id,
+            )
+            self.locations = {
+                loc["name"]: (loc["path"], loc["type"])
+                for loc in profile.get("fileSystemLocations") or []
+            }
+
+    async def aclose(self) -> None:
+        stack, self._own_stack = self._own_stack, None
+        self._own_s3 = None
+        if stack is not None:
+            await stack.aclose()
+        await anyio.to_thread.run_sync(self.cache.close)
+
+    async def _s3(self) -> Any:
+        try:
+            return await self.api.role_client("s3", "user")
+        except AuthError:
+            if self._own_s3 is None:
+                import contextlib
+
+                self._own_stack = contextlib.AsyncExitStack()
+                self._own_s3 = await self._own_stack.enter_async_context(
+                    self.api.create_client("s3")
+                )
+            return self._own_s3
+
+    def _require(self, what: str) -> Settings:
+        if self.settings is None:
+            raise UnsupportedError(
+                NAME, what, f"queue {self.api.queue_id} has no job attachments settings"
+            )
+        return self.settings
+
+    async def for_spec(self, spec: JobSpec) -> dict[str, Any] | None:
+        """CreateJob's ``attachments`` for ``spec`` (its inputs uploaded), or None when
+        it references no input or output."""
+        refs = gather(spec.options.get("asset_references"), spec.template, spec.parameters)
+        if not refs:
+            return None
+        if self.settings is None:
+            raise InvalidSpec(
+                "asset_references",
+                f"queue {self.api.queue_id} has no job attachments settings"
+                " (jobAttachmentSettings): its workers could not receive these files",
+            )
+        file_system = str(spec.options.get("job_attachments_file_system", "COPIED")).upper()
+        if file_system not in _FILE_SYSTEMS:
+            raise InvalidSpec("job_attachments_file_system", "must be COPIED or VIRTUAL")
+        inputs = await anyio.to_thread.run_sync(expand, refs)
+        groups = group(inputs, refs, self.locations)
+        on_progress = spec.options.get("on_progress")
+        uploader = Uploader(
+            self.api, await self._s3(), self.settings, self.cache, concurrency=self.concurrency
+        )
+        block, self.last_upload = await uploader.attach(
+            self.api.farm_id, self.api.queue_id, groups, file_system, on_progress
+        )
+        return block
+
+    async def download(
+        self,
+        job_id: str,
+        parts: tuple[str, ...],
+        *,
+        dest: str | None,
+        map_path: Callable[[str], str],
+        on_progress: Callable[[TransferProgress], object] | None,
+    ) -> list[str]:
+        settings = self._require("download_outputs")
+        downloader = Downloader(self.api, await self._s3(), settings, concurrency=self.concurrency)
+        return await downloader.download(
+            self.api.farm_id, self.api.queue_id, job_id, parts, dest=dest, map_path=map_path,
+            locations={name: path for name, (path, _) in self.locations.items()},
+            on_progress=on_progress,
+        )  # fmt: skip
