@@ -143,10 +143,19 @@ class Jobs:
             raise
         return job
 
-    async def submit(self, specs: Sequence[JobSpec]) -> builtins.list[Job]:
+    async def submit(
+        self,
+        specs: Sequence[JobSpec],
+        *,
+        on_progress: Callable[[TransferProgress], object] | None = None,
+    ) -> builtins.list[Job]:
         """Submit a batch; the jobs come back in input order. A spec may set its own
         ``id`` and others of the batch may name it in ``depends_on``. The whole batch is
-        validated before anything is created."""
+        validated before anything is created. ``on_progress`` hears how hashing and
+        uploading the specs' input files goes, on back ends that upload them (Deadline
+        job attachments)."""
+        if on_progress is not None and not callable(on_progress):
+            raise InvalidSpec("on_progress", "must be a callable")
         if isinstance(specs, JobSpec):
             specs = [specs]
         if not isinstance(specs, Sequence) or isinstance(specs, (str, bytes)):
@@ -174,7 +183,13 @@ class Jobs:
                 for k, dep in enumerate(spec.depends_on):
                     if dep in external and dep not in found:
                         raise InvalidSpec(f"specs[{i}].depends_on[{k}]", f"unknown job id {dep!r}")
-        created = await driver.submit([checked[i] for i in order])
+        from .drivers.base import transfer_progress
+
+        reset = transfer_progress.set(on_progress)
+        try:
+            created = await driver.submit([checked[i] for i in order])
+        finally:
+            transfer_progress.reset(reset)
         if len(created) != len(checked):  # pragma: no cover - a driver bug
             raise AssertionError(f"{driver.name} driver returned {len(created)} jobs for {len(checked)} specs")
         result: list[Job | None] = [None] * len(checked)
@@ -219,11 +234,7 @@ class Jobs:
             tags=tags,
             environments=environments,
         )
-        if on_progress is not None:
-            if not callable(on_progress):
-                raise InvalidSpec("on_progress", "must be a callable")
-            spec = attrs.evolve(spec, options={**spec.options, "on_progress": on_progress})
-        (job,) = await self.submit([spec])
+        (job,) = await self.submit([spec], on_progress=on_progress)
         return job
 
     async def download_outputs(

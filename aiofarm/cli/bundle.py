@@ -234,7 +234,10 @@ async def _follow(farm: Client, job_id: str) -> CompletionResult:
 async def _submit(opts: Options, kind: str, source: Path, params: dict[str, Any]) -> int:
     spec = _spec(kind, source, params)  # a bad bundle fails before connecting
     async with opts.client() as farm:
-        (job,) = await farm.jobs.submit([spec])
+        from .render import TransferBar
+
+        with TransferBar() as bar:  # job attachments being hashed and uploaded (Deadline)
+            (job,) = await farm.jobs.submit([spec], on_progress=bar)
         if not params["wait"]:
             click.echo(json.dumps(job_dict(job), indent=2) if params["as_json"] else job.id)
             return 0

@@ -26,7 +26,8 @@ __all__ = ["deadline", "register"]
 
 
 class _Target:
-    def __init__(self, **values: str | None) -> None:
+    def __init__(self, url: str | None, **values: str | None) -> None:
+        self.url = url
         self.values = values
 
 
@@ -94,7 +95,7 @@ def deadline(
     given = {"farm_id": farm_id, "queue_id": queue_id, "region": region, "profile": profile,
              "endpoint_url": endpoint_url}  # fmt: skip
     values.update({k: v for k, v in given.items() if v})
-    ctx.obj = _Target(**values)
+    ctx.obj = _Target(opts.url, **values)
 
 
 @deadline.command("farms")
@@ -189,6 +190,46 @@ def auth_status(ctx: click.Context, as_json: bool) -> None:
         return 0 if status.authenticated and status.api_available else EXIT_FAILED
 
     _run(ctx, go)
+
+
+@deadline.command("download-output")
+@click.argument("job_id")
+@click.option("--step", help="Only this step's outputs (a step id or name).")
+@click.option("--task", help="Only this task's outputs (a task id; needs --step).")
+@click.option(
+    "--dest", type=click.Path(file_okay=False), help="Put them here, not where they were."
+)
+@click.pass_context
+def download_output(
+    ctx: click.Context, job_id: str, step: str | None, task: str | None, dest: str | None
+) -> None:
+    """Download what a job's tasks produced (job attachments), with a progress bar.
+
+    Without --dest the files go where they were on the submitting host (through the
+    farm's path mapping rules, or this host's storage profile)."""
+    target: _Target = ctx.obj
+
+    async def go() -> int:
+        from ..client import Client
+        from .render import TransferBar
+
+        async with Client(target.url, **_client_options(target)) as farm:
+            with TransferBar() as bar:
+                paths = await farm.jobs.download_outputs(
+                    job_id, step=step, task=task, dest=dest, on_progress=bar
+                )
+        for path in paths:
+            click.echo(str(path))
+        return 0
+
+    sys.exit(run_command(go))
+
+
+def _client_options(target: _Target) -> dict[str, Any]:
+    """What --region, --profile and --endpoint-url add to the URL's options."""
+    return {
+        k: v for k, v in target.values.items() if v and k in ("region", "profile", "endpoint_url")
+    }
 
 
 def register(group: click.Group) -> None:

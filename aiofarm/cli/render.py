@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..models import Job, JobStatus
+from ..models import Job, JobStatus, TransferProgress
 from .common import STATUS_STYLE
 from .output import duration, end_detail, local_time
 
@@ -139,3 +139,53 @@ async def wait_progress(farm: Client, ids: list[str], timeout: float | None) -> 
             summary = ", ".join(f"{n} {s.value}" for s, n in sorted(counts.items()))
             progress.update(bar, advance=1, summary=summary)
     return counts[JobStatus.SUCCEEDED] == len(ids)
+
+
+class TransferBar:
+    """A progress bar on stderr for moving a job's files (``on_progress`` of
+    ``jobs.submit_bundle`` and ``jobs.download_outputs``): one bar per phase, in bytes,
+    with what was skipped. Use as a context manager; call it with each report."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
+        console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("{task.description:<11}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[files]}"),
+            console=console,
+            disable=not console.is_terminal,
+        )
+        self._bars: dict[str, object] = {}
+
+    def __enter__(self) -> TransferBar:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def __call__(self, report: TransferProgress) -> None:
+        from rich.progress import TaskID
+
+        bar = self._bars.get(report.phase)
+        if bar is None:
+            bar = self._bars[report.phase] = self.progress.add_task(
+                report.phase, total=report.bytes_total, files=""
+            )
+        files = f"{report.files_done}/{report.files_total} files"
+        if report.files_skipped:
+            files += f" ({report.files_skipped} unchanged)"
+        assert isinstance(bar, int)
+        self.progress.update(TaskID(bar), completed=report.bytes_done, files=files)

@@ -26,6 +26,7 @@ import enum
 import signal as _signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -60,7 +61,15 @@ __all__ = [
     "ListQuery",
     "LogQuery",
     "StdioChannel",
+    "transfer_progress",
 ]
+
+
+#: where a driver reports how moving a submission's files goes (Deadline job
+#: attachments); the client sets it for the duration of one ``submit``
+transfer_progress: ContextVar[Callable[[TransferProgress], object] | None] = ContextVar(
+    "aiofarm_transfer_progress", default=None
+)
 
 
 class Action(str, enum.Enum):

@@ -16,6 +16,7 @@ import anyio
 
 from ....errors import AuthError, InvalidSpec, UnsupportedError
 from ....models import JobSpec, TransferProgress
+from ...base import transfer_progress
 from ..api import NAME, DeadlineApi
 from .assets import expand, gather, group
 from .cache import AttachmentsCache
@@ -110,7 +111,7 @@ class JobAttachments:
             raise InvalidSpec("job_attachments_file_system", "must be COPIED or VIRTUAL")
         inputs = await anyio.to_thread.run_sync(expand, refs)
         groups = group(inputs, refs, self.locations)
-        on_progress = spec.options.get("on_progress")
+        on_progress = transfer_progress.get()
         uploader = Uploader(
             self.api, await self._s3(), self.settings, self.cache, concurrency=self.concurrency
         )
