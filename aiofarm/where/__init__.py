@@ -31,17 +31,22 @@ the per-comparison test), :mod:`.nodes` (the expression tree), :mod:`.parser` (t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .builder import Field as Field
 from .builder import where
 from .fields import FIELDS as FIELDS
 from .fields import OPERATORS as OPERATORS
 from .fields import UnknownField as UnknownField
-from .native import conjoin as conjoin
-from .native import conjuncts as conjuncts
-from .native import split_native as split_native
 from .nodes import And, Compare, Expr, Not, Or
-from .parser import WhereSyntaxError
-from .parser import parse as parse
+
+if TYPE_CHECKING:
+    # loaded on first use (see __getattr__): `import aiofarm` needs neither
+    from .native import conjoin as conjoin
+    from .native import conjuncts as conjuncts
+    from .native import split_native as split_native
+    from .parser import WhereSyntaxError
+    from .parser import parse as parse
 
 # The public names (re-exported by aiofarm/__init__.py). The helpers re-exported
 # above with `as` (parse, split_native, conjuncts, conjoin, FIELDS, OPERATORS, Field,
@@ -56,7 +61,19 @@ __all__ = [
     "where",
 ]
 
-def __getattr__(name: str) -> Field:
+_FROM_PARSER = frozenset({"parse", "WhereSyntaxError"})
+_FROM_NATIVE = frozenset({"conjoin", "conjuncts", "split_native"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_PARSER:
+        from . import parser
+
+        return getattr(parser, name)
+    if name in _FROM_NATIVE:
+        from . import native
+
+        return getattr(native, name)
     # the module reads like the object (`aiofarm.where.status`), whichever one a
     # given import path hands out
     if name.startswith("_"):

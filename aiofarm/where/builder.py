@@ -6,9 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from .fields import FIELDS, UnknownField, unknown_field
-from .native import split_native
 from .nodes import Compare, Expr
-from .parser import parse
 
 __all__ = ["Field", "where"]
 
@@ -80,12 +78,16 @@ class _Where:
 
     @staticmethod
     def parse(text: str) -> Expr:
+        from .parser import parse
+
         return parse(text)
 
     @staticmethod
     def split_native(
         expr: Expr | None, supported: Callable[[Compare], bool]
     ) -> tuple[list[Compare], Expr | None]:
+        from .native import split_native
+
         return split_native(expr, supported)
 
     # typed aliases so `where.status` etc. are Field to mypy, not Any from __getattr__
