@@ -122,12 +122,7 @@ PRIVATE_IMPORT_EXEMPT: frozenset[str] = frozenset(
     }
 )
 #: files still over MAX_LINES, being split by their own work
-SIZE_EXEMPT: frozenset[str] = frozenset(
-    {
-        # being split by concern by the Slurm driver's own work (issue 11)
-        "aiofarm/drivers/slurm/driver.py",
-    }
-)
+SIZE_EXEMPT: frozenset[str] = frozenset()
 
 
 @attrs.frozen
