@@ -258,7 +258,7 @@ async def _submit(opts: Options, kind: str, source: Path, params: dict[str, Any]
         return 0
     note(describe_end(final), fg="red")
     if result.failed_tasks:
-        note(f"{len(result.failed_tasks)} failed task(s); `aiofarm` retry reruns just those:", fg="red")
+        note(f"{len(result.failed_tasks)} failed task(s); `aiofarm retry {final.id}` reruns just those:", fg="red")
         for task in result.failed_tasks[:20]:
             click.echo(_task_line(task), err=True)
         if len(result.failed_tasks) > 20:

@@ -1,4 +1,5 @@
-"""``aiofarm tasks ID``: a job's tasks with their status, progress and last message."""
+"""``aiofarm tasks ID``: a job's tasks with their status, progress and last message;
+``aiofarm retry ID...``: rerun the failed tasks of jobs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import click
 
 from .common import Options, parse_statuses, run_command
 
-__all__ = ["register", "tasks"]
+__all__ = ["register", "retry", "tasks"]
 
 
 def task_dict(task: Any) -> dict[str, Any]:
@@ -59,5 +60,24 @@ def tasks(opts: Options, job_id: str, statuses: Any, as_json: bool) -> None:
     sys.exit(run_command(go))
 
 
+@click.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@click.pass_obj
+def retry(opts: Options, job_ids: tuple[str, ...]) -> None:
+    """Rerun the failed (and canceled) tasks of jobs; the tasks that succeeded stay done."""
+
+    async def go() -> int:
+        ids = list(dict.fromkeys(job_ids))
+        async with opts.client() as farm:
+            await farm.jobs.get_many(ids)  # unknown ids fail before anything changes
+            await farm.jobs.retry(ids)
+        for job_id in ids:
+            click.echo(f"retrying {job_id}")
+        return 0
+
+    sys.exit(run_command(go))
+
+
 def register(group: click.Group) -> None:
     group.add_command(tasks)
+    group.add_command(retry)

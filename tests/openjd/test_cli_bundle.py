@@ -50,7 +50,15 @@ async def test_wait_exit_codes_and_failed_tasks(farm: Farm, tmp_path: Path) -> N
     job = failed.json()
     assert job["status"] == "failed"
     assert [t["parameters"]["Frame"] for t in job["failed_tasks"]] == [5]
-    assert "1 failed task(s)" in failed.stderr
+    assert "1 failed task(s)" in failed.stderr and f"aiofarm retry {job['id']}" in failed.stderr
+    again = await farm("retry", job["id"])
+    assert again.code == 0 and again.stdout.strip() == f"retrying {job['id']}"
+    waited = await farm("wait", job["id"])
+    assert waited.code == 1  # frame 5 fails again
+    tasks = (await farm("tasks", job["id"], "--json")).json()
+    assert [t["attempts"] for t in tasks] == [2]
+    unknown = await farm("retry", "j999")
+    assert unknown.code == 2
 
 
 async def test_template_submit_with_an_environment(farm: Farm, tmp_path: Path) -> None:

@@ -238,7 +238,7 @@ class RunningTask:
             lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
         if lines:
             self._write(logfile.format_records(kind, self.task_index, lines, time.time()))
-            if self.line_hook is not None and fileno == 1 and b"openjd_" in buf:
+            if self.line_hook is not None and b"openjd_" in buf:
                 self.line_hook(lines)
 
     def take_output(self) -> None:
@@ -263,12 +263,12 @@ class RunningTask:
 
     def _close_output(self, fd: int) -> None:
         rest = self._bufs.pop(fd, b"")
-        fileno, kind = self._outputs.pop(fd)
+        _, kind = self._outputs.pop(fd)
         if rest:
             if self.tty and rest.endswith(b"\r"):
                 rest = rest[:-1]
             self._write(logfile.format_records(kind, self.task_index, [rest], time.time()))
-            if self.line_hook is not None and fileno == 1 and b"openjd_" in rest:
+            if self.line_hook is not None and b"openjd_" in rest:
                 self.line_hook([rest])
         if self._armed:
             self.loop.remove_reader(fd)
