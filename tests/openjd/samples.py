@@ -114,6 +114,9 @@ steps:
             echo "openjd_fail: licence server unreachable for frame 2"
             exit 4
           fi
+          if [ {{Task.Param.Frame}} -eq 3 ]; then
+            echo "openjd_status: said on stderr" >&2
+          fi
 """
 
 #: a session directory that tasks write into and a script that records its own path

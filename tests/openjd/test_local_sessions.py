@@ -113,6 +113,7 @@ async def test_progress_status_and_fail_messages_reach_tasks(tmp_path: Path) -> 
         assert tasks[1].progress == 80.5 and tasks[1].status_message == "writing frame 1"
         assert tasks[2].reason == "licence server unreachable for frame 2"
         assert tasks[3].status is JobStatus.SUCCEEDED  # the failure canceled nothing
+        assert tasks[3].status_message == "said on stderr"  # either stream, as the spec says
 
 
 def _any_exists(paths: set[str]) -> bool:
