@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiofarm import Client, JobSpec, JobStatus
+from aiofarm.drivers.local.connect import stop_service
 from aiofarm.openjd.loading import template_spec
 
 TEMPLATE = {
@@ -61,7 +64,7 @@ async def raw(tasks: int, concurrency: int) -> float:
 
 
 async def farm(tasks: int, concurrency: int) -> tuple[float, float]:
-    with tempfile.TemporaryDirectory() as state:
+    with tempfile.TemporaryDirectory() as state, farm_service(state):
         async with Client("local://" + state, slots=concurrency) as client:
             await warm(client)
             start = time.perf_counter()
@@ -74,6 +77,15 @@ async def farm(tasks: int, concurrency: int) -> tuple[float, float]:
             return elapsed, submitted
 
 
+@contextlib.contextmanager
+def farm_service(state: str) -> Iterator[None]:
+    """The farm service a local:// client starts for ``state`` is stopped on the way out."""
+    try:
+        yield
+    finally:
+        stop_service(state, cancel_jobs=True)
+
+
 async def warm(client: Client) -> None:
     """A small job first: the farm service (started with the client) imports openjd-model
     on its first template job, which is not what the figures measure."""
@@ -83,7 +95,7 @@ async def warm(client: Client) -> None:
 
 async def plain_jobs(tasks: int, concurrency: int) -> float:
     """The same work as plain command jobs: what the driver costs without OpenJD."""
-    with tempfile.TemporaryDirectory() as state:
+    with tempfile.TemporaryDirectory() as state, farm_service(state):
         async with Client("local://" + state, slots=concurrency) as client:
             start = time.perf_counter()
             jobs = await client.jobs.submit([JobSpec(command=["/bin/true"]) for _ in range(tasks)])
@@ -121,7 +133,7 @@ def env_template(enter_seconds: float) -> dict[str, object]:
 
 async def env_job(tasks: int, enter_seconds: float, per_task: bool) -> tuple[float, int]:
     """Seconds to run the job on 2 slots, and how many times its environment was entered."""
-    with tempfile.TemporaryDirectory() as state:
+    with tempfile.TemporaryDirectory() as state, farm_service(os.path.join(state, "farm")):
         marks = Path(state) / "entries"
         async with Client("local://" + os.path.join(state, "farm"), slots=2) as client:
             await warm(client)
