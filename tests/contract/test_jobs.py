@@ -283,6 +283,17 @@ async def test_parameters_a_driver_does_not_declare_are_refused(farm: Client) ->
             [JobSpec(command=OK, tags=[t]), JobSpec(command=OK, max_failed_tasks=1, tags=[t])]
         ),
         Capability.SUBMIT_MAX_WORKERS: lambda: farm.jobs.submit([JobSpec(command=OK, max_workers=1, tags=[t])]),
+        Capability.SUBMIT_ENVIRONMENTS: lambda: farm.jobs.submit_template(
+            {
+                "specificationVersion": "jobtemplate-2023-09",
+                "name": "contract",
+                "steps": [{"name": "s", "script": {"actions": {"onRun": {"command": "true"}}}}],
+            },
+            tags=[t],
+            environments=[
+                {"specificationVersion": "environment-2023-09", "environment": {"name": "E", "variables": {"A": "1"}}}
+            ],
+        ),
         Capability.CANCEL_STOP_WORK: lambda: farm.jobs.cancel(job.id, stop_work=other(Capability.CANCEL_STOP_WORK)),
         Capability.PAUSE_STOP_WORK: lambda: farm.jobs.pause(job.id, stop_work=other(Capability.PAUSE_STOP_WORK)),
         Capability.LOGS_SINCE: lambda: farm.logs.page(job.id, start_time=since),
@@ -295,7 +306,10 @@ async def test_parameters_a_driver_does_not_declare_are_refused(farm: Client) ->
     }
     # attach.batch_step has no parameter: it says what attach reaches
     assert set(calls) | {Capability.ATTACH_BATCH_STEP} == set(NEUTRAL), "a new parameter needs a line here"
-    needs = {Capability.WORKERS_STOP_WORK: Capability.WORKERS_MANAGE}
+    needs = {
+        Capability.WORKERS_STOP_WORK: Capability.WORKERS_MANAGE,
+        Capability.SUBMIT_ENVIRONMENTS: Capability.SUBMIT_TEMPLATE,
+    }
     try:
         for cap, call in calls.items():
             operation = needs.get(cap, Capability(cap.operation))
