@@ -39,7 +39,7 @@ class JobAttachments:
         *,
         storage_profile_id: str | None = None,
         cache_path: Path | None = None,
-        concurrency: int = 32,
+        concurrency: int = 16,
     ) -> None:
         self.api = api
         self.storage_profile_id = storage_profile_id

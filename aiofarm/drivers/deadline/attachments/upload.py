@@ -3,7 +3,9 @@ ones), upload to S3 what it does not hold yet, write one input manifest per root
 give CreateJob its ``attachments`` block, in the official client's layout.
 
 Concurrency is bounded: hashing by the CPU count (xxhash releases the GIL), S3 requests
-by ``concurrency``. Uploads are resumable: data is content-addressed, so a submission
+by ``concurrency``. Whether S3 has a file already is asked with one HeadObject per file,
+or, when the Data/ prefix holds fewer objects than there are files to ask about, read
+off a listing of it (1,000 keys a request). Uploads are resumable: data is content-addressed, so a submission
 that was interrupted finds what it already stored, and a large file's multipart upload
 is continued from the parts S3 already has (their MD5 checked against the file).
 """
@@ -155,6 +157,28 @@ class Uploader:
             return set()
         return {k[len(bucket) + 1 :] for k in known}
 
+    async def _listing(self, keys: Sequence[str]) -> set[str] | None:
+        """Which of ``keys`` the Data/ prefix holds, from listing it, when that takes fewer
+        requests than a HeadObject per key (a prefix of at most ``len(keys)`` objects,
+        1,000 per page); None when the prefix is bigger (then each key is asked)."""
+        if len(keys) < 8:
+            return None
+        prefix = self.settings.data_key("")[: -len(".xxh128")]
+        found: set[str] = set()
+        token: str | None = None
+        for _ in range(-(-len(keys) // 1000) + 1):
+            kw: dict[str, Any] = {"Bucket": self.settings.bucket, "Prefix": prefix}
+            if token:
+                kw["ContinuationToken"] = token
+            resp = await self._s3(
+                "ListObjectsV2", lambda kw=kw: self.s3.list_objects_v2(**kw)  # type: ignore[misc]
+            )
+            found.update(item["Key"] for item in resp.get("Contents", []))
+            token = resp.get("NextContinuationToken")
+            if not token:
+                return found
+        return None
+
     async def _put(self, key: str, path: str, size: int, meter: Meter) -> None:
         if size >= MULTIPART_THRESHOLD:
             await self._put_parts(key, path, size, meter)
@@ -250,11 +274,16 @@ class Uploader:
         for path, (size, _, digest) in hashes.items():
             by_key.setdefault(self.settings.data_key(digest), (path, size))
         known = await self._known(sorted(by_key))
+        listed = await self._listing([k for k in by_key if k not in known])
         meter = Meter("uploading", len(by_key), sum(s for _, s in by_key.values()), on_progress)
         stored: list[str] = []
 
         async def store(key: str, path: str, size: int) -> None:
-            if key not in known and not await self.exists(key):
+            if listed is not None:
+                there = key in known or key in listed
+            else:
+                there = key in known or await self.exists(key)
+            if not there:
                 await self._put(key, path, size, meter)
             else:
                 meter.file(size, skipped=True)
