@@ -90,3 +90,24 @@ async def test_session_variables_both_forms_and_redaction(tmp_path: Path) -> Non
     assert (out / "exit.txt").read_text() == "exit PLAIN=a=b c\n"
     assert "s3cr3t-v4lue" not in log
     assert "entered with key ********" in log and "task sees key ********" in log
+
+
+def test_deadline_sends_extension_templates_and_names_untyped_parameters() -> None:
+    from aiofarm.drivers.deadline.wire import create_job_request
+
+    shorthand = EXPRESSIONS.replace(
+        """- name: Preview
+  type: BOOL
+  default: false
+- name: Passes
+  type: "LIST[STRING]"
+  default: ["beauty", "depth map"]
+""",
+        "",
+    ).replace("{{Param.Preview}}", "no").replace('args: ["{{Param.Passes}}"]', 'args: ["a", "b"]')
+    spec = template_spec(shorthand, {"OutDir": "/tmp/o"})
+    req = create_job_request("farm-1", "queue-1", spec, "token")
+    assert json.loads(req["template"])["extensions"] == ["EXPR", "FEATURE_BUNDLE_1"]
+    with pytest.raises(InvalidSpec) as info:
+        create_job_request("farm-1", "queue-1", template_spec(EXPRESSIONS, {"OutDir": "/o"}), "token")
+    assert info.value.field.startswith("parameters.") and "deadline" in info.value.reason

@@ -411,8 +411,11 @@ def _with_env(template: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any
 def _validate_template(template: Mapping[str, Any]) -> None:
     from openjd.model import DecodeValidationError, decode_job_template
 
+    from ...openjd.documents import SUPPORTED_EXTENSIONS
+
     try:
-        decode_job_template(template=dict(template), supported_extensions=["TASK_CHUNKING"])
+        # the extensions every driver accepts (the service answers for what it runs)
+        decode_job_template(template=dict(template), supported_extensions=SUPPORTED_EXTENSIONS)
     except (DecodeValidationError, ValueError) as exc:
         raise InvalidSpec("template", str(exc)) from None
 
