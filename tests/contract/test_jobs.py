@@ -236,11 +236,20 @@ async def test_delete_forgets_a_finished_job(farm: Client) -> None:
 
 
 async def test_signal_reaches_the_job(farm: Client, backend: ModuleType) -> None:
-    job = await running(farm)
+    # RUNNING can precede the command's start (Slurm reports it at allocation, before
+    # slurmd has started the batch script, and a signal sent then is lost): the
+    # signal goes out once the command itself has said it runs.
+    job = await running(farm, ["sh", "-c", "echo ready; exec sleep 300"])
     try:
         if Capability.SIGNAL not in farm.capabilities:
             await refused(farm, Capability.SIGNAL, lambda: farm.jobs.send_signal(job.id, signal.SIGTERM))
             return
+        if Capability.LOGS in farm.capabilities:
+            with anyio.fail_after(60):
+                async with farm.logs.stream(job.id, follow=True) as lines:
+                    async for line in lines:
+                        if line.text.strip() == "ready":
+                            break
         await farm.jobs.send_signal(job.id, signal.SIGTERM)
         result = await farm.jobs.wait(job.id, timeout=60, max_interval=1)
         assert result.status in (JobStatus.FAILED, JobStatus.CANCELED)
