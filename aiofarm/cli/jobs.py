@@ -99,7 +99,7 @@ def status(opts: Options, job_id: str, as_json: bool) -> None:
 
     async def go() -> int:
         async with opts.client() as farm:
-            job = await farm.jobs.get(job_id)
+            job = await farm.jobs.get(job_id, history=True)
         if as_json:
             import json
 

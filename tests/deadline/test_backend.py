@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import anyio
 import attrs
 import pytest
 from click.testing import CliRunner
@@ -129,6 +130,13 @@ async def test_history_and_exit_code_of_a_failed_job(fake: FakeDeadlineProcess, 
         assert any("attempt failed" in (t.reason or "") for t in described.history)
         times = [t.time for t in described.history]
         assert times == sorted(times)
+        # `aiofarm status` shows the same history and exit code
+        shown = await anyio.to_thread.run_sync(
+            lambda: CliRunner().invoke(cli, ["--url", url, "status", job.id, "--json"])
+        )
+        assert shown.exit_code == 0, shown.output
+        doc = json.loads(shown.output)
+        assert doc["exit_code"] == 7 and len(doc["history"]) == len(described.history)
         ok = await farm.jobs.start(command=["true"])
         fake.advance(2)
         await farm.jobs.wait(ok.id, timeout=30)
