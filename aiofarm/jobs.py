@@ -42,6 +42,7 @@ from .validation import (
     check_id,
     check_interval,
     check_priority,
+    check_text,
     check_timeout,
     dependency_order,
     validate_spec,
@@ -537,12 +538,12 @@ class Jobs:
             raise InvalidSpec("update", "nothing to update: give priority, name or tags")
         if priority is not None:
             check_priority(priority, "priority")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise InvalidSpec("name", "must be a non-empty string")
+        if name is not None:
+            check_text(name, "name")
         if tags is not None:
             if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags):
                 raise InvalidSpec("tags", "must be a sequence of non-empty strings")
-            tags = tuple(tags)
+            tags = tuple(check_text(t, f"tags[{i}]") for i, t in enumerate(tags))
         self._client.require(Capability.UPDATE)
         if wanted:
             await self._driver.update(wanted, JobUpdate(priority=priority, name=name, tags=tags))

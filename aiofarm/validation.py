@@ -81,6 +81,18 @@ def _check_str(value: object, field: str, *, empty: bool = False) -> None:
         raise InvalidSpec(field, "cannot be empty")
     if "\x00" in value:
         raise InvalidSpec(field, "contains a NUL byte")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # a lone surrogate: no back end can store or pass it on
+            raise InvalidSpec(field, "is not valid Unicode text (a lone surrogate)") from None
+
+
+def check_text(value: object, field: str) -> str:
+    """A non-empty string any back end can store: no NUL, no lone surrogate."""
+    _check_str(value, field)
+    return value  # type: ignore[return-value]
 
 
 def _check_number(value: object, field: str, *, minimum: float, strict: bool, allow_none: bool) -> None:

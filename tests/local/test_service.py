@@ -16,6 +16,7 @@ import pytest
 
 import aiofarm
 from aiofarm import Client, JobSpec, JobStatus
+from aiofarm.drivers.local import connect
 from aiofarm.errors import FarmError, JobNotRunning
 
 from ..services import services_with_env
@@ -257,3 +258,39 @@ def test_services_are_found_for_cleanup() -> None:
     # the fixtures' way of finding what a test started sees nothing of ours now
     assert services_with_env("AIOFARM_TEST_MARK", os.environ["AIOFARM_TEST_MARK"]) == []
     assert aiofarm.StateError.__mro__[1] is FarmError
+
+
+async def test_bad_text_is_refused_by_field_and_the_service_goes_on(tmp_path: Path) -> None:
+    """Nothing a caller passes can break the service's writer: a lone surrogate is
+    InvalidSpec naming the field, before anything is sent."""
+    from aiofarm.errors import InvalidSpec
+
+    async with Client(f"local://{tmp_path / 'state'}") as farm:
+        job = await farm.jobs.start(command=["true"], name="fine")
+        for call, field in (
+            (lambda: farm.jobs.update(job.id, name="\ud800"), "name"),
+            (lambda: farm.jobs.update(job.id, tags=["ok", "a\udfff"]), "tags[1]"),
+            (lambda: farm.jobs.start(command=["echo", "\ud800"]), "command[1]"),
+            (lambda: farm.jobs.start(command=["true"], env={"A": "\ud800"}), "env['A']"),
+        ):
+            with pytest.raises(InvalidSpec) as info:
+                await call()
+            assert info.value.field == field
+        await farm.jobs.update(job.id, name="renamed")
+        assert (await farm.jobs.get(job.id)).name == "renamed"
+
+
+async def test_ctrl_c_of_wait_leaves_the_job_running(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    async with Client(f"local://{state}") as farm:
+        job = await farm.jobs.start(command=["sleep", "60"])
+        await wait_status(farm, job.id, JobStatus.RUNNING)
+        argv = [sys.executable, "-m", "aiofarm.cli", "--url", f"local://{state}", "wait", job.id]
+        async with await anyio.open_process(argv) as proc:
+            # parked in wait once its client is connected (its event stream counts)
+            await eventually(lambda: (connect.request(str(state), "status", {}) or {})["clients"] >= 2)
+            proc.send_signal(signal.SIGINT)
+            with anyio.fail_after(30):
+                assert await proc.wait() == 130
+        assert (await farm.jobs.get(job.id)).status is JobStatus.RUNNING
+        await farm.jobs.cancel(job.id)

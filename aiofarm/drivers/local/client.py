@@ -30,8 +30,8 @@ from ...models import (
 )
 from ..base import Action, Driver, JobUpdate, ListQuery, LogQuery, StdioChannel
 from . import config, connect, wire
+from .codec import to_dt
 from .embedded import CAPABILITIES
-from .store import to_dt
 
 if TYPE_CHECKING:
     import aiohttp
@@ -182,14 +182,13 @@ class ServiceDriver(Driver):
 
     # -- jobs ----------------------------------------------------------------------
     async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
-        cwd = os.getcwd()
         # a job without a cwd runs where it was submitted from, as in a shell
-        fixed = [s if s.cwd is not None or s.template is not None else _with_cwd(s, cwd) for s in specs]
-        result = await self._post_raw("submit", '{"specs":' + wire.specs_to(fixed) + "}")
+        cwd = wire.dumps(os.getcwd())
+        result = await self._post_raw("submit", '{"cwd":' + cwd + ',"specs":' + wire.specs_to(specs) + "}")
         created = to_dt(result["created"])
         owner = result["owner"]
         jobs: list[Job] = []
-        for spec, data in zip(fixed, result["jobs"], strict=True):
+        for spec, data in zip(specs, result["jobs"], strict=True):
             if len(data) == 6:
                 job_id, seq, status, reason, n_tasks, slots = data
                 st = JobStatus(status)
@@ -292,13 +291,12 @@ class ServiceDriver(Driver):
     ) -> StdioChannel:
         if command is not None:
             # exec runs here, as this client's child, in the job's cwd and environment
-            from .execproc import spawn_exec
+            from .interactive import start_exec
 
             ctx = await self._call("exec_context", {"id": job_id})
-            rows, cols = size or (24, 80)
-            return spawn_exec(
+            return start_exec(
                 command, cwd=ctx["cwd"], env=ctx["env"], tty=tty, stdin=stdin, stdout=stdout,
-                stderr=stderr, rows=rows, cols=cols,
+                stderr=stderr, size=size,
             )
         import aiohttp
 
@@ -349,12 +347,6 @@ class ServiceDriver(Driver):
         await self._call(
             "workers_enable", {"names": list(names), "enabled": enabled, "stop_work": stop_work, "reason": reason}
         )
-
-
-def _with_cwd(spec: JobSpec, cwd: str) -> JobSpec:
-    import attrs
-
-    return attrs.evolve(spec, cwd=cwd)
 
 
 __all__ = ["ServiceDriver"]

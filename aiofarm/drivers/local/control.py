@@ -14,8 +14,8 @@ from ...errors import InvalidSpec, JobNotFound, JobNotRunning
 from ..base import Action, JobUpdate
 from . import store
 from .admin import Admin
+from .codec import dumps
 from .model import C, F, P, R, S, _Job
-from .store import dumps
 from .writer import translate
 
 

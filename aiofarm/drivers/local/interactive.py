@@ -12,13 +12,11 @@ The local driver delegates to these (signatures are the contract)::
         what ``LocalDriver.open_stdio`` / ``port_address`` delegate to: job lookup,
         typed errors, and exec from a reader client (cwd/env from /proc of the task).
 
-``spawn_exec(argv, *, cwd, env, tty, stdin, stdout, stderr, rows=24, cols=80)``
-    Start ``argv`` (a list: the client turned a ``str`` into ``/bin/sh -c``) in its own
-    session. ``tty=True``: on a fresh pty that is the child's controlling terminal
-    (``setsid`` + ``TIOCSCTTY``), window size set with ``TIOCSWINSZ``; stdout and
-    stderr arrive merged on fileno 1 as on any terminal. Otherwise pipes; a stream not
-    asked for is ``/dev/null``. Reaped through a pidfd. ``aclose()`` SIGKILLs the
-    process group if it still runs and reaps it, also under cancellation.
+``start_exec(argv, *, cwd, env, tty, stdin, stdout, stderr, size=None)``
+    Start ``argv`` (a list: the client turned a ``str`` into ``/bin/sh -c``) through
+    :mod:`aiofarm.drivers.childproc` (its own session; pipes or a pty that is its
+    controlling terminal at ``size``), as a child of the calling process. Closing the
+    channel stops it (SIGKILL to its group) and reaps it, also under cancellation.
 
 ``AttachChannel(task, ...)``
     One of any number of attachers of a running task: output from the moment of
@@ -33,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import os
+import termios
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -48,23 +47,67 @@ from ...errors import (
 )
 from ...models import JobStatus, Message, Task
 from ..base import StdioChannel
-from .execproc import (
-    ATTACH_BUFFER,
-    ExecChannel,
-    Wakeup,
-    acquire_ctty,
-    open_job_pty,
-    set_winsize,
-    spawn_exec,
-    veof,
-)
+from ..childproc import ChildChannel, invalid_command, set_winsize
+from ..childproc import open_pty as open_job_pty
+
+#: bytes queued for one attacher before it is cut off (the job never waits for it)
+ATTACH_BUFFER = 4 * 1024 * 1024
+
+
+def veof(fd: int) -> bytes:
+    """The terminal's end-of-file character (what a pty reader takes as EOF)."""
+    try:
+        ch = termios.tcgetattr(fd)[6][termios.VEOF]
+        return ch if isinstance(ch, bytes) else bytes([ch])
+    except (termios.error, OSError):
+        return b"\x04"
+
+
+class Wakeup:
+    """Parks the one reader of a queue until its producer has news. A fresh Event per
+    wait: a set() with nobody parked must not be remembered past the next check."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    def set(self) -> None:
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    async def wait(self) -> None:
+        event = self._event = anyio.Event()
+        await event.wait()
+
+
+def start_exec(
+    command: Sequence[str],
+    *,
+    cwd: str | None,
+    env: Mapping[str, str] | None,
+    tty: bool,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    size: tuple[int, int] | None = None,
+) -> StdioChannel:
+    """exec ``command`` in a job's context, as this process's child (it dies with the
+    channel): :class:`aiofarm.drivers.childproc.ChildChannel`."""
+    try:
+        return ChildChannel.start(
+            list(command), cwd=cwd, env=dict(env) if env is not None else None, tty=tty,
+            stdin=stdin, stdout=stdout, stderr=stderr, size=size,
+        )
+    except OSError as exc:
+        raise invalid_command(exc, command, cwd) from None
+
 
 __all__ = [
     "ATTACH_BUFFER",
     "AttachChannel",
-    "ExecChannel",
     "TaskIO",
-    "acquire_ctty",
     "driver_open_stdio",
     "driver_port_address",
     "live_task",
@@ -72,10 +115,9 @@ __all__ = [
     "open_stdio",
     "port_address",
     "set_winsize",
-    "spawn_exec",
+    "start_exec",
 ]
 
-#: bytes queued for one reader before the producer is paused (exec) / the attacher is cut (attach)
 
 def port_address(port: int) -> tuple[str, int]:
     """Local jobs share this host's loopback."""
@@ -95,17 +137,8 @@ def open_stdio(
     """Attach to ``task`` (command None) or exec ``command`` in its context."""
     if command is None:
         return AttachChannel(task, stdin=stdin, stdout=stdout, stderr=stderr)
-    rows, cols = size or (24, 80)
-    return spawn_exec(
-        command,
-        cwd=task.cwd,
-        env=task.env,
-        tty=tty,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        rows=rows,
-        cols=cols,
+    return start_exec(
+        command, cwd=task.cwd, env=task.env, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr, size=size
     )
 
 
@@ -333,7 +366,7 @@ async def driver_open_stdio(
         )
     await _running_job(driver, job_id, operation)
     cwd, env = await _context_from_proc(driver, job_id)
-    return spawn_exec(command, cwd=cwd, env=env, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr)
+    return start_exec(command, cwd=cwd, env=env, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr, size=size)
 
 
 async def driver_port_address(driver: _LocalDriverLike, job_id: str, port: int) -> tuple[str, int]:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 
 from ...errors import InvalidSpec
 from ...models import LogLine
-from .store import to_dt
+from .codec import to_dt
 
 __all__ = ["KIND_OF_STREAM", "MAX_LINE", "STREAM_OF_KIND", "decode_token", "encode_token", "read_page"]
 

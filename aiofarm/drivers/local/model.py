@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...models import Job, JobSpec, JobStatus, StatusTransition
-from .store import to_dt
+from .codec import to_dt
 
 if TYPE_CHECKING:
     from .processes import RunningTask

@@ -13,9 +13,9 @@ from ...errors import ConnectionLost, InvalidSpec, JobNotFound, StateLocked
 from ...models import Job, JobStatus, LogPage, Task
 from ..base import ListQuery, LogQuery, StdioChannel
 from . import logfile, store
+from .codec import from_dt, to_dt
 from .model import OK, P, job_model
 from .scheduler import Scheduler
-from .store import dumps, to_dt
 from .writer import translate
 
 if TYPE_CHECKING:
@@ -67,46 +67,16 @@ class Queries(Scheduler):
     async def list_page(
         self, query: ListQuery, page_token: str | None, page_size: int
     ) -> tuple[list[Job], str | None]:
-        where: list[str] = []
-        params: list[Any] = []
-        if query.statuses is not None:
-            if not query.statuses:
-                return [], None
-            where.append(f"status IN ({','.join('?' * len(query.statuses))})")
-            params.extend(s.value for s in query.statuses)
-        if query.name is not None:
-            where.append("name = ?")
-            params.append(query.name)
-        if query.pool is not None:
-            where.append("pool = ?")
-            params.append(query.pool)
-        if query.owners:
-            where.append(f"owner IN ({','.join('?' * len(query.owners))})")
-            params.extend(query.owners)
-        if query.since is not None:
-            # half a microsecond of slack: datetimes hold microseconds, we store floats;
-            # the client re-checks the bounds exactly
-            where.append("created_at >= ?")
-            params.append(store.from_dt(query.since) - 5e-7)
-        if query.until is not None:
-            where.append("created_at <= ?")
-            params.append(store.from_dt(query.until) + 5e-7)
-        for tag in query.tags:
-            # a superset: the client re-checks tags exactly
-            where.append("instr(tags, ?) > 0")
-            params.append(dumps(tag))
+        if query.statuses is not None and not query.statuses:
+            return [], None
+        after: int | None = None
         if page_token is not None:
             try:
                 after = int(page_token)
             except ValueError:
                 raise InvalidSpec("page_token", f"not a token of the local driver: {page_token!r}") from None
-            where.append("seq < ?" if query.reverse else "seq > ?")
-            params.append(after)
-        order = "DESC" if query.reverse else "ASC"
         size = max(1, int(page_size))
-        jobs = self._jobs_from_db(
-            " AND ".join(where) or "1", params, f"ORDER BY seq {order} LIMIT {size + 1}"
-        )
+        jobs = store.list_jobs(self._sync(), query, after, size + 1)
         token = None
         if len(jobs) > size:
             jobs = jobs[:size]
@@ -172,8 +142,8 @@ class Queries(Scheduler):
             limit=query.limit,
             task_index=task_index,
             streams=query.streams,
-            start=store.from_dt(query.start_time) if query.start_time else None,
-            end=store.from_dt(query.end_time) if query.end_time else None,
+            start=from_dt(query.start_time) if query.start_time else None,
+            end=from_dt(query.end_time) if query.end_time else None,
             task_ids=ids,
         )
         return LogPage(tuple(lines), logfile.encode_token(end))

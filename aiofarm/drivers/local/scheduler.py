@@ -28,6 +28,7 @@ import anyio
 from ...models import JobStatus, StatusTransition
 from ...openjd.plan import RunSpec, command_argv
 from . import logfile, processes, sessions, store
+from .codec import spec_from_json, to_dt
 from .model import (
     CLOSED_REASON,
     INTENTS,
@@ -46,7 +47,6 @@ from .model import (
     job_model,
     now,
 )
-from .store import to_dt
 from .writer import StateWriter, storage_message
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ class Scheduler(StateWriter):
         by_seq: dict[int, _Job] = {}
         for (seq, job_id, status, owner, reason, created, started, finished, code, paused, spec,
              name, tags, description, priority, pool) in rows:
-            job = _Job(seq, job_id, store.spec_from_json(spec))
+            job = _Job(seq, job_id, spec_from_json(spec))
             job.status = JobStatus(status)
             job.owner = owner
             job.reason = reason

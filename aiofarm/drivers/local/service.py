@@ -185,25 +185,23 @@ class FarmService:
 
         ws = web.WebSocketResponse(heartbeat=None, max_msg_size=0)
         await ws.prepare(request)
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
 
         def on_job(job: Any) -> None:
-            queue.put_nowait(wire.dumps(wire.job_to(job)))
+            # encoded by the pump, once the request that caused it has been answered
+            queue.put_nowait(job)
 
         self.clients += 1
         self.farm.subscribe(on_job)
         try:
 
             async def pump() -> None:
-                while (text := await queue.get()) is not None:
+                while True:
                     # coalesce a burst into one frame: one wake-up per burst on the client
-                    batch = [text]
+                    batch = [wire.job_to(await queue.get())]
                     while not queue.empty() and len(batch) < 1000:
-                        item = queue.get_nowait()
-                        if item is None:
-                            break
-                        batch.append(item)
-                    await ws.send_str("[" + ",".join(batch) + "]")
+                        batch.append(wire.job_to(queue.get_nowait()))
+                    await ws.send_str(wire.dumps(batch))
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pump)
@@ -264,7 +262,14 @@ class FarmService:
         return {"stopping": True}
 
     async def submit(self, body: dict[str, Any]) -> Any:
-        specs = wire.specs_from(body["specs"])
+        # a spec without a cwd runs where its client was (a template job: in its work dir)
+        cwd = body.get("cwd")
+        data = body["specs"]
+        if isinstance(cwd, str):
+            for d in data:
+                if "cwd" not in d and "template" not in d:
+                    d["cwd"] = cwd
+        specs = wire.specs_from(data)
         jobs = await self.farm.submit(specs)
         out: list[Any] = []
         for job in jobs:

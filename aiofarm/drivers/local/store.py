@@ -15,12 +15,11 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
-import attrs
-
-from ...models import Job, JobSpec, JobStatus, PathMappingRule, Resources, StatusTransition, Task
+from ...models import Job, JobStatus, StatusTransition, Task
+from ..base import ListQuery
+from .codec import dumps, from_dt, job_from_row, to_dt
 
 SCHEMA_VERSION = 1
 
@@ -163,87 +162,6 @@ def init_schema(db: sqlite3.Connection) -> None:
         )
 
 
-# -- time ------------------------------------------------------------------------
-
-
-def to_dt(value: float | None) -> datetime | None:
-    if value is None:
-        return None
-    return datetime.fromtimestamp(value, timezone.utc)
-
-
-def from_dt(value: datetime) -> float:
-    if value.tzinfo is None:
-        # naive datetimes are taken as UTC: the models promise aware UTC datetimes
-        value = value.replace(tzinfo=timezone.utc)
-    return value.timestamp()
-
-
-# -- JobSpec <-> JSON ------------------------------------------------------------
-
-_SPEC_DEFAULTS: dict[str, Any] = {}
-for _f in attrs.fields(JobSpec):
-    if _f.default is attrs.NOTHING:  # pragma: no cover - every field has a default
-        continue
-    if isinstance(_f.default, attrs.Factory):  # type: ignore[arg-type]
-        _SPEC_DEFAULTS[_f.name] = _f.default.factory()  # type: ignore[union-attr]
-    else:
-        _SPEC_DEFAULTS[_f.name] = _f.default
-_SPEC_DEFAULTS["env"] = {}
-_SPEC_DEFAULTS["parameters"] = {}
-_SPEC_DEFAULTS["options"] = {}
-_SPEC_DEFAULTS["resources"] = Resources()
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    if isinstance(obj, (tuple, set, frozenset)):
-        return list(obj)
-    if attrs.has(type(obj)):
-        return attrs.asdict(obj)
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    return str(obj)
-
-
-_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"))
-
-
-def dumps(obj: Any) -> str:
-    # the empty values are most of what a big batch writes: skip the encoder for them
-    if not obj:
-        if obj == ():
-            return "[]"
-        if obj == {}:
-            return "{}"
-    return _ENCODER.encode(obj)
-
-
-def spec_to_json(spec: JobSpec) -> str:
-    """Only the fields that differ from their defaults: keeps 10,000-spec batches cheap."""
-    out: dict[str, Any] = {}
-    for name, default in _SPEC_DEFAULTS.items():
-        value = getattr(spec, name)
-        if value != default:
-            out[name] = value
-    return dumps(out)
-
-
-def spec_from_json(text: str) -> JobSpec:
-    return spec_from_data(json.loads(text))
-
-
-def spec_from_data(data: dict[str, Any]) -> JobSpec:
-    if "resources" in data:
-        data["resources"] = Resources(**data["resources"])
-    if "path_mapping" in data:
-        data["path_mapping"] = tuple(PathMappingRule(**r) for r in data["path_mapping"])
-    if isinstance(data.get("command"), list):
-        data["command"] = tuple(data["command"])
-    return JobSpec(**data)
-
-
 # -- rows -> models --------------------------------------------------------------
 
 
@@ -258,50 +176,6 @@ def history_for(db: sqlite3.Connection, seqs: Sequence[int]) -> dict[int, list[S
         ):
             out[seq].append(StatusTransition(JobStatus(status), to_dt(t), reason))  # type: ignore[arg-type]
     return out
-
-
-def job_from_row(row: Sequence[Any], history: Iterable[StatusTransition], driver: str) -> Job:
-    (
-        seq,
-        job_id,
-        name,
-        status,
-        owner,
-        pool,
-        tags,
-        description,
-        priority,
-        created_at,
-        started_at,
-        finished_at,
-        exit_code,
-        reason,
-        paused,
-        slots,
-        depends_on,
-        task_counts,
-        updated,
-    ) = row
-    return Job(
-        id=job_id,
-        status=JobStatus(status),
-        driver=driver,
-        name=name,
-        owner=owner,
-        pool=pool,
-        tags=tuple(json.loads(tags)),
-        description=description,
-        priority=priority,
-        created_at=to_dt(created_at),
-        started_at=to_dt(started_at),
-        finished_at=to_dt(finished_at),
-        exit_code=exit_code,
-        reason=reason,
-        history=tuple(history),
-        task_counts=json.loads(task_counts),
-        depends_on=tuple(json.loads(depends_on)),
-        raw={"seq": seq, "paused": bool(paused), "slots": slots, "updated": updated},
-    )
 
 
 TASK_COLUMNS = (
@@ -520,16 +394,38 @@ def jobs_by_id(db: sqlite3.Connection, ids: Sequence[str]) -> list[Job]:
     return out
 
 
-def list_jobs(
-    db: sqlite3.Connection,
-    clauses: Sequence[str],
-    params: Sequence[Any],
-    *,
-    reverse: bool,
-    limit: int,
-) -> list[Job]:
-    order = "DESC" if reverse else "ASC"
-    return jobs_where(db, " AND ".join(clauses) or "1", params, f"ORDER BY seq {order} LIMIT {int(limit)}")
+def list_jobs(db: sqlite3.Connection, query: ListQuery, after: int | None, limit: int) -> list[Job]:
+    """One page of ``list``: what of ``query`` SQL can filter natively (the client
+    re-applies the whole query), after the seq ``after``."""
+    where: list[str] = []
+    params: list[Any] = []
+    if query.statuses is not None:
+        where.append(f"status IN ({marks(len(query.statuses))})")
+        params.extend(s.value for s in query.statuses)
+    if query.name is not None:
+        where.append("name = ?")
+        params.append(query.name)
+    if query.pool is not None:
+        where.append("pool = ?")
+        params.append(query.pool)
+    if query.owners:
+        where.append(f"owner IN ({marks(len(query.owners))})")
+        params.extend(query.owners)
+    # half a microsecond of slack: datetimes hold microseconds, we store floats
+    if query.since is not None:
+        where.append("created_at >= ?")
+        params.append(from_dt(query.since) - 5e-7)
+    if query.until is not None:
+        where.append("created_at <= ?")
+        params.append(from_dt(query.until) + 5e-7)
+    for tag in query.tags:
+        where.append("instr(tags, ?) > 0")  # a superset: the client re-checks tags exactly
+        params.append(dumps(tag))
+    if after is not None:
+        where.append("seq < ?" if query.reverse else "seq > ?")
+        params.append(after)
+    order = "DESC" if query.reverse else "ASC"
+    return jobs_where(db, " AND ".join(where) or "1", params, f"ORDER BY seq {order} LIMIT {int(limit)}")
 
 
 def changed_since(db: sqlite3.Connection, updated: int) -> list[Job]:

@@ -12,9 +12,9 @@ from ...errors import InvalidSpec
 from ...models import Job, JobSpec, StatusTransition
 from ...openjd.plan import COMMAND_STEP, StepPlan, TaskPlan, plan_job
 from . import store
+from .codec import dumps, spec_to_json, to_dt
 from .control import Control
 from .model import DEFAULT_POOL, P, S, _Job, _Step, _Task, job_model, now
-from .store import dumps, to_dt
 from .writer import translate
 
 _ONE_TASK = TaskPlan()
@@ -72,7 +72,7 @@ class Submit(Control):
                 (
                     job.seq, job.id, job.name, job.status.value, job.owner, job.pool, dumps(job.tags),
                     job.description, job.priority, t0, int(job.paused), job.slots, dumps(job.depends_on),
-                    dumps(job.counts), upd, store.spec_to_json(job.spec),
+                    dumps(job.counts), upd, spec_to_json(job.spec),
                 )
             )
             for step in job.steps:

@@ -32,7 +32,7 @@ from ...models import (
     Worker,
 )
 from ..base import JobUpdate, ListQuery, LogQuery
-from .store import from_dt, spec_from_data, spec_to_json, to_dt
+from .codec import from_dt, spec_from_data, spec_to_json, to_dt
 
 #: bumped whenever a request or an answer changes shape
 PROTOCOL = 1

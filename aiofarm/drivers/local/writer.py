@@ -26,8 +26,8 @@ from ...errors import BackendError, FarmError, StateError
 from ...models import Job
 from ..base import Driver
 from . import store
+from .codec import dumps
 from .model import _Job, _Task, proc_start
-from .store import dumps
 
 if TYPE_CHECKING:
     import anyio.abc
