@@ -94,33 +94,11 @@ DRIVER_IMPORT_EXEMPT: frozenset[tuple[str, str]] = frozenset(
     }
 )
 #: modules still naming statuses by one or two letters (``P = JobStatus.PENDING``)
-SHORT_ALIAS_EXEMPT: frozenset[str] = frozenset(
-    {
-        # TODO(issue 10): the local-service rewrite's model module; rename with its owner
-        "aiofarm/drivers/local/model.py",
-    }
-)
+SHORT_ALIAS_EXEMPT: frozenset[str] = frozenset()
 #: modules still carrying a comment about who wrote or owns code
-AUTHORSHIP_EXEMPT: frozenset[str] = frozenset(
-    {
-        # TODO(issue 10): "the interactive engineer's" section comment
-        "aiofarm/drivers/local/queries.py",
-    }
-)
+AUTHORSHIP_EXEMPT: frozenset[str] = frozenset()
 #: modules still importing another module's private names
-PRIVATE_IMPORT_EXEMPT: frozenset[str] = frozenset(
-    {
-        # TODO(issue 10): the local-service rewrite shares _Job, _Pool, _Step, _Task of
-        # drivers/local/model.py between its modules; make them public names there
-        "aiofarm.drivers.local.admin",
-        "aiofarm.drivers.local.control",
-        "aiofarm.drivers.local.embedded",
-        "aiofarm.drivers.local.scheduler",
-        "aiofarm.drivers.local.sessions",
-        "aiofarm.drivers.local.submit",
-        "aiofarm.drivers.local.writer",
-    }
-)
+PRIVATE_IMPORT_EXEMPT: frozenset[str] = frozenset()
 #: files still over MAX_LINES, being split by their own work
 SIZE_EXEMPT: frozenset[str] = frozenset()
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from ...errors import InvalidSpec, PoolNotFound
 from ...models import Pool, Worker
 from . import store
-from .model import DEFAULT_POOL, _Pool, now
+from .model import DEFAULT_POOL, FarmPool, now
 from .queries import Queries
 from .writer import translate
 
@@ -46,7 +46,7 @@ class Admin(Queries):
         self._record("create a pool")
         store.insert_pool(self._require_db(), name, slots, now())
         pid_, name, slots = self._find_pool(name)
-        self._pools[name] = _Pool(pid_, name, slots)
+        self._pools[name] = FarmPool(pid_, name, slots)
         return self._pool_model(pid_, name, slots)
 
     @translate

@@ -15,14 +15,14 @@ from ..base import Action, JobUpdate
 from . import store
 from .admin import Admin
 from .codec import dumps
-from .model import C, F, P, R, S, _Job
+from .model import CANCELED, FAILED, PENDING, RUNNING, SUSPENDED, FarmJob
 from .writer import translate
 
 
 class Control(Admin):
     # -- control -----------------------------------------------------------------
-    def _active_or_check(self, ids: Sequence[str]) -> list[tuple[str, _Job | None]]:
-        out: list[tuple[str, _Job | None]] = []
+    def _active_or_check(self, ids: Sequence[str]) -> list[tuple[str, FarmJob | None]]:
+        out: list[tuple[str, FarmJob | None]] = []
         missing = [i for i in ids if i not in self._jobs]
         found = store.existing_ids(self._require_db(), missing) if missing else set()
         for job_id in ids:
@@ -47,7 +47,7 @@ class Control(Admin):
                     job.paused = True
                     if stop_work:
                         for t in job.tasks:
-                            if t.status is R:
+                            if t.status is RUNNING:
                                 self._terminate(t, "requeue")
                     self._refresh(job)
         elif action is Action.RESUME:
@@ -62,22 +62,22 @@ class Control(Admin):
         self._kick()
         self._committed(action.value)
 
-    def _cancel(self, job: _Job, stop_work: bool) -> None:
+    def _cancel(self, job: FarmJob, stop_work: bool) -> None:
         if job.finished:
             return
         if job.ending is None:
-            job.ending = (C, "canceled")
+            job.ending = (CANCELED, "canceled")
         for t in job.tasks:
-            if t.status is P:
-                self._task_status(t, C, "not run: canceled")
-            elif t.status is R and stop_work:
+            if t.status is PENDING:
+                self._task_status(t, CANCELED, "not run: canceled")
+            elif t.status is RUNNING and stop_work:
                 self._terminate(t, "cancel")
         job.ready.clear()
         self._check(job)
 
     def _retry(self, ids: Sequence[str]) -> None:
         finished = [i for i in ids if i not in self._jobs]
-        loaded: dict[str, _Job] = {}
+        loaded: dict[str, FarmJob] = {}
         if finished:
             for chunk in store.chunks(finished, 900):
                 marks = ",".join("?" * len(chunk))
@@ -91,12 +91,12 @@ class Control(Admin):
             if found is None:
                 continue
             job = found
-            reset = [t for t in job.tasks if t.status in (F, C)]
+            reset = [t for t in job.tasks if t.status in (FAILED, CANCELED)]
             if not reset:
                 continue
             for t in reset:
                 t.failures = 0
-                self._task_status(t, P, None)
+                self._task_status(t, PENDING, None)
             job.failed = 0
             job.ending = None
             job.fail_code = None
@@ -106,13 +106,13 @@ class Control(Admin):
                 job.exit_code = None
                 self._jobs[job.id] = job
                 self._rebuild_ready(job)
-                self._set_status(job, S if job.paused else P, "retried")
+                self._set_status(job, SUSPENDED if job.paused else PENDING, "retried")
                 self._resolve_deps(job)
             else:
                 self._rebuild_ready(job)
             self._check(job)
 
-    async def _delete(self, targets: Sequence[tuple[str, _Job | None]]) -> None:
+    async def _delete(self, targets: Sequence[tuple[str, FarmJob | None]]) -> None:
         # deleting an active job cancels it (stop_work) and waits until its processes
         # are gone, then deletes it: a deleted job never leaves a process behind
         waits = []

@@ -23,7 +23,7 @@ import anyio
 from ...errors import BackendError, InvalidSpec, StateLocked
 from ...models import Capability
 from . import config, processes, store
-from .model import DEFAULT_POOL, LOST_REASON, F, R, _Pool, now
+from .model import DEFAULT_POOL, FAILED, LOST_REASON, RUNNING, FarmPool, now
 from .submit import Submit
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ class EmbeddedDriver(Submit):
             db, DEFAULT_POOL, self.default_slots or cpus, self.default_slots is not None, now()
         )
         for pid_, name, slots in store.pools(db):
-            self._pools[name] = _Pool(pid_, name, slots)
+            self._pools[name] = FarmPool(pid_, name, slots)
         jobs = self._load_jobs("status IN ('pending', 'running', 'suspended')", ())
         for job in jobs:
             self._jobs[job.id] = job
@@ -249,15 +249,15 @@ class EmbeddedDriver(Submit):
         for job in jobs:
             hit = False
             for t in job.tasks:
-                if t.status is R:
+                if t.status is RUNNING:
                     processes.kill_lost(t.pid, t.pgid, t.pstart)
                 elif (job.seq, t.idx) in lost_tasks and by_seq.get(job.seq) is job and t.status.is_active:
-                    self._task_status(t, R)  # keep counts right: -> RUNNING -> FAILED
+                    self._task_status(t, RUNNING)  # keep counts right: -> RUNNING -> FAILED
                 else:
                     continue
                 t.exit_code = None
                 t.finished_at = now()
-                self._task_status(t, F, LOST_REASON)
+                self._task_status(t, FAILED, LOST_REASON)
                 job.failed += 1
                 hit = True
             if hit:

@@ -19,12 +19,12 @@ from .codec import to_dt
 if TYPE_CHECKING:
     from .processes import RunningTask
 
-P = JobStatus.PENDING
-R = JobStatus.RUNNING
-S = JobStatus.SUSPENDED
-OK = JobStatus.SUCCEEDED
-F = JobStatus.FAILED
-C = JobStatus.CANCELED
+PENDING = JobStatus.PENDING
+RUNNING = JobStatus.RUNNING
+SUSPENDED = JobStatus.SUSPENDED
+SUCCEEDED = JobStatus.SUCCEEDED
+FAILED = JobStatus.FAILED
+CANCELED = JobStatus.CANCELED
 
 DEFAULT_POOL = "default"
 # precedence of the reasons a running task is being stopped
@@ -67,7 +67,7 @@ def describe_exit(code: int | None) -> str:
 
 
 
-class _Pool:
+class FarmPool:
     __slots__ = ("heap", "id", "name", "slots", "used")
 
     def __init__(self, pool_id: int, name: str, slots: int) -> None:
@@ -75,24 +75,24 @@ class _Pool:
         self.name = name
         self.slots = slots
         self.used = 0
-        self.heap: list[tuple[int, int, int, _Job]] = []
+        self.heap: list[tuple[int, int, int, FarmJob]] = []
 
 
-class _Step:
+class FarmStep:
     __slots__ = ("dependants", "depends_on", "deps", "idx", "name", "released", "remaining", "tasks")
 
     def __init__(self, idx: int, name: str, depends_on: Sequence[str]) -> None:
         self.idx = idx
         self.name = name
         self.depends_on = tuple(depends_on)
-        self.deps: list[_Step] = []
-        self.dependants: list[_Step] = []
-        self.tasks: list[_Task] = []
+        self.deps: list[FarmStep] = []
+        self.dependants: list[FarmStep] = []
+        self.tasks: list[FarmTask] = []
         self.remaining = 0  # tasks not SUCCEEDED
         self.released = False  # every step it depends on has succeeded
 
 
-class _Task:
+class FarmTask:
     __slots__ = (
         "attempts",
         "exit_code",
@@ -121,13 +121,13 @@ class _Task:
         "timer",
     )
 
-    def __init__(self, job: _Job, idx: int, task_id: str, step: _Step, params: Mapping[str, Any]) -> None:
+    def __init__(self, job: FarmJob, idx: int, task_id: str, step: FarmStep, params: Mapping[str, Any]) -> None:
         self.job = job
         self.idx = idx
         self.id = task_id
         self.step = step
         self.params = params
-        self.status = P
+        self.status = PENDING
         self.attempts = 0
         self.failures = 0
         self.exit_code: int | None = None
@@ -150,7 +150,7 @@ class _Task:
         self.session_dir: str | None = None  # removed when the attempt's process has ended
 
 
-class _Job:
+class FarmJob:
     __slots__ = (
         "counts",
         "created_at",
@@ -199,17 +199,17 @@ class _Job:
         self.priority = spec.priority
         self.depends_on = spec.depends_on
         self.slots = max(1, math.ceil(spec.resources.cpu))
-        self.status = P
+        self.status = PENDING
         self.reason: str | None = None
         self.created_at = 0.0
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.exit_code: int | None = None
         self.history: list[StatusTransition] = []
-        self.steps: list[_Step] = []
-        self.tasks: list[_Task] = []
+        self.steps: list[FarmStep] = []
+        self.tasks: list[FarmTask] = []
         self.counts: dict[str, int] = {}
-        self.ready: collections.deque[_Task] = collections.deque()
+        self.ready: collections.deque[FarmTask] = collections.deque()
         self.waiting: set[str] = set()  # unfinished dependencies
         self.paused = False
         self.running = 0
@@ -224,7 +224,7 @@ class _Job:
 
 
 
-def job_model(job: _Job) -> Job:
+def job_model(job: FarmJob) -> Job:
     return Job(
         id=job.id,
         status=job.status,

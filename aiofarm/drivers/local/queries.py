@@ -14,7 +14,7 @@ from ...models import Job, JobStatus, LogPage, Task
 from ..base import ListQuery, LogQuery, StdioChannel
 from . import logfile, store
 from .codec import from_dt, to_dt
-from .model import OK, P, job_model
+from .model import PENDING, SUCCEEDED, job_model
 from .scheduler import Scheduler
 from .writer import translate
 
@@ -198,7 +198,7 @@ class Queries(Scheduler):
             return []
         return [t.proc for t in job.tasks if t.proc is not None]
 
-    # -- interactive: delegated to interactive.py (the "interactive" engineer's) ----
+    # -- interactive: delegated to interactive.py ----------------------------------
     async def open_stdio(
         self,
         job_id: str,
@@ -237,7 +237,7 @@ class Queries(Scheduler):
             return f"job {job_id} is {model.status.value}"
         lines: list[str] = []
         n = len(job.tasks)
-        done = job.counts.get(OK.value, 0)
+        done = job.counts.get(SUCCEEDED.value, 0)
         lines.append(f"job {job.id} is {job.status.value} ({done}/{n} tasks succeeded)")
         if job.running:
             lines.append(f"running {job.running} task(s)")
@@ -252,7 +252,7 @@ class Queries(Scheduler):
         if not self._worker_enabled:
             why = f": {self._worker_reason}" if self._worker_reason else ""
             lines.append(f"worker {self.hostname} is disabled{why}: nothing is dispatched")
-        pending = [t for t in job.tasks if t.status is P]
+        pending = [t for t in job.tasks if t.status is PENDING]
         if pending and not job.ready and not job.waiting and not job.paused:
             blocked = sorted({t.step.name for t in pending if not t.step.released})
             if blocked:

@@ -30,18 +30,18 @@ from ...openjd.plan import RunSpec, command_argv
 from . import logfile, processes, sessions, store
 from .codec import spec_from_json, to_dt
 from .model import (
+    CANCELED,
     CLOSED_REASON,
+    FAILED,
     INTENTS,
-    OK,
-    C,
-    F,
-    P,
-    R,
-    S,
-    _Job,
-    _Pool,
-    _Step,
-    _Task,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    SUSPENDED,
+    FarmJob,
+    FarmPool,
+    FarmStep,
+    FarmTask,
     current_user,
     describe_exit,
     job_model,
@@ -62,10 +62,10 @@ class Scheduler(StateWriter):
         super().__init__(state_dir)
         self.cancel_grace = cancel_grace
         self._wake: asyncio.Event | None = None
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, FarmJob] = {}
         self._dependants: dict[str, set[str]] = {}
-        self._pools: dict[str, _Pool] = {}
-        self._running: set[_Task] = set()
+        self._pools: dict[str, FarmPool] = {}
+        self._running: set[FarmTask] = set()
         self._base_env: dict[bytes, bytes] = {}
         self._worker_enabled = True
         self._worker_reason: str | None = None
@@ -113,7 +113,7 @@ class Scheduler(StateWriter):
         if self._wake is not None:
             self._wake.set()
 
-    def _link(self, job: _Job) -> None:
+    def _link(self, job: FarmJob) -> None:
         """Derived state of a job whose steps and tasks are set."""
         by_name = {s.name: s for s in job.steps}
         counts: dict[str, int] = {}
@@ -121,20 +121,20 @@ class Scheduler(StateWriter):
             step.deps = [by_name[d] for d in step.depends_on if d in by_name]
             for dep in step.deps:
                 dep.dependants.append(step)
-            step.remaining = sum(1 for t in step.tasks if t.status is not OK)
+            step.remaining = sum(1 for t in step.tasks if t.status is not SUCCEEDED)
         for t in job.tasks:
             counts[t.status.value] = counts.get(t.status.value, 0) + 1
-            if t.status is F:
+            if t.status is FAILED:
                 job.failed += 1
         job.counts = counts
         self._rebuild_ready(job)
 
-    def _rebuild_ready(self, job: _Job) -> None:
+    def _rebuild_ready(self, job: FarmJob) -> None:
         for step in job.steps:
             step.released = all(d.remaining == 0 for d in step.deps)
-        job.ready = collections.deque(t for t in job.tasks if t.status is P and t.step.released)
+        job.ready = collections.deque(t for t in job.tasks if t.status is PENDING and t.step.released)
 
-    def _set_status(self, job: _Job, status: JobStatus, reason: str | None = None) -> None:
+    def _set_status(self, job: FarmJob, status: JobStatus, reason: str | None = None) -> None:
         if status is job.status and reason == job.reason:
             return
         job.reason = reason
@@ -149,7 +149,7 @@ class Scheduler(StateWriter):
             # delivered by _flush once committed: a pushed status is already on disk
             self._outbox.append(job_model(job))
 
-    def _task_status(self, t: _Task, status: JobStatus, reason: str | None = None) -> None:
+    def _task_status(self, t: FarmTask, status: JobStatus, reason: str | None = None) -> None:
         job = t.job
         if status is not t.status:
             counts = job.counts
@@ -160,25 +160,25 @@ class Scheduler(StateWriter):
         self._dirty_tasks.add(t)
         self._dirty_jobs.add(job)
 
-    def _refresh(self, job: _Job) -> None:
+    def _refresh(self, job: FarmJob) -> None:
         """PENDING / RUNNING / SUSPENDED from the job's flags, for an unfinished job."""
         if job.paused:
-            self._set_status(job, S, "paused")
+            self._set_status(job, SUSPENDED, "paused")
         elif job.running:
             reason = f"stopping: {job.ending[1]}" if job.ending is not None else None
-            self._set_status(job, R, reason)
+            self._set_status(job, RUNNING, reason)
         else:
-            self._set_status(job, P, None)
+            self._set_status(job, PENDING, None)
 
 
-    def _load_jobs(self, where: str, params: Sequence[Any]) -> list[_Job]:
+    def _load_jobs(self, where: str, params: Sequence[Any]) -> list[FarmJob]:
         rows, step_rows, task_rows, history = store.load_rows(self._require_db(), where, params)
         if not rows:
             return []
-        by_seq: dict[int, _Job] = {}
+        by_seq: dict[int, FarmJob] = {}
         for (seq, job_id, status, owner, reason, created, started, finished, code, paused, spec,
              name, tags, description, priority, pool) in rows:
-            job = _Job(seq, job_id, spec_from_json(spec))
+            job = FarmJob(seq, job_id, spec_from_json(spec))
             job.status = JobStatus(status)
             job.owner = owner
             job.reason = reason
@@ -194,11 +194,11 @@ class Scheduler(StateWriter):
             job.pool = pool
             by_seq[seq] = job
         for seq, idx, name, deps in step_rows:
-            by_seq[seq].steps.append(_Step(idx, name, json.loads(deps)))
+            by_seq[seq].steps.append(FarmStep(idx, name, json.loads(deps)))
         for (seq, idx, tid, step, params_, status, attempts, failures, code, started, finished,
              reason, pid, pgid, pstart) in task_rows:
             job = by_seq[seq]
-            t = _Task(job, idx, tid, job.steps[step], json.loads(params_))
+            t = FarmTask(job, idx, tid, job.steps[step], json.loads(params_))
             t.status = JobStatus(status)
             t.attempts = attempts
             t.failures = failures
@@ -215,7 +215,7 @@ class Scheduler(StateWriter):
         return list(by_seq.values())
 
     # -- scheduling --------------------------------------------------------------
-    def _enqueue(self, job: _Job, force: bool = False) -> None:
+    def _enqueue(self, job: FarmJob, force: bool = False) -> None:
         if job.queued and not force:
             return
         pool = self._pools.get(job.pool)
@@ -231,7 +231,7 @@ class Scheduler(StateWriter):
             self._write_dropped_notes()
         if not self._worker_enabled or self._closing or self.write_error is not None:
             return
-        batch: list[tuple[_Task, _Pool]] = []
+        batch: list[tuple[FarmTask, FarmPool]] = []
         for pool in self._pools.values():
             heap = pool.heap
             while heap and pool.used < pool.slots:
@@ -254,7 +254,7 @@ class Scheduler(StateWriter):
                 task = None
                 while job.ready:
                     cand = job.ready.popleft()
-                    if cand.status is P and cand.proc is None:
+                    if cand.status is PENDING and cand.proc is None:
                         task = cand
                         break
                 if task is None:
@@ -271,7 +271,7 @@ class Scheduler(StateWriter):
         if batch:
             self._launch(batch)
 
-    def _launch(self, batch: list[tuple[_Task, _Pool]]) -> None:
+    def _launch(self, batch: list[tuple[FarmTask, FarmPool]]) -> None:
         """Record the launches durably, then start the processes. If the record cannot
         be written, nothing starts: the tasks go back to the front of their queues and
         the writer retries (dispatch resumes when it succeeds)."""
@@ -296,7 +296,7 @@ class Scheduler(StateWriter):
         for t, pool in batch:
             self._start(t, pool)
 
-    def _run_spec(self, t: _Task) -> RunSpec:
+    def _run_spec(self, t: FarmTask) -> RunSpec:
         spec = t.job.spec
         if spec.template is not None:
             from ...openjd import taskrun as bundles
@@ -317,7 +317,7 @@ class Scheduler(StateWriter):
     def _log_path(self, seq: int) -> str:
         return os.path.join(self.state_dir, "logs", f"{seq}.log")
 
-    def _start(self, t: _Task, pool: _Pool) -> None:
+    def _start(self, t: FarmTask, pool: FarmPool) -> None:
         job = t.job
         loop = self._loop
         assert loop is not None
@@ -369,7 +369,7 @@ class Scheduler(StateWriter):
             job.last_code = 127
             pool.used -= job.slots
             job.running -= 1
-            self._task_status(t, R)  # keep counts right: PENDING -> RUNNING -> FAILED
+            self._task_status(t, RUNNING)  # keep counts right: PENDING -> RUNNING -> FAILED
             self._attempt_failed(t, message, 127)
             self._check(job)
             return
@@ -389,20 +389,20 @@ class Scheduler(StateWriter):
         self._running.add(t)
         if job.started_at is None:
             job.started_at = started
-        self._task_status(t, R)
+        self._task_status(t, RUNNING)
         self._refresh(job)
         # a template action's own timeout wins; the job's timeout covers the others
         timeout = run.timeout if run.timeout is not None else job.spec.timeout
         if timeout is not None and timeout > 0:
             t.timer = loop.call_later(timeout, self._on_timeout, t)
 
-    def _on_timeout(self, t: _Task) -> None:
+    def _on_timeout(self, t: FarmTask) -> None:
         t.timer = None
         if t.proc is not None:
             t.proc.log_message("timeout: the task ran longer than its limit; stopping it")
             self._terminate(t, "timeout")
 
-    def _terminate(self, t: _Task, intent: str) -> None:
+    def _terminate(self, t: FarmTask, intent: str) -> None:
         """SIGTERM to the task's process group now, SIGKILL after the grace period."""
         proc = t.proc
         if proc is None:
@@ -417,7 +417,7 @@ class Scheduler(StateWriter):
         assert self._loop is not None
         t.kill_timer = self._loop.call_later(grace, proc.signal_group, _signal.SIGKILL)
 
-    def _on_exit(self, t: _Task, proc: RunningTask) -> None:
+    def _on_exit(self, t: FarmTask, proc: RunningTask) -> None:
         job = t.job
         for timer in (t.timer, t.kill_timer):
             if timer is not None:
@@ -440,18 +440,18 @@ class Scheduler(StateWriter):
         intent, t.intent = t.intent, None
         if intent == "requeue":
             t.attempts -= 1  # a stop for pause is not an attempt of the task
-            self._task_status(t, P, "requeued: paused with stop_work")
+            self._task_status(t, PENDING, "requeued: paused with stop_work")
             if t.step.released:
                 job.ready.appendleft(t)
         elif intent == "lost":
             job.fail_code = code
-            self._task_status(t, F, CLOSED_REASON)
+            self._task_status(t, FAILED, CLOSED_REASON)
             job.failed += 1
             self._abort(job, CLOSED_REASON)
         elif intent == "cancel":
-            self._task_status(t, C, "canceled")
+            self._task_status(t, CANCELED, "canceled")
         elif intent is None and code == 0:
-            self._task_status(t, OK)
+            self._task_status(t, SUCCEEDED)
             self._step_progress(t)
         else:
             why = "timeout" if intent == "timeout" else (t.fail_message or describe_exit(code))
@@ -459,16 +459,16 @@ class Scheduler(StateWriter):
         self._check(job)
         self._kick()
 
-    def _attempt_failed(self, t: _Task, reason: str, code: int | None) -> None:
+    def _attempt_failed(self, t: FarmTask, reason: str, code: int | None) -> None:
         job = t.job
         t.failures += 1
         job.fail_code = code
         if t.failures <= job.spec.retries and job.ending is None and not self._closing:
-            self._task_status(t, P, f"retrying after {reason}")
+            self._task_status(t, PENDING, f"retrying after {reason}")
             job.ready.appendleft(t)
             self._enqueue(job)
             return
-        self._task_status(t, F, reason)
+        self._task_status(t, FAILED, reason)
         job.failed += 1
         # Unset, a failed task never cancels its siblings (a render farm's default): the
         # job ends FAILED when nothing more can run, listing what failed.
@@ -477,7 +477,7 @@ class Scheduler(StateWriter):
             what = reason if len(job.tasks) == 1 else f"task {t.id} failed: {reason}"
             self._abort(job, what)
 
-    def _step_progress(self, t: _Task) -> None:
+    def _step_progress(self, t: FarmTask) -> None:
         step = t.step
         step.remaining -= 1
         if step.remaining:
@@ -487,26 +487,26 @@ class Scheduler(StateWriter):
         for nxt in step.dependants:
             if not nxt.released and all(d.remaining == 0 for d in nxt.deps):
                 nxt.released = True
-                job.ready.extend(x for x in nxt.tasks if x.status is P)
+                job.ready.extend(x for x in nxt.tasks if x.status is PENDING)
                 released = True
         if released:
             self._enqueue(job)
 
-    def _abort(self, job: _Job, reason: str, status: JobStatus = F) -> None:
+    def _abort(self, job: FarmJob, reason: str, status: JobStatus = FAILED) -> None:
         """End the job with ``status``: pending tasks will not run, running ones are stopped."""
         if job.finished:
             return
-        if job.ending is None or (status is F and job.ending[0] is not F):
+        if job.ending is None or (status is FAILED and job.ending[0] is not FAILED):
             job.ending = (status, reason)
         for t in job.tasks:
-            if t.status is P:
-                self._task_status(t, C, f"not run: {reason}")
-            elif t.status is R:
+            if t.status is PENDING:
+                self._task_status(t, CANCELED, f"not run: {reason}")
+            elif t.status is RUNNING:
                 self._terminate(t, "lost" if reason.startswith("lost") else "cancel")
         job.ready.clear()
         self._check(job)
 
-    def _check(self, job: _Job) -> None:
+    def _check(self, job: FarmJob) -> None:
         """Finish the job when nothing is left to do; else set its active status."""
         if job.finished:
             return
@@ -520,40 +520,40 @@ class Scheduler(StateWriter):
             return
         n = len(job.tasks)
         counts = job.counts
-        if counts.get(OK.value, 0) == n:
-            self._finish(job, OK, None)
+        if counts.get(SUCCEEDED.value, 0) == n:
+            self._finish(job, SUCCEEDED, None)
             return
-        if counts.get(P.value, 0) and counts.get(F.value, 0) and not job.ready:
+        if counts.get(PENDING.value, 0) and counts.get(FAILED.value, 0) and not job.ready:
             self._cancel_doomed(job)
-        if not counts.get(P.value, 0):
-            failed = counts.get(F.value, 0)
-            self._finish(job, F, f"{failed} of {n} tasks failed")
+        if not counts.get(PENDING.value, 0):
+            failed = counts.get(FAILED.value, 0)
+            self._finish(job, FAILED, f"{failed} of {n} tasks failed")
             return
         self._refresh(job)
         if job.ready and not job.paused and not job.waiting:
             self._enqueue(job)
 
-    def _cancel_doomed(self, job: _Job) -> None:
+    def _cancel_doomed(self, job: FarmJob) -> None:
         """Pending tasks of steps that wait on a step with a failed task can never run
         (the failure stayed within ``max_failed_tasks``): they are CANCELED, so the
         job can end instead of waiting forever."""
         doomed: set[str] = set()
         for step in job.steps:  # plans list steps in dependency order
-            if any(t.status is F for t in step.tasks) or any(d.name in doomed for d in step.deps):
+            if any(t.status is FAILED for t in step.tasks) or any(d.name in doomed for d in step.deps):
                 doomed.add(step.name)
         for step in job.steps:
             if step.name in doomed and not step.released:
                 failed = next(d.name for d in step.deps if d.name in doomed)
                 for t in step.tasks:
-                    if t.status is P:
-                        self._task_status(t, C, f"not run: step {failed} has failed tasks")
+                    if t.status is PENDING:
+                        self._task_status(t, CANCELED, f"not run: step {failed} has failed tasks")
 
-    def _finish(self, job: _Job, status: JobStatus, reason: str | None) -> None:
+    def _finish(self, job: FarmJob, status: JobStatus, reason: str | None) -> None:
         job.finished = True
         job.finished_at = now()
         job.queued = False
         job.ready.clear()
-        if status is OK:
+        if status is SUCCEEDED:
             job.exit_code = job.last_code if job.last_code is not None else 0
         else:
             job.exit_code = job.fail_code if job.fail_code is not None else job.last_code
@@ -569,7 +569,7 @@ class Scheduler(StateWriter):
             if other is None or other.finished:
                 continue
             other.waiting.discard(job.id)
-            if status is OK:
+            if status is SUCCEEDED:
                 self._check(other)
             else:
                 self._abort(other, f"dependency {job.id} {status.value}")
@@ -581,7 +581,7 @@ class Scheduler(StateWriter):
             return job.status
         return store.status_of(self._require_db(), job_id)
 
-    def _resolve_deps(self, job: _Job) -> None:
+    def _resolve_deps(self, job: FarmJob) -> None:
         job.waiting = set()
         for dep in job.depends_on:
             other = self._jobs.get(dep)
@@ -590,7 +590,7 @@ class Scheduler(StateWriter):
                 self._dependants.setdefault(dep, set()).add(job.id)
                 continue
             status = self._lookup_status(dep)
-            if status is OK:
+            if status is SUCCEEDED:
                 continue
             what = "not found" if status is None else status.value
             self._abort(job, f"dependency {dep} {what}")

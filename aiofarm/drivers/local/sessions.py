@@ -27,7 +27,7 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 from ...openjd.plan import RunSpec
-from .model import OK, P, R, _Job, _Pool, _Task, describe_exit, now
+from .model import PENDING, RUNNING, SUCCEEDED, FarmJob, FarmPool, FarmTask, describe_exit, now
 
 if TYPE_CHECKING:
     from .processes import RunningTask
@@ -44,7 +44,7 @@ class Session:
     )
 
     def __init__(
-        self, job: _Job, pool: _Pool, key: str, directory: str, run: RunSpec, results: int, write_fd: int
+        self, job: FarmJob, pool: FarmPool, key: str, directory: str, run: RunSpec, results: int, write_fd: int
     ) -> None:
         self.job = job
         self.pool = pool
@@ -54,7 +54,7 @@ class Session:
         self.results = results  # our end of the runner's results pipe
         self.write_fd = write_fd  # the runner's end, closed here once it has its copy
         self.buf = b""
-        self.current: _Task | None = None
+        self.current: FarmTask | None = None
         self.proc: RunningTask | None = None
         self.started = 0
 
@@ -70,11 +70,11 @@ class Session:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _keeps_dirs(job: _Job) -> bool:
+def _keeps_dirs(job: FarmJob) -> bool:
     return job.spec.options.get("openjd_keep_session_dir") is True
 
 
-def _key(t: _Task) -> str | None:
+def _key(t: FarmTask) -> str | None:
     spec = t.job.spec
     if spec.template is None or spec.tty or spec.stdin or spec.options.get("openjd_session_per_task") is True:
         return None
@@ -83,7 +83,7 @@ def _key(t: _Task) -> str | None:
     return session_key(spec, t.step.name)
 
 
-def session_for(sched: Scheduler, t: _Task, pool: _Pool) -> Session | None:
+def session_for(sched: Scheduler, t: FarmTask, pool: FarmPool) -> Session | None:
     """A new session for ``t`` when its step has environment actions to share."""
     key = _key(t)
     if key is None:
@@ -109,7 +109,7 @@ def session_for(sched: Scheduler, t: _Task, pool: _Pool) -> Session | None:
     return Session(job, pool, key, directory, run, read, write)
 
 
-def session_started(sched: Scheduler, session: Session, t: _Task, proc: RunningTask) -> None:
+def session_started(sched: Scheduler, session: Session, t: FarmTask, proc: RunningTask) -> None:
     os.close(session.write_fd)  # the child has its copy: EOF on ours means it is gone
     session.write_fd = -1
     session.proc = proc
@@ -164,7 +164,7 @@ def session_event(sched: Scheduler, session: Session, event: dict[str, Any]) -> 
     t.finished_at = now()
     job.last_code = code
     if code == 0:
-        sched._task_status(t, OK)
+        sched._task_status(t, SUCCEEDED)
         sched._step_progress(t)
     else:
         fail = event.get("fail")
@@ -182,14 +182,14 @@ def session_next(sched: Scheduler, session: Session) -> None:
     stop = job.finished or job.paused or job.ending is not None or sched._closing or not sched._worker_enabled
     if not stop and not outranked(sched, session):
         for cand in job.ready:
-            if cand.status is P and cand.proc is None and _key(cand) == session.key:
+            if cand.status is PENDING and cand.proc is None and _key(cand) == session.key:
                 nxt = cand
                 break
     while nxt is not None:
         job.ready.remove(nxt)
         if session_feed(sched, session, nxt):
             return
-        nxt = next((c for c in job.ready if c.status is P and c.proc is None and _key(c) == session.key), None)
+        nxt = next((c for c in job.ready if c.status is PENDING and c.proc is None and _key(c) == session.key), None)
     proc.close_stdin()  # nothing more for it: the runner exits the environments
 
 
@@ -209,7 +209,7 @@ def outranked(sched: Scheduler, session: Session) -> bool:
     return False
 
 
-def session_feed(sched: Scheduler, session: Session, t: _Task) -> bool:
+def session_feed(sched: Scheduler, session: Session, t: FarmTask) -> bool:
     from ...openjd.taskrun import session_task
 
     job, proc = session.job, session.proc
@@ -219,7 +219,7 @@ def session_feed(sched: Scheduler, session: Session, t: _Task) -> bool:
     t.finished_at = None
     t.exit_code = None
     t.progress = t.status_message = t.fail_message = None
-    sched._task_status(t, R)
+    sched._task_status(t, RUNNING)
     try:
         line = session_task(job.spec, t.step.name, t.params, session.directory, task_id=t.id)
         os.write(proc.stdin_fd, line)
@@ -273,7 +273,7 @@ def session_exit(sched: Scheduler, session: Session, proc: RunningTask) -> None:
     sched._kick()
 
 
-def task_messages(sched: Scheduler, t: _Task, lines: list[bytes]) -> None:
+def task_messages(sched: Scheduler, t: FarmTask, lines: list[bytes]) -> None:
     """OpenJD action messages in a template task's output (aiofarm/openjd/messages.py)."""
     from ...openjd.messages import parse
 
@@ -295,7 +295,7 @@ def task_messages(sched: Scheduler, t: _Task, lines: list[bytes]) -> None:
         sched._mark_changed()
 
 
-def end_session(t: _Task) -> None:
+def end_session(t: FarmTask) -> None:
     """A one-task session's directory goes when it ends (the OpenJD spec), unless the
     job keeps it for debugging (``options["openjd_keep_session_dir"]``)."""
     path, t.session_dir = t.session_dir, None

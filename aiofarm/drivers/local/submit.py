@@ -14,7 +14,7 @@ from ...openjd.plan import COMMAND_STEP, StepPlan, TaskPlan, plan_job
 from . import store
 from .codec import dumps, spec_to_json, to_dt
 from .control import Control
-from .model import DEFAULT_POOL, P, S, _Job, _Step, _Task, job_model, now
+from .model import DEFAULT_POOL, PENDING, SUSPENDED, FarmJob, FarmStep, FarmTask, job_model, now
 from .writer import translate
 
 _ONE_TASK = TaskPlan()
@@ -31,23 +31,23 @@ class Submit(Control):
         t0 = now()
         seq = self._next_seq
         batch_ids: dict[str, int] = {}
-        jobs: list[_Job] = []
+        jobs: list[FarmJob] = []
         explicit = [s.id for s in specs if s.id is not None]
         for spec, plan in zip(specs, plans, strict=True):
             job_id = spec.id if spec.id is not None else f"j{seq}"
-            job = _Job(seq, job_id, spec)
+            job = FarmJob(seq, job_id, spec)
             job.owner = self._owner
             job.created_at = t0
             job.paused = spec.paused
-            job.status = S if spec.paused else P
+            job.status = SUSPENDED if spec.paused else PENDING
             job.reason = "paused" if spec.paused else None
             job.history = [StatusTransition(job.status, to_dt(t0), job.reason)]  # type: ignore[arg-type]
             tidx = 0
             for sidx, step_plan in enumerate(plan):
-                step = _Step(sidx, step_plan.name, step_plan.depends_on)
+                step = FarmStep(sidx, step_plan.name, step_plan.depends_on)
                 job.steps.append(step)
                 for n, tp in enumerate(step_plan.tasks):
-                    t = _Task(job, tidx, f"{step.name}/{n}", step, tp.parameters)
+                    t = FarmTask(job, tidx, f"{step.name}/{n}", step, tp.parameters)
                     job.tasks.append(t)
                     step.tasks.append(t)
                     tidx += 1

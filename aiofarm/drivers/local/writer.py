@@ -27,7 +27,7 @@ from ...models import Job
 from ..base import Driver
 from . import store
 from .codec import dumps
-from .model import _Job, _Task, proc_start
+from .model import FarmJob, FarmTask, proc_start
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -52,9 +52,9 @@ class StateWriter(Driver):
         self._scopes: list[anyio.CancelScope] = []  # of our background tasks
         self._flush_wake: asyncio.Event | None = None
         self._subscribers: list[Callable[[Job], None]] = []
-        self._recent: dict[str, _Job] = {}  # finished since the last flush
-        self._dirty_jobs: set[_Job] = set()
-        self._dirty_tasks: set[_Task] = set()
+        self._recent: dict[str, FarmJob] = {}  # finished since the last flush
+        self._dirty_jobs: set[FarmJob] = set()
+        self._dirty_tasks: set[FarmTask] = set()
         self._new_history: list[tuple[int, float, str, str | None]] = []
         self._outbox: list[Job] = []
         self._updated = 0
