@@ -29,7 +29,7 @@ from ...models import (
     Worker,
 )
 from ..base import Action, Driver, JobUpdate, ListQuery, LogQuery, StdioChannel
-from . import config, connect, wire
+from . import config, connect, logfile, wire
 from .codec import to_dt
 from .embedded import CAPABILITIES
 
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 #: how long the service holds a followed log read that has nothing new
 FOLLOW_WAIT = 5.0
+#: the most bytes of log records one read asks for
+RAW_PAGE = 4 << 20
 
 
 class _ConnectFailed(ConnectionLost):
@@ -75,6 +77,7 @@ class ServiceDriver(Driver):
         self._subscribers: list[Callable[[Job], None]] = []
         self._scope: anyio.CancelScope | None = None
         self._active: set[str] = set()  # ids seen unfinished: re-read after a reconnect
+        self._task_ids: dict[str, dict[int, str]] = {}  # job id -> task ids by index
 
     @classmethod
     def from_url(cls, url: yarl.URL, options: Mapping[str, Any]) -> Driver:
@@ -268,14 +271,64 @@ class ServiceDriver(Driver):
 
     # -- logs ----------------------------------------------------------------------
     async def read_log(self, job_id: str, token: str | None, query: LogQuery) -> LogPage:
-        body = {
-            "id": job_id,
-            "token": token,
-            "query": wire.log_query_to(query),
-            # a follower's empty read waits in the service for the next line
-            "wait": FOLLOW_WAIT if query.follow else 0,
-        }
-        return wire.page_from(await self._call("log", body))
+        """The log's records come raw from the service and are parsed here: a busy log
+        costs the service one pread per page, the parsing happens in this process."""
+        from .codec import from_dt
+        from .queries import task_index_of
+
+        offset = start = logfile.decode_token(token)
+        ids = self._task_ids.get(job_id)
+        size = max(64 << 10, min(RAW_PAGE, query.limit * 256))
+        while True:
+            data, tasks = await self._raw_log(job_id, offset, size, wait=query.follow and token is not None, tasks=ids is None)
+            if tasks is not None:
+                ids = {int(k): v for k, v in tasks.items()}
+                if len(self._task_ids) > 1000:
+                    self._task_ids.clear()
+                self._task_ids[job_id] = ids
+            assert ids is not None
+            lines, used = logfile.parse_records(
+                data,
+                limit=query.limit,
+                task_index=task_index_of(job_id, query, ids),
+                streams=query.streams,
+                start=from_dt(query.start_time) if query.start_time else None,
+                end=from_dt(query.end_time) if query.end_time else None,
+                task_ids=ids,
+            )
+            offset += used
+            # a full read whose records all were filtered out: look further
+            if lines or used == 0 or len(data) < size // 2:
+                break
+        page = LogPage(tuple(lines), logfile.encode_token(offset))
+        if not lines and offset == start:
+            return LogPage((), token)
+        return page
+
+    async def _raw_log(
+        self, job_id: str, offset: int, size: int, *, wait: bool, tasks: bool
+    ) -> tuple[bytes, dict[str, str] | None]:
+        import aiohttp
+
+        body = {"id": job_id, "offset": offset, "max": size, "wait": FOLLOW_WAIT if wait else 0, "tasks": tasks}
+        for attempt in range(2):
+            session = self._require()
+            try:
+                async with session.post("http://farm/v1/log_raw", data=wire.dumps(body)) as resp:
+                    if resp.status == 422:
+                        raise wire.error_from(await resp.json(loads=wire.json_loads, content_type=None))
+                    if resp.status != 200:
+                        raise ConnectionLost(f"the farm service answered {resp.status} to a log read")
+                    data = await resp.read()
+                    header = resp.headers.get("X-Aiofarm-Tasks")
+                    return data, (wire.json_loads(header) if header else None)
+            except _ConnectFailed:
+                if attempt:
+                    raise
+                await self._ensure_service()
+            except (aiohttp.ClientError, OSError) as exc:
+                raise ConnectionLost(f"the farm service for {self.state_dir} went away during a log read: {exc}") from None
+        raise AssertionError("unreachable")
 
     # -- interactive ---------------------------------------------------------------
     async def open_stdio(

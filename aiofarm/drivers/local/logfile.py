@@ -27,7 +27,16 @@ from ...errors import InvalidSpec
 from ...models import LogLine
 from .codec import to_dt
 
-__all__ = ["KIND_OF_STREAM", "MAX_LINE", "STREAM_OF_KIND", "decode_token", "encode_token", "read_page"]
+__all__ = [
+    "KIND_OF_STREAM",
+    "MAX_LINE",
+    "STREAM_OF_KIND",
+    "decode_token",
+    "encode_token",
+    "parse_records",
+    "read_page",
+    "read_raw",
+]
 
 MAX_LINE = 64 * 1024
 STREAM_OF_KIND = {ord("o"): "stdout", ord("e"): "stderr", ord("x"): "aiofarm"}
@@ -50,6 +59,71 @@ def decode_token(token: str | None) -> int:
 def format_records(kind: bytes, task_index: int, lines: list[bytes], now: float) -> bytes:
     head = b"%.6f %s%d " % (now, kind, task_index)
     return b"".join(head + line + b"\n" for line in lines)
+
+
+def parse_records(
+    data: bytes,
+    *,
+    limit: int,
+    task_index: int | None,
+    streams: frozenset[str],
+    start: float | None,
+    end: float | None,
+    task_ids: Mapping[int, str] | Callable[[int], str | None],
+) -> tuple[list[LogLine], int]:
+    """The matching lines of the whole records in ``data`` (at most ``limit``), and how
+    many bytes of ``data`` were looked at (a trailing partial record is not)."""
+    kinds = {k for k, name in STREAM_OF_KIND.items() if name in streams}
+    lookup = task_ids.get if isinstance(task_ids, Mapping) else task_ids
+    out: list[LogLine] = []
+    pos = 0
+    while len(out) < limit:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            break
+        rec = data[pos:nl]
+        pos = nl + 1
+        sp1 = rec.find(b" ")
+        sp2 = rec.find(b" ", sp1 + 1)
+        if sp1 < 0 or sp2 < 0:
+            continue  # not a record (a torn write from a crashed farm): skip it
+        kind = rec[sp1 + 1]
+        if kind not in kinds:
+            continue
+        try:
+            idx = int(rec[sp1 + 2 : sp2])
+            t = float(rec[:sp1])
+        except ValueError:
+            continue
+        if task_index is not None and idx != task_index:
+            continue
+        if start is not None and t < start:
+            continue
+        if end is not None and t > end:
+            continue
+        out.append(
+            LogLine(
+                time=to_dt(t),
+                stream=STREAM_OF_KIND[kind],
+                text=rec[sp2 + 1 :].decode("utf-8", "replace"),
+                task_id=lookup(idx),
+            )
+        )
+    return out, pos
+
+
+def read_raw(path: str, offset: int, size: int) -> bytes:
+    """Whole records of ``path`` from byte ``offset``, at most ``size`` bytes (b"" when
+    nothing complete is there yet)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return b""
+    try:
+        data = os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
+    return data[: data.rfind(b"\n") + 1]
 
 
 def read_page(

@@ -116,28 +116,10 @@ class Queries(Scheduler):
     @translate
     async def read_log(self, job_id: str, token: str | None, query: LogQuery) -> LogPage:
         offset = logfile.decode_token(token)
-        db = self._sync()
-        job = self._jobs.get(job_id) if self.role == "owner" else None
-        ids: dict[int, str]
-        if job is not None:
-            seq = job.seq
-            ids = {t.idx: t.id for t in job.tasks}
-        else:
-            found = store.seq_of(db, job_id)
-            if found is None:
-                raise JobNotFound(job_id, driver="local")
-            seq = found
-            ids = store.task_ids(db, seq)
-        task_index = None
-        if query.task is not None:
-            matches = [i for i, tid in ids.items() if tid == query.task or str(i) == query.task]
-            if not matches:
-                raise InvalidSpec("task", f"job {job_id} has no task {query.task!r} (tasks: {', '.join(ids.values())})")
-            task_index = matches[0]
-        if query.limit < 1:
-            raise InvalidSpec("limit", "must be >= 1")
+        path, ids = self.log_source(job_id)
+        task_index = task_index_of(job_id, query, ids)
         lines, end = logfile.read_page(
-            self._log_path(seq),
+            path,
             offset,
             limit=query.limit,
             task_index=task_index,
@@ -147,6 +129,17 @@ class Queries(Scheduler):
             task_ids=ids,
         )
         return LogPage(tuple(lines), logfile.encode_token(end))
+
+    def log_source(self, job_id: str) -> tuple[str, dict[int, str]]:
+        """The job's log file and its task ids by index (JobNotFound if none)."""
+        db = self._sync()
+        job = self._jobs.get(job_id) if self.role == "owner" else None
+        if job is not None:
+            return self._log_path(job.seq), {t.idx: t.id for t in job.tasks}
+        seq = store.seq_of(db, job_id)
+        if seq is None:
+            raise JobNotFound(job_id, driver="local")
+        return self._log_path(seq), store.task_ids(db, seq)
 
 
     async def _reader_watch(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -280,3 +273,14 @@ class Queries(Scheduler):
                 lines.append(f"behind {ahead} higher-priority or earlier job(s) in pool {pool.name}")
         return "; ".join(lines)
 
+
+def task_index_of(job_id: str, query: LogQuery, ids: dict[int, str]) -> int | None:
+    """The index of the task ``query`` asks for (by id or index), or None for all."""
+    if query.limit < 1:
+        raise InvalidSpec("limit", "must be >= 1")
+    if query.task is None:
+        return None
+    matches = [i for i, tid in ids.items() if tid == query.task or str(i) == query.task]
+    if not matches:
+        raise InvalidSpec("task", f"job {job_id} has no task {query.task!r} (tasks: {', '.join(ids.values())})")
+    return matches[0]

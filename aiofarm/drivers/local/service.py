@@ -30,7 +30,7 @@ import anyio
 
 from ...errors import FarmError, InvalidSpec
 from ..base import Action
-from . import config, connect, wire
+from . import config, connect, logfile, wire
 from .embedded import EmbeddedDriver, private_dir
 from .streams import serve_attach
 
@@ -89,6 +89,7 @@ class FarmService:
                 tg.cancel_scope.cancel()
                 return
             app = web.Application(middlewares=[self._middleware], client_max_size=1 << 30)
+            app.router.add_post("/v1/log_raw", self._log_raw)
             app.router.add_post("/v1/{name}", self._call)
             app.router.add_get("/v1/events", self._events)
             app.router.add_get("/v1/attach", self._attach)
@@ -311,29 +312,56 @@ class FarmService:
         token = body.get("token")
         query = wire.log_query_from(body["query"])
         page = await self.farm.read_log(job_id, token, query)
-        wait = min(float(body.get("wait") or 0), MAX_LOG_WAIT)
-        if not page.lines and wait > 0 and token is not None:
-            # a follower: hold the read until the job writes (or ends)
-            tasks = [t for t in self.farm.running_tasks(job_id) if not t.exited]
-            if tasks:
-                news = asyncio.Event()
-                removers = [t.add_listener(lambda _f, _d: news.set()) for t in tasks]
-                waiters = [asyncio.ensure_future(t.wait()) for t in tasks]
-                try:
-                    with anyio.move_on_after(wait):
-                        ended = asyncio.ensure_future(asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED))
-                        try:
-                            await asyncio.wait([asyncio.ensure_future(news.wait()), ended], return_when=asyncio.FIRST_COMPLETED)
-                        finally:
-                            ended.cancel()
-                finally:
-                    for remove in removers:
-                        remove()
-                    for w in waiters:
-                        w.cancel()
-                await asyncio.sleep(0)  # the line's log write completes after its listeners run
-                page = await self.farm.read_log(job_id, page.next_token or token, query)
+        if not page.lines and token is not None and await self._await_output(job_id, body.get("wait")):
+            page = await self.farm.read_log(job_id, page.next_token or token, query)
         return wire.page_to(page)
+
+    async def _log_raw(self, request: web.Request) -> web.StreamResponse:
+        """A log's whole records from a byte offset, as they are on disk: the client
+        parses them, so following a busy log costs the service a pread per request."""
+        from aiohttp import web
+
+        try:
+            body = await request.json()
+            job_id = str(body["id"])
+            offset = int(body["offset"])
+            size = min(int(body["max"]), 8 << 20)
+            path, ids = self.farm.log_source(job_id)
+            data = logfile.read_raw(path, offset, size)
+            if not data and await self._await_output(job_id, body.get("wait")):
+                data = logfile.read_raw(path, offset, size)
+        except FarmError as exc:
+            return web.Response(text=wire.dumps(wire.error_to(exc)), status=422, content_type="application/json")
+        except (ValueError, KeyError, TypeError) as exc:
+            err = InvalidSpec("request", f"malformed request to the farm service: {exc!r}")
+            return web.Response(text=wire.dumps(wire.error_to(err)), status=422, content_type="application/json")
+        headers = {"X-Aiofarm-Tasks": wire.dumps(ids)} if body.get("tasks") else {}
+        return web.Response(body=data, headers=headers, content_type="application/octet-stream")
+
+    async def _await_output(self, job_id: str, wait: Any) -> bool:
+        """A follower found nothing new: hold its read until the job writes or ends
+        (at most ``wait`` seconds). True when it may be worth reading again."""
+        wait = min(float(wait or 0), MAX_LOG_WAIT)
+        tasks = [t for t in self.farm.running_tasks(job_id) if not t.exited] if wait > 0 else []
+        if not tasks:
+            return False
+        news = asyncio.Event()
+        removers = [t.add_listener(lambda _f, _d: news.set()) for t in tasks]
+        waiters = [asyncio.ensure_future(t.wait()) for t in tasks]
+        try:
+            with anyio.move_on_after(wait):
+                ended = asyncio.ensure_future(asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED))
+                try:
+                    await asyncio.wait([asyncio.ensure_future(news.wait()), ended], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    ended.cancel()
+        finally:
+            for remove in removers:
+                remove()
+            for w in waiters:
+                w.cancel()
+        await asyncio.sleep(0)  # the line's log write completes after its listeners run
+        return True
 
     async def exec_context(self, body: dict[str, Any]) -> Any:
         job_id = str(body["id"])
