@@ -89,8 +89,8 @@ async def test_kill_9_of_the_service_at_20_random_points(tmp_path: Path) -> None
         assert len(ran[job.id]) <= 1, (job.id, ran[job.id])  # never twice
         if job.status is JobStatus.SUCCEEDED:
             assert ran[job.id] == ["1"]
-        elif job.reason == "lost: farm service died":
-            assert ran[job.id] == ["1"]  # it had started: it is not run again
+        # a job lost with the service ran once, or was killed between its launch record
+        # and its first command: either way it is not run again
     lost = [j for j in jobs if j.reason == "lost: farm service died"]
     assert lost, "no kill landed on a running job: the test proves nothing"
     assert sum(1 for j in jobs if j.status is JobStatus.SUCCEEDED) > 100
