@@ -451,12 +451,20 @@ class SlurmDriver(Driver):
 
     # -- interactive -------------------------------------------------------------
     async def _running_record(self, job_id: str, operation: str) -> Rec:
-        # the client has just seen it RUNNING: the records of that poll answer
+        # the client has usually just seen it RUNNING, so the records of that poll
+        # answer; records older than the job's start (a caller that learnt it runs
+        # another way, e.g. from its output) are read again once before refusing
+        def running(recs: Sequence[Rec]) -> Rec | None:
+            return next((r for r in recs if mapping.record_status(r)[0] is JobStatus.RUNNING), None)
+
         recs = await self.store.records_of(job_id)
-        for rec in recs:
-            if mapping.record_status(rec)[0] is JobStatus.RUNNING:
-                return rec
-        raise JobNotRunning(job_id, self.store.job(job_id, recs).status, operation)
+        if (rec := running(recs)) is None:
+            await self.store.fetch(job_id)
+            recs = await self.store.records_of(job_id)
+            rec = running(recs)
+        if rec is None:
+            raise JobNotRunning(job_id, self.store.job(job_id, recs).status, operation)
+        return rec
 
     async def open_stdio(
         self,
