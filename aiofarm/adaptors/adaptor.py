@@ -138,8 +138,8 @@ class AsyncAdaptor:
 
     - ``on_start()`` once (``daemon start``), ``on_run(run_data)`` per task
       (``daemon run``), ``on_stop()`` then ``on_cleanup()`` once (``daemon stop``);
-    - a cancel (the session's SIGTERM, or ``PUT /cancel``) first awaits ``on_cancel()``
-      then cancels the running ``on_start``/``on_run`` as an anyio cancellation;
+    - a cancel (the session's SIGTERM, or ``PUT /cancel``) first cancels the running
+      ``on_start``/``on_run`` as an anyio cancellation, then awaits ``on_cancel()``;
     - ``on_stop`` and ``on_cleanup`` are shielded from cancellation and limited to
       ``stop_timeout``/``cleanup_timeout`` seconds;
     - an exception fails the phase with ``openjd_fail: <official text>: <exception>``.

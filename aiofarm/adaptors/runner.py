@@ -164,21 +164,25 @@ class PhaseRunner:
         return failure is None
 
     async def cancel(self) -> bool:
-        """Cancel the running start or run: ``on_cancel`` first (shielded, limited to
-        ``cancel_timeout``), then the phase's cancel scope. False if nothing to cancel."""
+        """Cancel the running start or run: the phase's cancel scope first, then
+        ``on_cancel`` (shielded, limited to ``cancel_timeout``). False if nothing to cancel.
+
+        The scope goes first so that nothing the phase does after the cancel arrived
+        (an application answering a moment later, a status line) reaches the session:
+        with ``on_cancel`` first, its abort could be answered and seen by the phase
+        before the phase was cancelled."""
         if not (self.busy and self.state in (START, RUN)):
             return False
         self._set(CANCELED)
         _log.info("Canceling the running phase.")
-        scope = self._scope
+        if self._scope is not None:
+            self._scope.cancel()
         with anyio.CancelScope(shield=True) as shield:
             shield.deadline = anyio.current_time() + self.adaptor.cancel_timeout
             try:
                 await self.adaptor.on_cancel()
             except Exception as exc:
                 self.ctx.fail(f"{FAILURE_TEXT[CANCELED]}: {describe(exc)}")
-        if scope is not None:
-            scope.cancel()
         return True
 
     async def stop(self) -> bool:
