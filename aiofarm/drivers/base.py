@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
 
-from ..errors import JobNotFound, UnsupportedError
+from ..errors import InvalidSpec, JobNotFound, UnsupportedError
 from ..models import (
     Capability,
     Job,
@@ -70,6 +70,43 @@ __all__ = [
 transfer_progress: ContextVar[Callable[[TransferProgress], object] | None] = ContextVar(
     "aiofarm_transfer_progress", default=None
 )
+
+
+def url_options(url: yarl.URL, options: Mapping[str, Any], known: Sequence[str], scheme: str) -> dict[str, Any]:
+    """A driver's options: the URL's query merged with ``Client(url, **options)``.
+    The same option given both ways must agree; an unknown one is ``InvalidSpec``
+    naming it and listing the known ones."""
+    merged: dict[str, Any] = dict(url.query)
+    for key, value in options.items():
+        if key in merged and str(merged[key]) != str(value):
+            raise InvalidSpec(f"options.{key}", "given both in the URL and as an option, differently")
+        merged[key] = value
+    for key in merged:
+        if key not in known:
+            raise InvalidSpec(f"options.{key}", f"unknown option of {scheme}; known: {', '.join(known)}")
+    return merged
+
+
+def option_text(options: Mapping[str, Any], key: str) -> str | None:
+    """A string option, None when absent; empty or not a string is ``InvalidSpec``."""
+    value = options.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidSpec(f"options.{key}", "must be a non-empty string")
+    return value
+
+
+def option_seconds(options: Mapping[str, Any], key: str, default: float) -> float:
+    """A finite number of seconds > 0 (a timeout, a grace), ``default`` when absent."""
+    value = options.get(key, default)
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise InvalidSpec(f"options.{key}", f"must be a number, got {value!r}") from None
+    if not out > 0 or out == float("inf"):
+        raise InvalidSpec(f"options.{key}", "must be a finite number > 0")
+    return out
 
 
 class Action(str, enum.Enum):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ...errors import InvalidSpec
+from ..base import url_options
 
 if TYPE_CHECKING:
     import yarl
@@ -45,14 +46,7 @@ def parse(url: yarl.URL, options: Mapping[str, Any]) -> FarmConfig:
         raise InvalidSpec("url", f"local:// takes an absolute path (local:///abs/path), got host {url.host!r}")
     if url.user or url.password or url.port or url.fragment:
         raise InvalidSpec("url", "local:// URLs take only a path and query options")
-    merged: dict[str, Any] = dict(url.query)
-    for key, value in options.items():
-        if key in merged and str(merged[key]) != str(value):
-            raise InvalidSpec(f"options.{key}", "given both in the URL and as an option, differently")
-        merged[key] = value
-    for key in merged:
-        if key not in OPTIONS:
-            raise InvalidSpec(f"options.{key}", f"unknown option of local://; known: {', '.join(OPTIONS)}")
+    merged = url_options(url, options, OPTIONS, "local://")
     path = url.path
     if path not in ("", "/") and "state_dir" in merged:
         raise InvalidSpec("options.state_dir", "the URL already names a state dir")

@@ -139,8 +139,6 @@ def read_page(
 ) -> tuple[list[LogLine], int]:
     """Lines of ``path`` from byte ``offset``: at most ``limit`` matching ones, and the
     offset just after the last record looked at."""
-    kinds = {k for k, name in STREAM_OF_KIND.items() if name in streams}
-    lookup = task_ids.get if isinstance(task_ids, Mapping) else task_ids
     out: list[LogLine] = []
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -148,50 +146,22 @@ def read_page(
         return out, offset
     try:
         pos = offset
-        carry = b""
         while len(out) < limit:
-            chunk = os.pread(fd, _CHUNK, pos + len(carry))
-            if not chunk:
-                break
-            data = carry + chunk
-            start_at = 0
-            while len(out) < limit:
-                nl = data.find(b"\n", start_at)
-                if nl < 0:
-                    break
-                rec = data[start_at:nl]
-                start_at = nl + 1
-                pos += len(rec) + 1
-                sp1 = rec.find(b" ")
-                sp2 = rec.find(b" ", sp1 + 1)
-                if sp1 < 0 or sp2 < 0:
-                    continue  # not a record (a torn write from a crashed owner): skip it
-                kind = rec[sp1 + 1]
-                if kind not in kinds:
-                    continue
-                try:
-                    idx = int(rec[sp1 + 2 : sp2])
-                    t = float(rec[:sp1])
-                except ValueError:
-                    continue
-                if task_index is not None and idx != task_index:
-                    continue
-                if start is not None and t < start:
-                    continue
-                if end is not None and t > end:
-                    continue
-                out.append(
-                    LogLine(
-                        time=to_dt(t),
-                        stream=STREAM_OF_KIND[kind],
-                        text=rec[sp2 + 1 :].decode("utf-8", "replace"),
-                        task_id=lookup(idx),
-                    )
-                )
-            carry = data[start_at:]
-            if len(out) >= limit:
-                break
-            if len(chunk) < _CHUNK:
+            data = os.pread(fd, _CHUNK, pos)
+            lines, used = parse_records(
+                data,
+                limit=limit - len(out),
+                task_index=task_index,
+                streams=streams,
+                start=start,
+                end=end,
+                task_ids=task_ids,
+            )
+            out.extend(lines)
+            pos += used
+            # a short read is the end of the file; no whole record in a full chunk
+            # cannot happen (records are at most MAX_LINE) but must not loop
+            if len(data) < _CHUNK or used == 0:
                 break
         return out, pos
     finally:

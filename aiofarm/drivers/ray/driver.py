@@ -33,7 +33,7 @@ from ...errors import (
     UnsupportedError,
 )
 from ...models import Capability, Job, JobSpec, JobStatus, LogPage, Pool, Task, Worker
-from ..base import Action, Driver, ListQuery, LogQuery
+from ..base import Action, Driver, ListQuery, LogQuery, option_seconds, option_text, url_options
 from . import wire
 from .http import RayAPIError, RayHTTP
 
@@ -103,14 +103,7 @@ class RayDriver(Driver):
     def from_url(cls, url: yarl.URL, options: Mapping[str, Any]) -> RayDriver:
         if url.scheme not in ("ray+http", "ray+https"):
             raise InvalidSpec("url", f"the ray driver takes ray+http:// or ray+https:// URLs, not {url.scheme}://")
-        merged: dict[str, Any] = dict(url.query)
-        for key, value in options.items():
-            if key in merged and str(merged[key]) != str(value):
-                raise InvalidSpec(f"options.{key}", "given both in the URL and as an option, differently")
-            merged[key] = value
-        for key in merged:
-            if key not in _OPTIONS:
-                raise InvalidSpec(f"options.{key}", f"unknown option of ray URLs; known: {', '.join(_OPTIONS)}")
+        merged = url_options(url, options, _OPTIONS, "ray URLs")
         if url.user or url.password or url.fragment:
             raise InvalidSpec("url", "ray URLs take no user, password or fragment (pass token= instead)")
         if not url.host:
@@ -119,26 +112,8 @@ class RayDriver(Driver):
         port = url.explicit_port or (8265 if scheme == "http" else 443)
         base_url = f"{scheme}://{url.host}:{port}" + (url.path.rstrip("/") if url.path not in ("", "/") else "")
 
-        def text(key: str) -> str | None:
-            value = merged.get(key)
-            if value is None:
-                return None
-            if not isinstance(value, str) or not value:
-                raise InvalidSpec(f"options.{key}", "must be a non-empty string")
-            return value
-
-        def number(key: str, default: float) -> float:
-            value = merged.get(key, default)
-            try:
-                out = float(value)
-            except (TypeError, ValueError):
-                raise InvalidSpec(f"options.{key}", f"must be a number, got {value!r}") from None
-            if not out > 0:
-                raise InvalidSpec(f"options.{key}", "must be > 0")
-            return out
-
-        token = text("token")
-        token_file = text("token_file")
+        token = option_text(merged, "token")
+        token_file = option_text(merged, "token_file")
         if token is not None and token_file is not None:
             raise InvalidSpec("options.token_file", "give token or token_file, not both")
         if token is None:
@@ -147,9 +122,9 @@ class RayDriver(Driver):
             base_url=base_url,
             token=token,
             headers=_headers(merged.get("headers")),
-            owner=text("owner") or getpass.getuser(),
-            timeout=number("timeout", 30.0),
-            stop_timeout=number("stop_timeout", 30.0),
+            owner=option_text(merged, "owner") or getpass.getuser(),
+            timeout=option_seconds(merged, "timeout", 30.0),
+            stop_timeout=option_seconds(merged, "stop_timeout", 30.0),
         )
 
     async def open(self, task_group: anyio.abc.TaskGroup) -> None:

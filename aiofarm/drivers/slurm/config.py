@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ...errors import InvalidSpec
+from ..base import option_seconds, option_text, url_options
 
 if TYPE_CHECKING:
     import yarl
@@ -57,14 +58,7 @@ def read_token(path: str) -> str:
 def parse_url(url: yarl.URL, options: Mapping[str, Any]) -> SlurmConfig:
     if url.scheme not in ("slurm+http", "slurm+unix"):
         raise InvalidSpec("url", f"the slurm driver takes slurm+http:// or slurm+unix:// URLs, not {url.scheme}://")
-    merged: dict[str, Any] = dict(url.query)
-    for key, value in options.items():
-        if key in merged and str(merged[key]) != str(value):
-            raise InvalidSpec(f"options.{key}", "given both in the URL and as an option, differently")
-        merged[key] = value
-    for key in merged:
-        if key not in OPTIONS:
-            raise InvalidSpec(f"options.{key}", f"unknown option of slurm URLs; known: {', '.join(OPTIONS)}")
+    merged = url_options(url, options, OPTIONS, "slurm URLs")
     if url.fragment or url.password:
         raise InvalidSpec("url", "slurm URLs take no password or fragment (pass token= instead)")
     unix_path: str | None = None
@@ -82,27 +76,10 @@ def parse_url(url: yarl.URL, options: Mapping[str, Any]) -> SlurmConfig:
         if url.path not in ("", "/"):
             base_url += url.path.rstrip("/")
 
-    def text(key: str) -> str | None:
-        value = merged.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            raise InvalidSpec(f"options.{key}", "must be a non-empty string")
-        return value
 
-    def number(key: str, default: float) -> float:
-        value = merged.get(key, default)
-        try:
-            out = float(value)
-        except (TypeError, ValueError):
-            raise InvalidSpec(f"options.{key}", f"must be a number, got {value!r}") from None
-        if not out > 0 or out == float("inf"):
-            raise InvalidSpec(f"options.{key}", "must be a finite number > 0")
-        return out
-
-    user = text("user") or url.user or os.environ.get("SLURM_USER") or getpass.getuser()
-    token = text("token")
-    token_file = text("token_file")
+    user = option_text(merged, "user") or url.user or os.environ.get("SLURM_USER") or getpass.getuser()
+    token = option_text(merged, "token")
+    token_file = option_text(merged, "token_file")
     if token is not None and token_file is not None:
         raise InvalidSpec("options.token_file", "give token or token_file, not both")
     if token_file is not None:
@@ -114,13 +91,13 @@ def parse_url(url: yarl.URL, options: Mapping[str, Any]) -> SlurmConfig:
         token = os.environ.get("SLURM_JWT") or None
     # one directory per cluster: job ids of different clusters collide
     where = re.sub(r"[^A-Za-z0-9._-]+", "_", unix_path.strip("/") if unix_path else f"{url.host}-{url.port or 6820}")
-    log_dir = text("log_dir") or f"/tmp/aiofarm-slurm/{where}"
+    log_dir = option_text(merged, "log_dir") or f"/tmp/aiofarm-slurm/{where}"
     if not os.path.isabs(log_dir):
         raise InvalidSpec("options.log_dir", "must be an absolute path (on the shared filesystem)")
-    api = text("api")
+    api = option_text(merged, "api")
     if api is not None and not _API.fullmatch(api):
         raise InvalidSpec("options.api", f"must be a slurmrestd API version like v0.0.41, got {api!r}")
-    bin_dir = text("bin_dir")
+    bin_dir = option_text(merged, "bin_dir")
     if bin_dir is not None and not os.path.isabs(bin_dir):
         raise InvalidSpec("options.bin_dir", "must be an absolute path")
     return SlurmConfig(
@@ -129,11 +106,11 @@ def parse_url(url: yarl.URL, options: Mapping[str, Any]) -> SlurmConfig:
         user=user,
         token=token,
         token_file=token_file,
-        partition=text("partition"),
+        partition=option_text(merged, "partition"),
         log_dir=log_dir,
-        timeout=number("timeout", 30.0),
-        exec_grace=number("exec_grace", 2.0),
+        timeout=option_seconds(merged, "timeout", 30.0),
+        exec_grace=option_seconds(merged, "exec_grace", 2.0),
         api=api,
         bin_dir=bin_dir,
-        min_job_age=number("min_job_age", 300.0),
+        min_job_age=option_seconds(merged, "min_job_age", 300.0),
     )
