@@ -38,6 +38,8 @@ class JobInstance:
     # environment templates (queue environments), entered before the job's own
     external: tuple[Any, ...] = ()
     extensions: frozenset[str] = frozenset()
+    # per step: which of its tasks may share a session (taskrun.session_key), read per task
+    session_keys: Mapping[str, str | None] = attrs.field(factory=dict)
 
 
 _cache: collections.OrderedDict[str, JobInstance] = collections.OrderedDict()
@@ -185,14 +187,19 @@ def _instantiate(spec: JobSpec, rules: tuple[PathMappingRule, ...]) -> JobInstan
         [plain(d, "environments") for d in spec.options.get("openjd_environments") or ()]
     )
     step_docs = {str(sd.get("name")): sd for sd in doc.get("steps", []) if isinstance(sd, Mapping)}
+    session_keys: dict[str, str | None] = {}
     for step in job.steps:
         envs = job_envs + list(step.stepEnvironments or ())
         text = job_envs_text + json.dumps(step_docs.get(str(step.name), {}))
+        scripted = any(e.script is not None for e in envs)
         needs_dir[str(step.name)] = (
-            any(e.script is not None for e in envs)
+            scripted
             or bool(step.script.embeddedFiles)
             or "Session." in text  # the directory or the path-mapping rules file
         )
+        # tasks with the same key share a session: the same environments (the step's own
+        # make it the step's); None: no environment actions to share
+        session_keys[str(step.name)] = (str(step.name) if step.stepEnvironments else "") if scripted else None
     return JobInstance(
         job=job,
         values=values,
@@ -200,6 +207,7 @@ def _instantiate(spec: JobSpec, rules: tuple[PathMappingRule, ...]) -> JobInstan
         rules=rules,
         tables=tables,
         needs_dir=needs_dir,
+        session_keys=session_keys,
         external=tuple(external),
         extensions=extensions,
     )

@@ -328,14 +328,10 @@ def session_key(spec: JobSpec, step_name: str) -> str | None:
     environments are the same: the queue's and the job's, and the step's own); None when
     the step's tasks have no environment actions to share, so :func:`task_run`'s fast
     path is the better choice."""
-    ctx = job_instance(spec)
-    step = ctx.steps.get(step_name)
-    if step is None:
+    keys = job_instance(spec).session_keys
+    if step_name not in keys:
         raise InvalidSpec("step", f"no step {step_name!r} in the template")
-    envs = [*(t.environment for t in ctx.external), *(ctx.job.jobEnvironments or ()), *(step.stepEnvironments or ())]
-    if not any(e.script is not None for e in envs):
-        return None
-    return step_name if step.stepEnvironments else ""
+    return keys[step_name]
 
 
 def session_run(

@@ -199,3 +199,37 @@ async def test_canceling_a_job_ends_its_sessions(tmp_path: Path) -> None:
         result = await farm.jobs.wait(job.id, timeout=60)
         assert result.status is JobStatus.CANCELED
         assert (await farm.pools.capacity()) == {"default": 2}  # the slots are free again
+
+
+async def test_a_job_between_two_of_its_tasks_stays_running(tmp_path: Path) -> None:
+    # A PENDING/RUNNING pair per task made every pushed event carry a history as long as
+    # the job (quadratic: 2,000 frames ran at a third of the raw spawn rate).
+    async with Client("local://" + str(tmp_path / "farm"), slots=1) as farm:
+        job = await farm.jobs.submit_template(FRAMES, parameters={"Frames": "1-30"})
+        assert (await farm.jobs.wait(job.id, timeout=60)).status is JobStatus.SUCCEEDED
+        history = (await farm.jobs.get(job.id, history=True)).history
+        assert [h.status for h in history] == [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCEEDED]
+
+
+GATED = FRAMES.replace(
+    "esac\"]", "esac; if [ {{Task.Param.Frame}} = 1 ]; then while [ ! -e '{{Param.Bad}}' ]; do sleep 0.02; done; fi\"]"
+)
+
+
+async def test_a_job_that_loses_its_slot_between_tasks_is_pending(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    async with Client("local://" + str(tmp_path / "farm"), slots=1) as farm:
+        low = await farm.jobs.submit_template(GATED, parameters={"Frames": "1-2", "Bad": str(gate)}, priority=10)
+        async with farm.jobs.watch([low.id]) as events:
+            with anyio.fail_after(60):
+                async for event in events:
+                    if event.status is JobStatus.RUNNING:
+                        break
+        high = await farm.jobs.start(command=["true"], priority=90)  # waits for the slot
+        gate.write_text("")
+        assert (await farm.jobs.wait(low.id, timeout=60)).status is JobStatus.SUCCEEDED
+        assert (await farm.jobs.wait(high.id, timeout=60)).status is JobStatus.SUCCEEDED
+        history = [h.status for h in (await farm.jobs.get(low.id, history=True)).history]
+        assert history == [
+            JobStatus.PENDING, JobStatus.RUNNING, JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCEEDED
+        ]

@@ -133,6 +133,7 @@ class Control(Admin):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._log_path(seq))
             shutil.rmtree(os.path.join(self.state_dir, "work", str(seq)), ignore_errors=True)
+            self._workdirs.discard(seq)
 
     @translate
     async def update(self, ids: Sequence[str], changes: JobUpdate) -> None:

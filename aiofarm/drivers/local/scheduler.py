@@ -66,6 +66,8 @@ class Scheduler(StateWriter):
         self._dependants: dict[str, set[str]] = {}
         self._pools: dict[str, FarmPool] = {}
         self._running: set[FarmTask] = set()
+        self._between: set[FarmJob] = set()  # RUNNING jobs between two tasks, settled after dispatch
+        self._workdirs: set[int] = set()  # jobs whose work/<seq> directory is made (sessions.job_workdir)
         self._base_env: dict[bytes, bytes] = {}
         self._worker_enabled = True
         self._worker_reason: str | None = None
@@ -88,6 +90,7 @@ class Scheduler(StateWriter):
                 await self._wake.wait()
                 self._wake.clear()
                 self._dispatch()
+                self._settle()
                 self._mark_changed()
 
     def _on_write_recovered(self) -> None:
@@ -167,8 +170,20 @@ class Scheduler(StateWriter):
         elif job.running:
             reason = f"stopping: {job.ending[1]}" if job.ending is not None else None
             self._set_status(job, RUNNING, reason)
+        elif job.status is RUNNING and job.ready and job.ending is None and not job.waiting and self._wake is not None:
+            # Between two of its tasks: the next one starts on the coming dispatch. PENDING
+            # only if it does not, or every task would add a PENDING/RUNNING pair to the
+            # history that each pushed event then carries whole (quadratic in the tasks).
+            self._between.add(job)
+            self._kick()
         else:
             self._set_status(job, PENDING, None)
+
+    def _settle(self) -> None:
+        between, self._between = self._between, set()
+        for job in between:
+            if not job.finished and not job.running and job.status is RUNNING:
+                self._set_status(job, PENDING, None)
 
 
     def _load_jobs(self, where: str, params: Sequence[Any]) -> list[FarmJob]:
@@ -303,11 +318,9 @@ class Scheduler(StateWriter):
             from ...openjd.hosts import UnmetRequirement, unmet_requirement
 
             # a session directory per attempt (removed when it ends): a retry starts clean
-            workdir = os.path.join(self.state_dir, "work", str(t.job.seq), f"{t.idx}.{t.attempts}")
-            for path in (os.path.dirname(os.path.dirname(workdir)), os.path.dirname(workdir)):
-                os.makedirs(path, mode=0o700, exist_ok=True)  # private whatever the umask
-                os.chmod(path, 0o700)
-            why = unmet_requirement(spec, t.step.name, os.path.dirname(workdir))
+            parent = sessions.job_workdir(self, t.job)
+            workdir = os.path.join(parent, f"{t.idx}.{t.attempts}")
+            why = unmet_requirement(spec, t.step.name, parent)
             if why is not None:
                 raise UnmetRequirement(f"steps.{t.step.name}.hostRequirements", why)
             return bundles.task_run(spec, t.step.name, t.params, workdir)

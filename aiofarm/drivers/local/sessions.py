@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .processes import RunningTask
     from .scheduler import Scheduler
 
-__all__ = ["Session", "end_session", "session_exit", "session_for", "session_started", "task_messages"]
+__all__ = ["Session", "end_session", "job_workdir", "session_exit", "session_for", "session_started", "task_messages"]
 
 
 class Session:
@@ -83,6 +83,18 @@ def _key(t: FarmTask) -> str | None:
     return session_key(spec, t.step.name)
 
 
+def job_workdir(sched: Scheduler, job: FarmJob) -> str:
+    """The job's directory of session directories, private whatever the umask; made
+    once per job, not once per task (a stat and a chmod are a few % of a trivial task)."""
+    path = os.path.join(sched.state_dir, "work", str(job.seq))
+    if job.seq not in sched._workdirs:
+        for part in (os.path.dirname(path), path):
+            os.makedirs(part, mode=0o700, exist_ok=True)
+            os.chmod(part, 0o700)
+        sched._workdirs.add(job.seq)
+    return path
+
+
 def session_for(sched: Scheduler, t: FarmTask, pool: FarmPool) -> Session | None:
     """A new session for ``t`` when its step has environment actions to share."""
     key = _key(t)
@@ -92,8 +104,7 @@ def session_for(sched: Scheduler, t: FarmTask, pool: FarmPool) -> Session | None
     from ...openjd.taskrun import session_run
 
     job = t.job
-    parent = os.path.join(sched.state_dir, "work", str(job.seq))
-    os.makedirs(parent, mode=0o700, exist_ok=True)
+    parent = job_workdir(sched, job)
     why = unmet_requirement(job.spec, t.step.name, parent)
     if why is not None:
         raise UnmetRequirement(f"steps.{t.step.name}.hostRequirements", why)
