@@ -10,7 +10,12 @@ Every public name lives here, and only here. Submodules load on first use, so
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import sys
+import types
+
+# not typing.TYPE_CHECKING: importing typing costs more than the rest of this module
+# (mypy reads any TYPE_CHECKING name as true)
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
@@ -74,9 +79,19 @@ _LAZY = {
 
 __all__ = sorted([*_LAZY, "__version__"])
 
-# Loaded now, not lazily: the submodule aiofarm.where would otherwise shadow the
-# `where` object the first time anything imports the module.
-from .where import where  # noqa: E402
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        # The import system binds a loaded submodule on its package: the subpackage
+        # aiofarm.where must not hide the public `where` object it defines. Lazy, so that
+        # `import aiofarm` (and a per-task adaptor frontend) never pays for attrs.
+        if name == "where" and isinstance(value, types.ModuleType):
+            value = value.where
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
@@ -95,6 +110,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .client import Client
     from .errors import (
         AuthError,
@@ -136,5 +153,5 @@ if TYPE_CHECKING:
     from .pools import Pools
     from .portforward import ForwardError, ForwardEvent, PortForward
     from .stdio import StdStream
-    from .where import And, Compare, Expr, Not, Or, WhereSyntaxError
+    from .where import And, Compare, Expr, Not, Or, WhereSyntaxError, where
     from .workers import Workers

@@ -368,12 +368,12 @@ def test_every_public_name_is_exported_once() -> None:
     # from the module _LAZY names
     typed: list[tuple[str, str]] = []
     for node, type_only in _walk(tree, False):
-        if type_only and isinstance(node, ast.ImportFrom):
+        if type_only and isinstance(node, ast.ImportFrom) and node.module != "typing":
             for alias in node.names:
                 typed.append((alias.asname or alias.name, (node.module or "").split(".")[0]))
     typed_names = [n for n, _ in typed]
     assert sorted(typed_names) == sorted(set(typed_names))
-    assert set(typed_names) == set(keys) - {"where"}  # `where` is imported eagerly
+    assert set(typed_names) == set(keys)
     assert all(sources[n] == module for n, module in typed)
 
     assert sorted(aiofarm.__all__) == sorted([*keys, "__version__"])

@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+# not typing.TYPE_CHECKING: a per-task adaptor frontend must not pay for importing typing
+# (mypy reads any TYPE_CHECKING name as true)
+TYPE_CHECKING = False
 
 __all__ = [
     "AdaptorContext",
@@ -42,6 +44,8 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .adaptor import AdaptorContext as AdaptorContext
     from .adaptor import AsyncAdaptor as AsyncAdaptor
     from .adaptor import AsyncCommandAdaptor as AsyncCommandAdaptor

@@ -25,6 +25,7 @@ import contextlib
 import hmac
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -40,7 +41,7 @@ from . import http
 from .output import BufferSink
 from .protocol import (
     CLEANUP,
-    FAILED_LINE,
+    FAIL_PREFIX,
     FOLLOW_HEADER,
     IDLE,
     READY_LINE,
@@ -57,6 +58,8 @@ from .protocol import (
 from .runner import PhaseRunner, describe
 
 _log = logging.getLogger("aiofarm.adaptors")
+#: A heartbeat chunk "failed" when one of its lines is a fail message, bare or after a level.
+FAILED_LINE = re.compile(r"^(?:\w+: )?" + re.escape(FAIL_PREFIX), re.MULTILINE)
 _VERSION = "aiofarm"
 #: seconds a stopped daemon waits for its frontend's last heartbeat and shutdown
 AFTER_STOP = 3.0

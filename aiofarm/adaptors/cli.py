@@ -16,13 +16,9 @@ success or cancel, 1 for a failure, 2 for bad arguments.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
 
 from . import protocol
 from .config import (
@@ -35,7 +31,14 @@ from .config import (
     seconds,
 )
 
-_log = logging.getLogger("aiofarm.adaptors")
+TYPE_CHECKING = False  # not typing's: importing typing is paid per task (mypy reads it as true)
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+    from types import SimpleNamespace
+    from typing import Any, NoReturn
+
+    Namespace = argparse.Namespace | SimpleNamespace
 
 _DATA_HELP = "JSON or YAML, inline, as file://PATH, or - to read it from stdin"
 
@@ -45,10 +48,16 @@ def _load_data(text: str) -> dict[str, Any]:
     return protocol.load_data(text)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+def _parser_class() -> type[argparse.ArgumentParser]:
+    # argparse on first use: the per-task commands are parsed without it
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            self.print_usage(sys.stderr)
+            self.exit(2, f"{self.prog}: error: {message}\n")
+
+    return _Parser
 
 
 class EntryPoint:
@@ -93,6 +102,7 @@ class EntryPoint:
 
     # -- parsing ----------------------------------------------------------------------
     def build_parser(self) -> argparse.ArgumentParser:
+        _Parser = _parser_class()
         parser = _Parser(prog="adaptor_runtime", usage=f"{self.name} <command> [arguments]")
         commands = parser.add_subparsers(dest="command", title="commands", parser_class=_Parser)
         commands.add_parser("show-config", help="Print the runtime configuration and exit.")
@@ -139,15 +149,21 @@ class EntryPoint:
         sys.exit(self.main(argv))
 
     def main(self, argv: Sequence[str] | None = None) -> int:
-        parser = self.build_parser()
-        args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+        given = sys.argv[1:] if argv is None else list(argv)
+        parser: argparse.ArgumentParser | None = None
+        args: Namespace | None = _per_task_args(given)
+        if args is None:
+            parser = self.build_parser()
+            args = parser.parse_args(given)
         if hasattr(sys.stdout, "reconfigure"):
             sys.stdout.reconfigure(encoding="utf-8")
         if args.command == "version-info":
             return self._version_info()
         if args.command == "is-compatible":
+            assert parser is not None
             return self._is_compatible(parser, args)
         if not args.command:
+            assert parser is not None
             parser.print_help()
             parser.error("No command was provided.")
         try:
@@ -163,16 +179,15 @@ class EntryPoint:
         except (FrontendError, ConfigError, protocol.DataError, ValueError) as exc:
             return _fail(str(exc))
 
-    def _dispatch(self, args: argparse.Namespace, config: dict[str, Any]) -> int:
-        import anyio
-
-        from .output import StdoutSink, route_logging
-
+    def _dispatch(self, args: Namespace, config: dict[str, Any]) -> int:
         level = str(config.get("log_level", "INFO"))
-        sink = StdoutSink()
         if args.command == "run":
+            import anyio
+
+            from .output import StdoutSink, route_logging
             from .standalone import run_all
 
+            sink = StdoutSink()
             with route_logging(sink, level):
                 return anyio.run(
                     run_all, self.adaptor_class, args.init_data, args.path_mapping_rules, args.run_data, sink
@@ -180,31 +195,30 @@ class EntryPoint:
         sub = args.subcommand
         if sub == "_serve":
             return self._serve(args, level)
+        # the frontends: synchronous and standard library only (daemon run is per task)
         from . import frontend
 
-        with route_logging(sink, level):
-            if sub == "start":
-                startup = args.startup_timeout or seconds(
-                    config, STARTUP_TIMEOUT_KEY, DEFAULT_STARTUP_TIMEOUT
-                )
-                idle = args.idle_timeout or seconds(config, IDLE_TIMEOUT_KEY, DEFAULT_IDLE_TIMEOUT)
-                return anyio.run(
-                    lambda: frontend.daemon_start(
-                        self._reentry(),
-                        args.connection_file,
-                        args.init_data,
-                        args.path_mapping_rules,
-                        official_backend=self.serve_protocol == "openjd",
-                        startup_timeout=startup,
-                        idle_timeout=idle,
-                        emit=sink.emit,
-                    )
-                )
-            if sub == "run":
-                return anyio.run(frontend.daemon_run, args.connection_file, args.run_data, sink.emit)
-            return anyio.run(frontend.daemon_stop, args.connection_file, sink.emit)
+        emit = frontend.stdout_line
+        info = _info_lines(emit, level)
+        if sub == "start":
+            startup = args.startup_timeout or seconds(config, STARTUP_TIMEOUT_KEY, DEFAULT_STARTUP_TIMEOUT)
+            idle = args.idle_timeout or seconds(config, IDLE_TIMEOUT_KEY, DEFAULT_IDLE_TIMEOUT)
+            return frontend.daemon_start(
+                self._reentry(),
+                args.connection_file,
+                args.init_data,
+                args.path_mapping_rules,
+                official_backend=self.serve_protocol == "openjd",
+                startup_timeout=startup,
+                idle_timeout=idle,
+                emit=emit,
+                info=info,
+            )
+        if sub == "run":
+            return frontend.daemon_run(args.connection_file, args.run_data, emit, info)
+        return frontend.daemon_stop(args.connection_file, emit, info)
 
-    def _serve(self, args: argparse.Namespace, level: str) -> int:
+    def _serve(self, args: Namespace, level: str) -> int:
         import anyio
 
         from .standalone import serve_daemon
@@ -268,7 +282,7 @@ class EntryPoint:
         _print_yaml({"OpenJD Adaptor CLI Version": cli, f"{name} Data Interface Version": data})
         return 0
 
-    def _is_compatible(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    def _is_compatible(self, parser: argparse.ArgumentParser, args: Namespace) -> int:
         name = self.name
         try:
             expected = (
@@ -300,6 +314,50 @@ class EntryPoint:
         return 0
 
 
+#: the commands a session runs per task, and their options
+_PER_TASK = {"run": ("--run-data", "--connection-file"), "stop": ("--connection-file",)}
+
+
+def _per_task_args(argv: Sequence[str]) -> SimpleNamespace | None:
+    """``daemon run`` and ``daemon stop`` whose options are spelt in full: the namespace
+    the parser would give, without building it (its help formatter imports shutil, and
+    these run once per task). Anything else (help, an abbreviation, a value that is not
+    JSON/YAML or looks like an option) is None, and the parser parses it and words any
+    error exactly as before."""
+    if len(argv) < 2 or argv[0] != "daemon" or argv[1] not in _PER_TASK:
+        return None
+    options = _PER_TASK[argv[1]]
+    values: dict[str, str] = {}
+    rest = list(argv[2:])
+    while rest:
+        name, eq, value = rest.pop(0).partition("=")
+        if name not in options:
+            return None
+        if not eq:
+            if not rest:
+                return None
+            value = rest.pop(0)
+        if value.startswith("-") and value != "-":
+            return None
+        values[name] = value
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(command="daemon", subcommand=argv[1], connection_file=values.get("--connection-file"))
+    if "--run-data" in options:
+        try:
+            args.run_data = _load_data(values.get("--run-data", ""))
+        except protocol.DataError:
+            return None
+    return args
+
+
+def _info_lines(emit: Callable[[str], None], level: str) -> Callable[[str], None]:
+    """The runtime's own INFO lines, formatted as its log records are (``INFO: ...``)."""
+    if level not in ("DEBUG", "INFO"):
+        return lambda message: None
+    return lambda message: emit(f"INFO: {message}")
+
+
 def _bootstrap_log(path: str) -> None:
     """An official frontend that started this daemon shows this file's lines (and an
     error when it is missing) once the connection file exists."""
@@ -308,7 +366,11 @@ def _bootstrap_log(path: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        _log.warning("Cannot write the bootstrap log %s: %s", path, exc.strerror or exc)
+        import logging
+
+        logging.getLogger("aiofarm.adaptors").warning(
+            "Cannot write the bootstrap log %s: %s", path, exc.strerror or exc
+        )
         return
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: a per-task frontend imports this module (mypy reads it as true)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 

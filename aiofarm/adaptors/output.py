@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
-from .protocol import OPENJD_LINE
+#: Lines that pass through log formatting untouched (the session runner parses them).
+OPENJD_LINE = re.compile(r"^openjd_\S+: ")
 
 STDOUT_LEVEL = logging.ERROR + 1
 STDERR_LEVEL = logging.ERROR + 2

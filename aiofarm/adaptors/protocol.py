@@ -9,23 +9,19 @@ streamed follow of a phase) are extra keys and headers the official side ignores
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: a per-task frontend imports this module (mypy reads it as true)
+if TYPE_CHECKING:
+    from typing import Any
 
 PROGRESS_PREFIX = "openjd_progress: "
 STATUS_PREFIX = "openjd_status: "
 FAIL_PREFIX = "openjd_fail: "
 ENV_PREFIX = "openjd_env: "
 SOCKET_ENV = "OPENJD_ADAPTOR_SOCKET"
-
-#: Lines that pass through log formatting untouched (the session runner parses them).
-OPENJD_LINE = re.compile(r"^openjd_\S+: ")
-#: A heartbeat chunk "failed" when one of its lines is a fail message, bare or after a level.
-FAILED_LINE = re.compile(r"^(?:\w+: )?" + re.escape(FAIL_PREFIX), re.MULTILINE)
 
 #: Version of the adaptor command line these entry points implement (official: 0.1).
 ADAPTOR_CLI_VERSION = (0, 1)
@@ -196,8 +192,11 @@ def settings_from_env() -> ConnectionSettings:
             f"no --connection-file given and the environment variable {SOCKET_ENV} is not set"
         )
     token = None
-    with contextlib.suppress(OSError), open(token_path_for(sock), encoding="utf-8") as f:
-        token = f.read().strip() or None
+    try:
+        with open(token_path_for(sock), encoding="utf-8") as f:
+            token = f.read().strip() or None
+    except OSError:
+        pass
     return ConnectionSettings(sock, token)
 
 
@@ -206,13 +205,10 @@ def format_version(version: tuple[int, int]) -> str:
 
 
 def parse_version(text: str) -> tuple[int, int]:
-    if not re.fullmatch(r"\d*\.\d*", text or ""):
+    major, dot, minor = (text or "").partition(".")
+    if not (dot and major.isdecimal() and minor.isdecimal()):  # as the official r"\d*\.\d*" + int()
         raise ValueError(f'Provided version "{text}" was not of form Major.Minor')
-    major, minor = text.split(".")
-    try:
-        return int(major), int(minor)
-    except ValueError:
-        raise ValueError(f'Provided version "{text}" was not of form Major.Minor') from None
+    return int(major), int(minor)
 
 
 def compatible(installed: tuple[int, int], expected: tuple[int, int]) -> bool:

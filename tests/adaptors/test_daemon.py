@@ -13,11 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import anyio
 import psutil
 import pytest
 
-from aiofarm.adaptors import http
+from aiofarm.adaptors import httpwire
 from aiofarm.adaptors.frontend import FrontendError, spawn_backend
 
 from .helpers import AIOFARM, cli, popen, processes_with, reaped, wait_until
@@ -63,18 +62,13 @@ def test_connection_file_token_and_modes(tmp_path: Path) -> None:
         backend = backend_of(conn)
         assert secret not in " ".join(backend.cmdline())  # came over stdin
 
-        async def probe() -> tuple[int, int, int]:
-            bare = await http.call(sock, "GET", "/heartbeat")
-            wrong = await http.call(sock, "GET", "/heartbeat", headers={"Authorization": "Bearer x"})
-            good = await http.call(
-                sock, "GET", "/heartbeat", headers={"Authorization": f"Bearer {settings['token']}"}
-            )
-            body = json.loads(good.body)
-            assert set(body) == {"state", "status", "output", "failed"}
-            assert body["state"] == "start" and body["status"] == "idle"
-            return bare.status, wrong.status, good.status
-
-        assert anyio.run(probe) == (401, 401, 200)
+        bare = httpwire.call(sock, "GET", "/heartbeat")
+        wrong = httpwire.call(sock, "GET", "/heartbeat", headers={"Authorization": "Bearer x"})
+        good = httpwire.call(sock, "GET", "/heartbeat", headers={"Authorization": f"Bearer {settings['token']}"})
+        body = json.loads(good.body)
+        assert set(body) == {"state", "status", "output", "failed"}
+        assert body["state"] == "start" and body["status"] == "idle"
+        assert (bare.status, wrong.status, good.status) == (401, 401, 200)
         stop(tmp_path, conn)
         wait_until(lambda: not backend.is_running(), what="the daemon to exit")
         assert not os.path.exists(sock)
@@ -199,13 +193,12 @@ def test_second_sigterm_shuts_down(tmp_path: Path) -> None:
         assert not conn.exists()
 
 
-@pytest.mark.anyio
-async def test_startup_wait_is_bounded_and_kills_what_it_started(tmp_path: Path) -> None:
+def test_startup_wait_is_bounded_and_kills_what_it_started(tmp_path: Path) -> None:
     lines: list[str] = []
     slow = [sys.executable, "-c", "import time; time.sleep(600)", "--"]
     began = time.monotonic()
     with pytest.raises(FrontendError, match=r"did not start within 0\.5 s"):
-        await spawn_backend(
+        spawn_backend(
             slow,
             str(tmp_path / "c.json"),
             {"init_data": {}, "path_mapping_rules": {}},
@@ -217,12 +210,11 @@ async def test_startup_wait_is_bounded_and_kills_what_it_started(tmp_path: Path)
     assert not [p for p in processes_with("time.sleep(600)") if p.status() != psutil.STATUS_ZOMBIE]
 
 
-@pytest.mark.anyio
-async def test_backend_that_dies_fails_the_start_at_once(tmp_path: Path) -> None:
+def test_backend_that_dies_fails_the_start_at_once(tmp_path: Path) -> None:
     lines: list[str] = []
     dying = [sys.executable, "-c", "import sys; print('boom'); sys.exit(4)", "--"]
     with pytest.raises(FrontendError, match="exited with code 4"):
-        await spawn_backend(
+        spawn_backend(
             dying,
             str(tmp_path / "c.json"),
             {"init_data": {}, "path_mapping_rules": {}},
