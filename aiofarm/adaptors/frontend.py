@@ -103,9 +103,17 @@ class Frontend:
             return {"Authorization": f"Bearer {self.settings.token}"}
         return {}
 
-    def _call(self, method: str, path: str, body: bytes | None = None) -> httpwire.Response:
+    def _call(
+        self, method: str, path: str, body: bytes | None = None, *, until_eof: bool = False
+    ) -> httpwire.Response:
         try:
-            resp = httpwire.call(self.settings.socket, method, path, body=body, headers=self._headers())
+            resp = httpwire.call(
+                self.settings.socket, method, path, body=body, headers=self._headers(), until_eof=until_eof
+            )
+        except TimeoutError:
+            if until_eof:
+                raise  # the daemon answered, then took long to end: the caller says what that means
+            raise FrontendError(f"the adaptor daemon did not answer {method} {path}") from None
         except OSError as exc:
             raise _unreachable(self.settings, exc) from None
         except httpwire.ProtocolError as exc:
@@ -193,17 +201,9 @@ class Frontend:
         """``PUT /shutdown``; an aiofarm daemon then holds the connection until its
         process ends, so returning means nothing of it is left running (30 s at most)."""
         try:
-            resp = httpwire.call(
-                self.settings.socket, "PUT", "/shutdown", headers=self._headers(), until_eof=True, timeout=30
-            )
+            self._call("PUT", "/shutdown", until_eof=True)
         except TimeoutError:
-            return
-        except OSError as exc:
-            raise _unreachable(self.settings, exc) from None
-        except httpwire.ProtocolError as exc:
-            raise FrontendError(f"the adaptor daemon answered PUT /shutdown badly: {exc}") from None
-        if resp.status >= 400:
-            raise FrontendError(f"Received unexpected HTTP status code {resp.status} for PUT /shutdown")
+            pass
 
 
 # -- daemon start -------------------------------------------------------------------
@@ -421,17 +421,17 @@ def daemon_stop(connection_file: str | None, emit: Emit, info: Emit) -> int:
     return 1 if frontend.failed else 0
 
 
-def stdout_line(line: str) -> None:
+def _write_line(stream: Any, line: str) -> None:
     try:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        stream.write(line + "\n")
+        stream.flush()
     except (OSError, ValueError):
         pass
+
+
+def stdout_line(line: str) -> None:
+    _write_line(sys.stdout, line)
 
 
 def stderr(message: str) -> None:
-    try:
-        sys.stderr.write(message + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    _write_line(sys.stderr, message)
