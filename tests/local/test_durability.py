@@ -30,6 +30,15 @@ pytestmark = pytest.mark.anyio
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (tmpfs mount, setuid)")
 
 
+def shared_tmp() -> str:
+    """A temp dir another uid can reach (this host's /tmp may be root's alone)."""
+    for path in ("/tmp", "/var/tmp", "/dev/shm"):
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_mode & 0o001:
+                return path
+    pytest.skip("no temp dir another user can reach (/tmp, /var/tmp and /dev/shm are private)")
+
+
 def service_pid(state: Path) -> int | None:
     try:
         return int((state / "farm.pid").read_text())
@@ -232,7 +241,7 @@ async def test_a_server_of_another_uid_is_refused(tmp_path: Path) -> None:
     """Were an impostor able to put a socket where a client looks, the client still
     checks the peer's uid before saying a word."""
     # somewhere both users reach (the test's own tmp dirs are root's, 0700)
-    open_dir = Path(tempfile.mkdtemp(prefix="aiofarm-impostor-", dir="/tmp"))
+    open_dir = Path(tempfile.mkdtemp(prefix="aiofarm-impostor-", dir=shared_tmp()))
     os.chmod(open_dir, 0o777)
     path = open_dir / "farm.sock"
     server = subprocess.Popen(  # noqa: ASYNC220 - a short-lived helper process
@@ -268,7 +277,7 @@ async def test_a_server_of_another_uid_is_refused(tmp_path: Path) -> None:
 async def test_the_service_refuses_a_peer_of_another_uid(tmp_path: Path) -> None:
     """Were the socket reachable by another user (modes loosened by hand), the service
     still answers nobody but its own uid."""
-    base = Path(tempfile.mkdtemp(prefix="aiofarm-peer-", dir="/tmp"))
+    base = Path(tempfile.mkdtemp(prefix="aiofarm-peer-", dir=shared_tmp()))
     state = base / "state"
     try:
         async with Client(f"local://{state}") as farm:

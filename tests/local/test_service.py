@@ -139,6 +139,40 @@ async def test_two_clients_and_the_cli_all_mutate_and_hear_events(tmp_path: Path
             tg.start_soon(close_elsewhere)
 
 
+async def test_new_jobs_reach_every_watcher_the_submitter_included(tmp_path: Path) -> None:
+    """The service leaves a submitter's own new jobs out of its event stream (it has
+    them from its answer): its watchers must hear of them all the same, the other
+    client's through the push, and a job that failed on arrival as failed."""
+    url = f"local://{tmp_path / 'state'}"
+    async with Client(url) as one, Client(url) as two:
+        (first,) = await one.jobs.submit([JobSpec(command=["false"], id="x")])
+        assert first.status is JobStatus.PENDING and first.task_counts == {"pending": 1}
+        await one.jobs.wait("x", timeout=30)
+        heard: dict[str, dict[str, JobStatus]] = {"one": {}, "two": {}}
+
+        async def listen(name: str, client: Client, started: anyio.Event) -> None:
+            async with client.jobs.watch(aiofarm.where.tags.contains("new")) as events:
+                started.set()
+                async for event in events:
+                    heard[name][event.job.id] = event.status
+
+        async with anyio.create_task_group() as tg:
+            for name, client in (("one", one), ("two", two)):
+                started = anyio.Event()
+                tg.start_soon(listen, name, client, started)
+                await started.wait()
+            specs = [JobSpec(command=["true"], id=f"p{i}", tags=("new",), paused=True) for i in range(3)]
+            specs.append(JobSpec(command=["true"], id="y", tags=("new",), depends_on=("x",), resources=aiofarm.Resources(cpu=2)))
+            jobs = await one.jobs.submit(specs)
+            assert [j.status for j in jobs] == [JobStatus.SUSPENDED] * 3 + [JobStatus.FAILED]
+            assert jobs[0].reason == "paused" and jobs[0].raw["seq"] + 1 == jobs[1].raw["seq"]
+            assert jobs[3].reason == "dependency x failed" and jobs[3].raw["slots"] == 2
+            want = {"p0": JobStatus.SUSPENDED, "p1": JobStatus.SUSPENDED, "p2": JobStatus.SUSPENDED, "y": JobStatus.FAILED}
+            await eventually(lambda: heard["one"] == want == heard["two"], 10, f"new jobs in both: {heard}")
+            tg.cancel_scope.cancel()
+        assert await one.jobs.get("p1") == jobs[1]
+
+
 async def test_idle_service_exits_and_the_next_client_starts_one(tmp_path: Path) -> None:
     state = tmp_path / "state"
     async with Client(f"local://{state}", idle_timeout=0.3) as farm:

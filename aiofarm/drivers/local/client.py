@@ -21,16 +21,13 @@ from ...models import (
     Capability,
     Job,
     JobSpec,
-    JobStatus,
     LogPage,
     Pool,
-    StatusTransition,
     Task,
     Worker,
 )
 from ..base import Action, Driver, JobUpdate, ListQuery, LogQuery, StdioChannel
 from . import config, connect, logfile, wire
-from .codec import to_dt
 from .embedded import CAPABILITIES
 
 if TYPE_CHECKING:
@@ -78,6 +75,8 @@ class ServiceDriver(Driver):
         self._scope: anyio.CancelScope | None = None
         self._active: set[str] = set()  # ids seen unfinished: re-read after a reconnect
         self._task_ids: dict[str, dict[int, str]] = {}  # job id -> task ids by index
+        # names our event stream to the service, which then leaves out what we caused
+        self._token = os.urandom(8).hex()
 
     @classmethod
     def from_url(cls, url: yarl.URL, options: Mapping[str, Any]) -> Driver:
@@ -139,7 +138,9 @@ class ServiceDriver(Driver):
             while True:
                 try:
                     session = self._require()
-                    async with session.ws_connect("http://farm/v1/events", heartbeat=None, max_msg_size=0) as ws:
+                    async with session.ws_connect(
+                        "http://farm/v1/events", params={"client": self._token}, heartbeat=None, max_msg_size=0
+                    ) as ws:
                         if not started:
                             started = True
                             task_status.started()
@@ -185,38 +186,12 @@ class ServiceDriver(Driver):
 
     # -- jobs ----------------------------------------------------------------------
     async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
-        # a job without a cwd runs where it was submitted from, as in a shell
-        cwd = wire.dumps(os.getcwd())
-        result = await self._post_raw("submit", '{"cwd":' + cwd + ',"specs":' + wire.specs_to(specs) + "}")
-        created = to_dt(result["created"])
-        owner = result["owner"]
-        jobs: list[Job] = []
-        for spec, data in zip(specs, result["jobs"], strict=True):
-            if len(data) == 6:
-                job_id, seq, status, reason, n_tasks, slots = data
-                st = JobStatus(status)
-                job = Job(
-                    id=job_id,
-                    status=st,
-                    driver="local",
-                    name=spec.name,
-                    owner=owner,
-                    pool=spec.pool or "default",
-                    tags=spec.tags,
-                    description=spec.description,
-                    priority=spec.priority,
-                    created_at=created,
-                    reason=reason,
-                    history=(StatusTransition(st, created, reason),),  # type: ignore[arg-type]
-                    task_counts={"pending": n_tasks},
-                    depends_on=spec.depends_on,
-                    raw={"seq": seq, "paused": spec.paused, "slots": slots},
-                )
-            else:
-                job = wire.job_from(data)
-            if not job.status.is_finished:
-                self._active.add(job.id)
-            jobs.append(job)
+        # the service does not push these jobs back to us (we would only decode what we
+        # already know): our own subscribers hear of them from here
+        body = wire.submit_to(specs, {"client": self._token}, os.getcwd())
+        jobs = wire.submitted_from(specs, await self._post_raw("submit", body))
+        for job in jobs:
+            self._emit(job)
         return jobs
 
     async def _post_raw(self, name: str, text: str) -> Any:

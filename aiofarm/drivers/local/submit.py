@@ -22,8 +22,19 @@ _ONE_TASK = TaskPlan()
 
 class Submit(Control):
     # -- submit ------------------------------------------------------------------
-    @translate
     async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
+        _, models = await self.add_jobs(specs)
+        return models
+
+    @translate
+    async def add_jobs(
+        self, specs: Sequence[JobSpec], *, texts: Sequence[str] | None = None, announce: bool = True
+    ) -> tuple[list[FarmJob], list[Job]]:
+        """Create a batch; its jobs, and (``announce``) their models, which subscribers
+        also hear about. ``texts``: the specs' JSON as it arrived (the service's), stored
+        as is instead of encoded again. A caller that does not announce builds its
+        answer from the jobs (the service, when only the submitter listens: it answers
+        with the jobs itself)."""
         self._require_owner("submit")
         self._record("submit")
         db = self._require_db()
@@ -66,13 +77,15 @@ class Submit(Control):
         task_rows = []
         hist_rows = []
         upd = self._updated + 1  # readers pick up changes by this counter
-        for job, n_slots in zip(jobs, slots, strict=True):
+        if texts is None:
+            texts = [spec_to_json(j.spec) for j in jobs]
+        for job, n_slots, text in zip(jobs, slots, texts, strict=True):
             job.slots = n_slots
             job_rows.append(
                 (
                     job.seq, job.id, job.name, job.status.value, job.owner, job.pool, dumps(job.tags),
                     job.description, job.priority, t0, int(job.paused), job.slots, dumps(job.depends_on),
-                    dumps(job.counts), upd, spec_to_json(job.spec),
+                    dumps(job.counts), upd, text,
                 )
             )
             for step in job.steps:
@@ -93,12 +106,13 @@ class Submit(Control):
             self._resolve_deps(job)
             if not job.finished:
                 self._check(job)
-        models = [job_model(j) for j in jobs]
+        models = [job_model(j) for j in jobs] if announce else []
         if self._subscribers:
-            self._outbox.extend(m for m, j in zip(models, jobs, strict=True) if len(j.history) == 1)
+            # jobs whose status changed meanwhile were announced by that change
+            self._outbox.extend(m for m in models if len(m.history) == 1)
         self._flush()
         self._kick()
-        return models
+        return jobs, models
 
     def _validate(self, specs: Sequence[JobSpec]) -> tuple[list[tuple[StepPlan, ...]], list[int]]:
         db = self._require_db()
@@ -109,6 +123,7 @@ class Submit(Control):
         existing = store.existing_ids(db, explicit) if explicit else set()
         dep_ids = {d for s in specs for d in s.depends_on}
         known_deps = store.existing_ids(db, list(dep_ids)) if dep_ids else set()
+        dirs: dict[str, bool] = {}  # a batch's specs mostly share their cwd: one stat each
         for i, spec in enumerate(specs):
             field = f"specs[{i}]"
             if not isinstance(spec, JobSpec):
@@ -141,8 +156,12 @@ class Submit(Control):
                     raise InvalidSpec(f"{field}.env[{key!r}]", "names and values must be strings; a name has no '='")
             if spec.max_workers is not None and spec.max_workers < 1:
                 raise InvalidSpec(f"{field}.max_workers", "must be >= 1")
-            if spec.cwd is not None and not os.path.isdir(spec.cwd):
-                raise InvalidSpec(f"{field}.cwd", f"no such directory: {spec.cwd}")
+            if spec.cwd is not None:
+                is_dir = dirs.get(spec.cwd)
+                if is_dir is None:
+                    is_dir = dirs[spec.cwd] = os.path.isdir(spec.cwd)
+                if not is_dir:
+                    raise InvalidSpec(f"{field}.cwd", f"no such directory: {spec.cwd}")
             if spec.id is not None:
                 if spec.id in seen:
                     raise InvalidSpec(f"{field}.id", f"duplicate id {spec.id!r} (also specs[{seen[spec.id]}])")

@@ -30,12 +30,14 @@ from ...models import (
     StatusTransition,
     Task,
     Worker,
+    frozen_map,
 )
 from ..base import JobUpdate, ListQuery, LogQuery
 from .codec import from_dt, spec_from_data, spec_to_json, to_dt
+from .model import DEFAULT_POOL, FarmJob, job_model
 
 #: bumped whenever a request or an answer changes shape
-PROTOCOL = 1
+PROTOCOL = 2
 
 
 def _t(value: Any) -> float | None:
@@ -96,12 +98,102 @@ def job_from(data: Sequence[Any]) -> Job:
     )
 
 
-def specs_to(specs: Sequence[JobSpec]) -> str:
-    return "[" + ",".join(spec_to_json(s) for s in specs) + "]"
+# A submit travels as lines: a JSON header, then each spec's compact JSON (as the
+# store keeps it: the service stores each line as it came, never encodes it again).
+# JSON text never holds a raw newline.
 
 
-def specs_from(data: Sequence[Mapping[str, Any]]) -> list[JobSpec]:
-    return [spec_from_data(dict(d)) for d in data]
+def submit_to(specs: Sequence[JobSpec], header: Mapping[str, Any], cwd: str) -> str:
+    """``cwd``: where a spec without one runs (where it was submitted from, as in a
+    shell); a template job runs in its session's work dir instead."""
+    where = '{"cwd":' + dumps(cwd)
+    lines = [dumps(header)]
+    for spec in specs:
+        text = spec_to_json(spec)
+        if spec.cwd is None and spec.template is None:
+            text = where + ("}" if text == "{}" else "," + text[1:])
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def submit_from(body: str) -> tuple[dict[str, Any], list[JobSpec], list[str]]:
+    """The header, the specs and their texts; ValueError/TypeError when malformed."""
+    header, *texts = body.split("\n")
+    head = json.loads(header)
+    if not isinstance(head, dict):
+        raise ValueError("the submit header must be a JSON object")
+    specs = []
+    for text in texts:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("a spec must be a JSON object")
+        specs.append(spec_from_data(data))
+    return head, specs, texts
+
+
+def submitted_to(jobs: Sequence[FarmJob]) -> dict[str, Any]:
+    """The answer to a submit, compact for big batches: what a new job's model holds
+    beyond its spec, as lists only where a batch's jobs differ; a job whose status
+    already changed (a failed dependency) travels whole."""
+    if not jobs:
+        return {"ids": []}
+    first = jobs[0]
+    tasks = [len(j.tasks) for j in jobs]
+    slots = [j.slots for j in jobs]
+    return {
+        "created": first.created_at,
+        "owner": first.owner,
+        "seq": first.seq,
+        "ids": [j.id for j in jobs],
+        "tasks": None if all(n == 1 for n in tasks) else tasks,
+        "slots": None if all(n == 1 for n in slots) else slots,
+        "status": [[i, j.status.value, j.reason] for i, j in enumerate(jobs) if j.status is not JobStatus.PENDING],
+        "full": [[i, job_to(job_model(j))] for i, j in enumerate(jobs) if len(j.history) > 1],
+    }
+
+
+def submitted_from(specs: Sequence[JobSpec], d: Mapping[str, Any]) -> list[Job]:
+    ids = d["ids"]
+    if not ids:
+        return []
+    created = to_dt(d["created"])
+    owner, seq, tasks, slots = d["owner"], d["seq"], d["tasks"], d["slots"]
+    status = {i: (JobStatus(st), reason) for i, st, reason in d["status"]}
+    full = {i: job_from(x) for i, x in d["full"]}
+    # the jobs of one batch share their immutable parts
+    histories: dict[tuple[JobStatus, str | None], tuple[StatusTransition, ...]] = {}
+    counts: dict[int, Mapping[str, int]] = {}
+    jobs = []
+    for i, (spec, job_id) in enumerate(zip(specs, ids, strict=True)):
+        job = full.get(i)
+        if job is None:
+            st, reason = status.get(i, (JobStatus.PENDING, None))
+            history = histories.get((st, reason))
+            if history is None:
+                history = histories[st, reason] = (StatusTransition(st, created, reason),)  # type: ignore[arg-type]
+            n = 1 if tasks is None else tasks[i]
+            task_counts = counts.get(n)
+            if task_counts is None:
+                task_counts = counts[n] = frozen_map({"pending": n})
+            job = Job(
+                id=job_id,
+                status=st,
+                driver="local",
+                name=spec.name,
+                owner=owner,
+                pool=spec.pool or DEFAULT_POOL,
+                tags=spec.tags,
+                description=spec.description,
+                priority=spec.priority,
+                created_at=created,
+                reason=reason,
+                history=history,
+                task_counts=task_counts,
+                depends_on=spec.depends_on,
+                raw={"seq": seq + i, "paused": spec.paused, "slots": 1 if slots is None else slots[i]},
+            )
+        jobs.append(job)
+    return jobs
 
 
 def task_to(task: Task) -> list[Any]:
