@@ -64,6 +64,8 @@ _LAZY = {
     # errors
     "AuthError": "errors",
     "BackendError": "errors",
+    "BackendUnavailable": "errors",
+    "ConnectionFailed": "errors",
     "ConnectionLost": "errors",
     "FarmError": "errors",
     "InvalidSpec": "errors",
@@ -73,6 +75,7 @@ _LAZY = {
     "RemoteError": "errors",
     "StateError": "errors",
     "StateLocked": "errors",
+    "TransientError": "errors",
     "UnsupportedError": "errors",
     "WaitTimeout": "errors",
 }
@@ -116,6 +119,8 @@ if TYPE_CHECKING:
     from .errors import (
         AuthError,
         BackendError,
+        BackendUnavailable,
+        ConnectionFailed,
         ConnectionLost,
         FarmError,
         InvalidSpec,
@@ -125,6 +130,7 @@ if TYPE_CHECKING:
         RemoteError,
         StateError,
         StateLocked,
+        TransientError,
         UnsupportedError,
         WaitTimeout,
     )

@@ -17,6 +17,9 @@ __all__ = ["Backoff", "retry_transient"]
 
 T = TypeVar("T")
 
+#: the longest wait a back end's ``Retry-After`` may impose on one retry
+MAX_RETRY_AFTER = 60.0
+
 
 class Backoff:
     __slots__ = ("_next", "factor", "initial", "jitter", "maximum")
@@ -59,10 +62,12 @@ async def retry_transient(
     attempts: int = 6,
     initial: float = 0.1,
     maximum: float = 5.0,
+    retry_after: Callable[[BaseException], float | None] | None = None,
 ) -> T:
     """Call ``fn`` until it succeeds, retrying transient failures with jittered
-    exponential back-off. The last failure is re-raised as it is; the caller's
-    driver translates it into an aiofarm error."""
+    exponential back-off. ``retry_after`` reads the wait a failure asked for (an
+    HTTP ``Retry-After``): the delay is then at least that, capped at ``MAX_RETRY_AFTER``.
+    The last failure is re-raised as it is."""
     backoff = Backoff(initial, maximum, jitter=True)
     for attempt in range(attempts):
         try:
@@ -70,5 +75,9 @@ async def retry_transient(
         except Exception as exc:
             if attempt == attempts - 1 or not is_transient(exc):
                 raise
-        await backoff.sleep()
+            asked = retry_after(exc) if retry_after is not None else None
+        delay = backoff.next()
+        if asked is not None:
+            delay = max(delay, min(asked, MAX_RETRY_AFTER))
+        await anyio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover

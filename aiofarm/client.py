@@ -109,6 +109,15 @@ def _driver_class(scheme: str) -> type[Driver]:
         cls: type[Driver] = ep.load()
     except (ImportError, AttributeError) as exc:
         raise InvalidSpec("url", f"driver for {scheme!r} cannot be loaded: {exc}") from None
+    return _client_side(cls)
+
+
+def _client_side(cls: type[Driver]) -> type[Driver]:
+    """``cls`` with the client layer's retries (aiofarm/retry.py) and, for a back end
+    without dependencies, its holds (aiofarm/release.py) in front."""
+    from .retry import retrying
+
+    cls = retrying(cls)
     if not cls.native_dependencies:
         from .release import holding
 
@@ -205,6 +214,10 @@ class Client:
         if self._closed:
             raise FarmError("this Client is closed; make a new one")
         driver = self._driver_cls.from_url(self._url, self._options)
+        if type(driver) is not _client_side(type(driver)):
+            # from_url built another class than its own (local's embedded farm): put the
+            # client layer in front of that one
+            driver.__class__ = _client_side(type(driver))
         supervisor = _Supervisor()
         await supervisor.start()
         assert supervisor.tg is not None

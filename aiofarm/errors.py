@@ -10,6 +10,8 @@ from __future__ import annotations
 __all__ = [
     "AuthError",
     "BackendError",
+    "BackendUnavailable",
+    "ConnectionFailed",
     "ConnectionLost",
     "FarmError",
     "InvalidSpec",
@@ -19,6 +21,7 @@ __all__ = [
     "RemoteError",
     "StateError",
     "StateLocked",
+    "TransientError",
     "UnsupportedError",
     "WaitTimeout",
 ]
@@ -96,6 +99,35 @@ class BackendError(FarmError):
 
 class ConnectionLost(FarmError, ConnectionError):
     """The connection to the back end failed and retries did not bring it back."""
+
+
+class TransientError(FarmError):
+    """A failure that may pass if the same call is made again: throttling, a 5xx, a
+    connection refused, reset or timed out. A driver makes ONE attempt and raises it;
+    the client layer retries the call where that is safe (:mod:`aiofarm.retry`) and
+    raises it as it is once out of attempts. ``retry_after``: the seconds the back end
+    asked the caller to wait (a ``Retry-After``), None when it did not say.
+
+    Raised as one of its two kinds, so code catching ``BackendError`` or
+    ``ConnectionLost`` keeps catching it."""
+
+    retry_after: float | None = None
+
+
+class BackendUnavailable(TransientError, BackendError):
+    """The back end answered "not now": throttled, overloaded, a 5xx, "try again later"."""
+
+    def __init__(self, driver: str, code: str | int | None, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(driver, code, message)
+        self.retry_after = retry_after
+
+
+class ConnectionFailed(TransientError, ConnectionLost):
+    """No answer: the connection was refused, reset or timed out."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StateError(FarmError):

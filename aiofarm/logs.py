@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .backoff import Backoff
-from .errors import ConnectionLost, InvalidSpec, JobNotFound
+from .errors import ConnectionLost, InvalidSpec, JobNotFound, TransientError
 from .models import Capability, Job, LogLine, LogPage
 from .validation import check_id
 from .watch import CallbackSubscription
@@ -138,12 +138,12 @@ class Logs:
                                         token = page.next_token
                                     idle.reset()
                             return
-                        except ConnectionLost:
+                        except (ConnectionLost, TransientError):
                             await idle.sleep()
                 while True:
                     try:
                         page = await driver.read_log(job_id, token, query)
-                    except ConnectionLost:
+                    except (ConnectionLost, TransientError):
                         if not follow:
                             raise
                         await idle.sleep()  # the back end is away: resume from the same cursor

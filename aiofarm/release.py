@@ -31,9 +31,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
-from .backoff import Backoff
-from .drivers.base import Driver
-from .errors import ConnectionLost, FarmError, JobNotFound, JobNotRunning
+from .drivers.base import Driver, SubmitAttempt
+from .errors import FarmError, JobNotFound, JobNotRunning
 from .models import Job, JobSpec, JobStatus, LogPage, StatusTransition, Task
 from .watch import CallbackSubscription
 
@@ -113,10 +112,12 @@ class HoldMixin(Driver):
         return dropped
 
     # -- submit ------------------------------------------------------------------
-    async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
+    async def submit(self, specs: Sequence[JobSpec], attempt: SubmitAttempt | None = None) -> list[Job]:
         holds = self._holds()
         ready = [s for s in specs if not s.depends_on]
-        created = await super().submit(ready) if ready else []
+        tokens = (attempt or SubmitAttempt.new(len(specs))).tokens
+        ready_attempt = SubmitAttempt(tuple(t for s, t in zip(specs, tokens, strict=True) if not s.depends_on))
+        created = await super().submit(ready, ready_attempt) if ready else []
         real = {s.id: job.id for s, job in zip(ready, created, strict=True) if s.id is not None}
         by_spec = {id(s): job for s, job in zip(ready, created, strict=True)}
         for spec in specs:
@@ -186,17 +187,13 @@ class HoldMixin(Driver):
 
     async def _release(self, held: _Held) -> None:
         self._unwatch(held)
-        backoff = Backoff(0.5, 10.0)
-        while True:
-            try:
-                await super().submit([held.spec])
-            except ConnectionLost:
-                await backoff.sleep()  # the driver's submit is idempotent for a given id
-                continue
-            except FarmError as exc:
-                self._end(held, JobStatus.FAILED, f"submitting it after its dependencies succeeded failed: {exc}")
-                return
-            break
+        try:
+            # transient failures are retried beneath (aiofarm/retry.py): the driver's
+            # submit is idempotent for the id the held job was given
+            await super().submit([held.spec])
+        except FarmError as exc:
+            self._end(held, JobStatus.FAILED, f"submitting it after its dependencies succeeded failed: {exc}")
+            return
         holds = self._holds()
         holds.jobs.pop(held.spec.id or "", None)
         held.settled.set()

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .backoff import Backoff
-from .errors import ConnectionLost, FarmError, JobNotFound
+from .errors import ConnectionLost, FarmError, JobNotFound, TransientError
 from .models import Capability, Job, JobStatus
 
 if TYPE_CHECKING:
@@ -461,7 +461,7 @@ class Hub:
             return True
         try:
             seen, complete = await self._driver.changes_since(self._since - FEED_MARGIN)
-        except ConnectionLost:
+        except (ConnectionLost, TransientError):
             log.debug("aiofarm: change feed probe failed", exc_info=True)
             return True
         except FarmError:
@@ -497,7 +497,7 @@ class Hub:
                     started = time.time()
                     try:
                         await self._fetch(new)
-                    except ConnectionLost:
+                    except (ConnectionLost, TransientError):
                         self._new |= {i for i in new if i in self._subs}
                         log.warning("aiofarm: first fetch failed; retrying", exc_info=True)
                         await backoff.sleep()
@@ -527,7 +527,7 @@ class Hub:
                     changed = bool(self._subs) and await self._fetch(list(self._subs))
                     if self._filters:
                         changed = await self._list(tuple(self._filters)) or changed
-                except ConnectionLost:
+                except (ConnectionLost, TransientError):
                     # the back end is down: keep trying on the back-off; waits resume
                     log.warning("aiofarm: poll round failed; retrying", exc_info=True)
                     continue

@@ -75,15 +75,7 @@ DRIVER_IMPORT_EXEMPT_PACKAGES: tuple[str, ...] = ()
 #: (driver module, imported module) pairs still to be removed by the drivers' own work
 DRIVER_IMPORT_EXEMPT: frozenset[tuple[str, str]] = frozenset(
     {
-        # transient-error retries through the one back-off module; to go once the client
-        # layer retries driver calls itself (the driver only saying what is transient)
-        ("aiofarm.drivers.deadline.api", "aiofarm.backoff"),
-        ("aiofarm.drivers.slurm.http", "aiofarm.backoff"),
-        ("aiofarm.drivers.ray.http", "aiofarm.backoff"),
-        # cancel confirms the stop: Ray answers "stopped" to a stop of a job whose
-        # supervisor has not started and leaves it PENDING, so the stop is re-sent
-        ("aiofarm.drivers.ray.driver", "aiofarm.backoff"),
-        # dependency release paced by Backoff: to become a Hub subscription (issue 11)
+        # dependency release paced by Backoff: to become a Hub subscription (aiofarm/release.py)
         ("aiofarm.drivers.deadline.holds", "aiofarm.backoff"),
         # the local farm service itself (the back end, not a driver call) retries a state
         # write that failed (disk full) until it succeeds
@@ -224,6 +216,26 @@ def test_drivers_import_only_the_interface_and_shared_modules() -> None:
                 continue
             bad.append(str(imp))
     assert not bad, "drivers reach past the interface:\n" + "\n".join(bad)
+
+
+#: the back-off and retry modules of the client layer: a driver makes one attempt per
+#: call and never waits to try again (aiofarm/retry.py retries for every driver)
+RETRY_MODULES = ("aiofarm.backoff", "aiofarm.retry")
+
+
+def test_no_driver_retries_or_backs_off() -> None:
+    bad = []
+    for name, path in modules().items():
+        if not is_driver(name):
+            continue
+        for imp in aiofarm_imports(name):
+            if _within(imp.target, RETRY_MODULES) and (name, imp.target) not in DRIVER_IMPORT_EXEMPT:
+                bad.append(str(imp))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            named = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+            if named == "retry_transient":
+                bad.append(f"{name}:{getattr(node, 'lineno', 0)} uses retry_transient")
+    assert not bad, "a driver makes one attempt; the client layer retries:\n" + "\n".join(bad)
 
 
 def test_pure_filter_modules_stay_pure() -> None:

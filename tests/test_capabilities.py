@@ -15,7 +15,7 @@ import pytest
 from aiofarm import Capability, Client, JobSpec, UnsupportedError
 from aiofarm.capabilities import NEUTRAL, native_value, require
 from aiofarm.drivers.base import Action, Driver
-from aiofarm.drivers.dummy import DummyDriver
+from tests.dummy import dummy
 
 pytestmark = pytest.mark.anyio
 
@@ -24,12 +24,6 @@ pytestmark = pytest.mark.anyio
 async def farm() -> AsyncIterator[Client]:
     async with Client("dummy://") as client:
         yield client
-
-
-def dummy(client: Client) -> DummyDriver:
-    driver = client.driver
-    assert isinstance(driver, DummyDriver)
-    return driver
 
 
 def test_every_parameter_has_a_neutral_value_and_names_its_operation() -> None:

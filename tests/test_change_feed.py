@@ -10,18 +10,12 @@ import pytest
 
 import aiofarm
 from aiofarm import Client, JobSpec, JobStatus
-from aiofarm.drivers.dummy import DummyDriver
 from aiofarm.errors import AuthError
+from tests.dummy import dummy
 
 pytestmark = pytest.mark.anyio
 
 N = 1000  # ten get_jobs calls per full round: a probe every 0.4 s of a 4 s wait
-
-
-def dummy(client: Client) -> DummyDriver:
-    driver = client.driver
-    assert isinstance(driver, DummyDriver)
-    return driver
 
 
 async def until(predicate: object, seconds: float = 20) -> None:

@@ -13,14 +13,9 @@ import pytest
 import aiofarm
 from aiofarm import Client, InvalidSpec, JobNotFound, JobSpec, JobStatus, WaitTimeout
 from aiofarm.drivers.dummy import DummyDriver
+from tests.dummy import dummy
 
 pytestmark = pytest.mark.anyio
-
-
-def dummy(client: Client) -> DummyDriver:
-    driver = client.driver
-    assert isinstance(driver, DummyDriver)
-    return driver
 
 
 class Countdown:

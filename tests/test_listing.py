@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from aiofarm import Client, InvalidSpec, JobSpec, JobStatus, where
-from aiofarm.drivers.dummy import DummyDriver
+from tests.dummy import dummy
 
 pytestmark = pytest.mark.anyio
 
@@ -28,12 +28,6 @@ async def farm() -> AsyncIterator[Client]:
             driver.set_status(job.id, JobStatus.FAILED, exit_code=int(job.id.split("-")[1]) % 3)
         driver.calls.clear()
         yield client
-
-
-def dummy(client: Client) -> DummyDriver:
-    driver = client.driver
-    assert isinstance(driver, DummyDriver)
-    return driver
 
 
 async def names(farm: Client, **kw: object) -> list[str | None]:

@@ -10,15 +10,9 @@ import anyio
 import pytest
 
 from aiofarm import BackendError, Client, JobEvent, JobSpec, JobStatus, where
-from aiofarm.drivers.dummy import DummyDriver
+from tests.dummy import dummy
 
 pytestmark = pytest.mark.anyio
-
-
-def dummy(client: Client) -> DummyDriver:
-    driver = client.driver
-    assert isinstance(driver, DummyDriver)
-    return driver
 
 
 async def next_event(events: AsyncIterator[JobEvent]) -> JobEvent:

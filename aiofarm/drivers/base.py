@@ -14,9 +14,11 @@ driver never sees a parameter value it did not declare it honours.
 
 Rules every driver keeps:
 - Only ``aiofarm.errors`` exceptions cross this boundary.
-- A transient failure of the back end (throttling, 5xx, reset) is retried with
-  :func:`aiofarm.backoff.retry_transient` before it is raised as
-  ``ConnectionLost`` / ``BackendError``.
+- One attempt per call: a failure that may pass (throttling, 5xx, a refused or reset
+  connection) is raised as ``BackendUnavailable`` / ``ConnectionFailed`` (both
+  ``TransientError``, with the back end's ``retry_after`` when it gave one); the client
+  layer (``aiofarm/retry.py``) retries what is safe to retry. A driver never sleeps
+  between attempts.
 - Background work runs in the task group handed to :meth:`Driver.open`.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import signal as _signal
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
@@ -61,6 +64,7 @@ __all__ = [
     "ListQuery",
     "LogQuery",
     "StdioChannel",
+    "SubmitAttempt",
     "transfer_progress",
 ]
 
@@ -193,6 +197,24 @@ class ListPlan:
 
 
 @attrs.frozen
+class SubmitAttempt:
+    """One attempt of one ``submit`` call. ``tokens``: one per spec, the same on every
+    attempt of the call (the client layer picks them once). ``retry``: an earlier
+    attempt failed transiently and may have created some of the jobs.
+
+    A driver that declares ``idempotent_submit`` uses the tokens so that a repeated
+    attempt creates nothing twice: as client tokens, as job ids it picks, or as a tag
+    it looks up when ``retry`` is set."""
+
+    tokens: tuple[str, ...]
+    retry: bool = False
+
+    @classmethod
+    def new(cls, count: int) -> SubmitAttempt:
+        return cls(tuple(uuid.uuid4().hex[:16] for _ in range(count)))
+
+
+@attrs.frozen
 class JobUpdate:
     priority: int | None = None
     name: str | None = None
@@ -289,6 +311,15 @@ class Driver:
     native_dependencies: ClassVar[bool] = True
     #: whether :meth:`follow_log` is implemented (the back end pushes new log lines)
     log_push: ClassVar[bool] = False
+    #: whether a ``submit`` repeated with the same ``SubmitAttempt.tokens`` creates
+    #: nothing twice; the client layer retries a transiently failed submit only then
+    idempotent_submit: ClassVar[bool] = False
+    #: the ``control`` actions whose repetition changes nothing (a second cancel of a
+    #: canceled job is no error): the client layer retries them on a transient failure
+    repeatable_actions: ClassVar[frozenset[Action]] = frozenset({Action.CANCEL, Action.PAUSE, Action.RESUME})
+    #: how many attempts the client layer makes of a call it may retry (a driver may
+    #: set it per instance from its URL options)
+    retry_attempts: int = 6
 
     # -- lifecycle ---------------------------------------------------------------
     @classmethod
@@ -306,11 +337,13 @@ class Driver:
         return UnsupportedError(self.name, feature)
 
     # -- jobs --------------------------------------------------------------------
-    async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
+    async def submit(self, specs: Sequence[JobSpec], attempt: SubmitAttempt | None = None) -> list[Job]:
         """Create jobs, in input order. Specs are already validated by the client and
         come in dependency order: ``depends_on`` names either existing job ids or the
         ``id`` of an earlier spec of this batch (which the driver maps to the real id
-        if it cannot honour client-chosen ids)."""
+        if it cannot honour client-chosen ids). ``attempt`` (None when called directly:
+        a driver then makes its own with ``SubmitAttempt.new``) is what makes a
+        repeated attempt idempotent, see :class:`SubmitAttempt`."""
         raise self._unsupported("submit")
 
     async def get_jobs(self, ids: Sequence[str]) -> dict[str, Job]:

@@ -50,3 +50,16 @@ async def test_thousand_waits_survive_throttling_500s_and_resets(
     # status came from batched reads only: 10 BatchGetJob per round, never GetJob
     assert injected.get("GetJob", 0) == 0
     assert injected["BatchGetJob"] >= 10
+
+
+async def test_a_submit_whose_reply_was_lost_makes_one_job(fake: FakeDeadlineProcess, url: str) -> None:
+    # botocore makes one attempt (max_attempts=1): the retry is the client layer's,
+    # with the same client token, so CreateJob answers with the job its first try made
+    async with aiofarm.Client(url, max_attempts=1) as farm:
+        fake.admin("stats/reset", {})
+        fake.faults(rate=1.0, kinds=["reset-after"], operations=["CreateJob"], limit=1)
+        job = await farm.jobs.submit_template(OK)
+        fake.faults(rate=0)
+        assert fake.stats()["CreateJob"] == 2
+        async with farm.jobs.list() as listing:
+            assert [j.id async for j in listing] == [job.id]

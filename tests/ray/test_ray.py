@@ -150,8 +150,9 @@ async def test_stop_running_and_pending_jobs_reports_the_truth(farm: Client, ray
     assert (await farm.jobs.get(fresh.id)).status is JobStatus.CANCELED
 
     # pending for resources the cluster does not have: Ray says "stopped" and leaves
-    # it PENDING; aiofarm re-sends the stop for stop_timeout, then says so
-    async with ray_head.client(stop_timeout=4) as impatient:
+    # it PENDING; the client layer re-sends the stop for its retry attempts, then says so
+    async with ray_head.client() as impatient:
+        impatient.driver.retry_attempts = 3
         starving = await impatient.jobs.start(["true"], resources=Resources(cpu=64))
         with pytest.raises(FarmError) as err:
             await impatient.jobs.cancel(starving.id)

@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from aiofarm import Client, JobSpec, JobStatus, UnsupportedError
+from aiofarm.drivers.base import SubmitAttempt
 from aiofarm.drivers.slurm import SlurmDriver
 from aiofarm.drivers.slurm.http import SlurmAPIError
 from aiofarm.drivers.slurm.wire import KNOWN_VERSIONS
@@ -140,6 +141,22 @@ async def test_pause_with_stop_work_requeues_and_holds(farm: Client) -> None:
         await _until(farm, job.id, JobStatus.RUNNING)
     finally:
         await farm.jobs.cancel(job.id)
+
+
+async def test_a_retried_submit_finds_what_the_first_attempt_made(farm: Client) -> None:
+    # the client layer retries a submit with the same tokens and retry=True: the head
+    # job's comment tag is looked up instead of submitting again
+    driver = _driver(farm)
+    specs = [JobSpec(command=["true"], name="once"), JobSpec(command=["sleep", "1"], name="twice")]
+    first = SubmitAttempt.new(len(specs))
+    made = await driver.submit(specs, first)
+    again = await driver.submit(specs, SubmitAttempt(first.tokens, retry=True))
+    assert [j.id for j in again] == [j.id for j in made]
+    # a cancelled one (what a failed attempt deletes on its way out) is submitted anew
+    await farm.jobs.cancel(made[1].id)
+    await _until(farm, made[1].id, JobStatus.CANCELED)
+    third = await driver.submit(specs, SubmitAttempt(first.tokens, retry=True))
+    assert third[0].id == made[0].id and third[1].id != made[1].id
 
 
 async def test_history_of_forgotten_jobs(farm: Client, slurm_cluster: Cluster) -> None:

@@ -1,9 +1,12 @@
 """The AWS side of the deadline driver: aiobotocore clients, one call with its error
 translation, pages, and the queue role's credentials.
 
-Every request of the driver goes through :meth:`DeadlineApi.call`: transient failures
-are retried by :func:`aiofarm.backoff.retry_transient` (on top of botocore's own
-retries, for failures that outlast them) and every failure leaves as an aiofarm error.
+Every request of the driver goes through :meth:`DeadlineApi.call`: one attempt at
+aiofarm's level (botocore's own retries, the transport's, run inside it), every failure
+leaving as an aiofarm error. A failure that outlasts botocore's retries and may still
+pass (throttling, 5xx, a reset connection, transiently failed items of a batch
+answer) is ``BackendUnavailable`` / ``ConnectionFailed``, which the client layer
+retries where that is safe (``aiofarm/retry.py``).
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from typing import Any, TypeVar
 
 import anyio
 
-from ...backoff import retry_transient
 from ...errors import (
     AuthError,
     BackendError,
+    BackendUnavailable,
+    ConnectionFailed,
     ConnectionLost,
     FarmError,
     InvalidSpec,
@@ -66,7 +70,7 @@ TRANSIENT_CODES = frozenset(
 
 
 class PartialFailure(Exception):
-    """Some items of a batch answer failed transiently: retried like a failed call."""
+    """Some items of a batch answer failed transiently: a transient failure of the call."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -118,10 +122,10 @@ def translate(exc: BaseException, op: str, job_id: str | None = None) -> FarmErr
         if code == "ValidationException":
             return InvalidSpec(_field_of(op, message), message)
         if code in TRANSIENT_CODES or status >= 500:
-            return ConnectionLost(f"deadline {op}: {code}: {message} (after retries)")
+            return BackendUnavailable(NAME, code, f"{op}: {message}", retry_after=_retry_after(exc.response))
         return BackendError(NAME, code, message)
     if isinstance(exc, PartialFailure):
-        return ConnectionLost(f"deadline {op}: {exc} (after retries)")
+        return BackendUnavailable(NAME, "PartialFailure", f"{op}: {exc}")
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return AuthError(f"deadline: {exc}")
     if isinstance(exc, ParamValidationError):
@@ -129,8 +133,17 @@ def translate(exc: BaseException, op: str, job_id: str | None = None) -> FarmErr
     if isinstance(exc, NoRegionError):
         return InvalidSpec("url", "no AWS region: add ?region=... or configure one")
     if is_transient(exc) or isinstance(exc, OSError):
-        return ConnectionLost(f"deadline {op}: {exc}")
+        return ConnectionFailed(f"deadline {op}: {exc}")
     return BackendError(NAME, type(exc).__name__, str(exc))
+
+
+def _retry_after(response: Mapping[str, Any]) -> float | None:
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders") or {}
+    try:
+        value = headers.get("retry-after")
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 class DeadlineApi:
@@ -240,20 +253,20 @@ class DeadlineApi:
         job_id: str | None = None,
         limiter: anyio.CapacityLimiter | None = None,
     ) -> T:
-        """``fn`` under the concurrency limit (the Deadline API's, or ``limiter``),
-        retried while it fails transiently."""
+        """``fn`` under the concurrency limit (the Deadline API's, or ``limiter``), its
+        failure translated."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             async with limiter or self.limiter:
-                return await retry_transient(fn, is_transient=is_transient, attempts=4)
+                return await fn()
         except (ClientError, BotoCoreError, OSError, TimeoutError, PartialFailure) as exc:
             raise translate(exc, op, job_id) from None
         except Exception as exc:
             import aiohttp
 
             if isinstance(exc, aiohttp.ClientError):
-                raise ConnectionLost(f"deadline {op}: {exc}") from None
+                raise ConnectionFailed(f"deadline {op}: {exc}") from None
             raise
 
     async def pages(
@@ -280,15 +293,14 @@ class DeadlineApi:
             raise JobNotFound(job_id, driver=NAME)
 
     async def batch_get(self, ids: Sequence[str], *, keep_archived: bool) -> dict[str, Job]:
-        """BatchGetJob of at most 100 ids; items that failed transiently are asked again
-        through the same retry as a failed call."""
+        """BatchGetJob of at most 100 ids; items that failed transiently make the call
+        a transient failure (the client layer asks again)."""
         wanted = list(dict.fromkeys(i for i in ids if wire.JOB_RE.match(i)))
         out: dict[str, Job] = {}
+        if not wanted:
+            return out
 
         async def once() -> None:
-            nonlocal wanted
-            if not wanted:
-                return
             resp = await self.dl_status.batch_get_job(
                 identifiers=[self.ids(i) for i in wanted]
             )
@@ -305,7 +317,6 @@ class DeadlineApi:
                 elif code == "ValidationException":
                     raise InvalidSpec("ids", str(err.get("message")))
                 # ResourceNotFoundException: simply absent
-            wanted = again
             if again:
                 raise PartialFailure(f"{len(again)} job(s) failed transiently")
 

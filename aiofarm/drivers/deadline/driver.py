@@ -30,7 +30,7 @@ from ...models import (
     TransferProgress,
     Worker,
 )
-from ..base import Action, Driver, JobUpdate, ListPlan, ListQuery, LogQuery
+from ..base import Action, Driver, JobUpdate, ListPlan, ListQuery, LogQuery, SubmitAttempt
 from . import fleets, listing, search, wire
 from .api import AUTH_CODES, NAME, DeadlineApi, concurrently
 from .attachments import JobAttachments
@@ -99,6 +99,8 @@ class DeadlineDriver(Driver):
     max_batch_get: ClassVar[int] = 100  # BatchGetJob's limit
     max_concurrent_gets: ClassVar[int] = 16
     change_feed: ClassVar[bool] = True  # SearchJobs on startedAt/endedAt/updatedAt
+    #: CreateJob takes a client token: a retried submit returns the jobs it made
+    idempotent_submit: ClassVar[bool] = True
     #: Deadline workers map paths by storage profiles, never by aiofarm's rules: the
     #: client maps PATH parameters before CreateJob
     maps_path_parameters: ClassVar[bool] = False
@@ -192,18 +194,19 @@ class DeadlineDriver(Driver):
             await self.api.aclose()
 
     # -- jobs --------------------------------------------------------------------
-    async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
-        """CreateJob for each spec (a client token each: a retried call returns the job
-        the first try made), then one BatchGetJob per 100 jobs for their records, which
+    async def submit(self, specs: Sequence[JobSpec], attempt: SubmitAttempt | None = None) -> list[Job]:
+        """CreateJob for each spec (the attempt's token of the spec as its client token:
+        a retried call returns the job the first try made), then one BatchGetJob per 100 jobs for their records, which
         may still say CREATE_IN_PROGRESS (shown as PENDING; a creation that fails later
         shows as FAILED with the service's message). A spec with dependencies is created
         suspended and held until its dependencies succeeded (holds.py)."""
         api = self.api
+        tokens = (attempt or SubmitAttempt.new(len(specs))).tokens
         if not any(spec.depends_on for spec in specs):
             requests = []
             for i, spec in enumerate(specs):
                 self._check_pool(spec.pool, f"specs[{i}].pool")
-                requests.append(await self._request(spec))
+                requests.append(await self._request(spec, tokens[i]))
             job_ids: list[str] = [""] * len(requests)
 
             async def create(i: int) -> None:
@@ -225,7 +228,7 @@ class DeadlineDriver(Driver):
                     raise InvalidSpec(
                         f"specs[{i}].depends_on", f"no job {missing[0]!r} in this queue"
                     )
-            req = await self._request(spec, deps)
+            req = await self._request(spec, tokens[i], deps)
             job_id = (await api.call("create_job", **req))["jobId"]
             created.append(job_id)
             if spec.id is not None:
@@ -234,13 +237,13 @@ class DeadlineDriver(Driver):
                 self.holds.add(job_id)
         return await self._created(created)
 
-    async def _request(self, spec: JobSpec, deps: Sequence[str] = ()) -> dict[str, Any]:
+    async def _request(self, spec: JobSpec, token: str, deps: Sequence[str] = ()) -> dict[str, Any]:
         """CreateJob's arguments, the job's attachments uploaded first (if it has any)."""
         # refuse a bad template before uploading anything for it
         wire.create_job_request(self.farm_id, self.queue_id, spec, "check", deps)
         attachments = await self.attachments.for_spec(spec)
         return wire.create_job_request(
-            self.farm_id, self.queue_id, spec, uuid.uuid4().hex, deps, attachments,
+            self.farm_id, self.queue_id, spec, token, deps, attachments,
             self.attachments.storage_profile_id,
         )  # fmt: skip
 

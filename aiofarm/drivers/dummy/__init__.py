@@ -5,7 +5,9 @@ It counts every primitive call in ``calls`` so tests and benchmarks can check
 how many back-end requests the client layer makes. ``dummy://?push=1`` makes it
 a push driver; by default it is polled, like Slurm or Deadline. ``dummy://?feed=1``
 gives it a change feed (``changes_since``) answering at most ``feed_page`` jobs, like
-Deadline's SearchJobs.
+Deadline's SearchJobs. :meth:`DummyDriver.fail_next` makes the next calls of a
+primitive fail transiently (after the call took effect, or before), for tests of the
+client layer's retries; its submit is idempotent through the attempt's tokens.
 """
 
 from __future__ import annotations
@@ -20,11 +22,20 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 
-from ...errors import ConnectionLost, FarmError, InvalidSpec, JobNotFound
+from ...errors import ConnectionFailed, ConnectionLost, FarmError, InvalidSpec, JobNotFound
 from ...models import Capability, Job, JobSpec, JobStatus, LogLine, LogPage, Pool, StatusTransition
 from ...where.native import conjoin, split_native
 from ...where.nodes import Compare
-from ..base import Action, Driver, JobUpdate, ListPlan, ListQuery, LogQuery, sort_jobs
+from ..base import (
+    Action,
+    Driver,
+    JobUpdate,
+    ListPlan,
+    ListQuery,
+    LogQuery,
+    SubmitAttempt,
+    sort_jobs,
+)
 
 if TYPE_CHECKING:
     import yarl
@@ -58,6 +69,7 @@ class DummyDriver(Driver):
     name: ClassVar[str] = "dummy"
     capabilities: ClassVar[frozenset[Capability]] = _BASE_CAPS
     max_batch_get: ClassVar[int] = 100
+    idempotent_submit: ClassVar[bool] = True
 
     def __init__(self, push: bool = False, fail_get: int = 0, feed: bool = False) -> None:
         self.push = push
@@ -75,6 +87,8 @@ class DummyDriver(Driver):
         self._version = 0  # bumped on every change: a listing's answer is kept until then
         self._answer: tuple[int, ListQuery, list[Job]] | None = None
         self._subscribers: list[Callable[[Job], None]] = []
+        self._faults: dict[str, list[bool]] = collections.defaultdict(list)  # op -> after effect?
+        self._by_token: dict[str, str] = {}  # submit token -> job id
 
     @classmethod
     def from_url(cls, url: yarl.URL, options: Mapping[str, Any]) -> Driver:
@@ -116,6 +130,18 @@ class DummyDriver(Driver):
             fn(job)
         return job
 
+    def fail_next(self, op: str, times: int = 1, *, after: bool = False) -> None:
+        """The next ``times`` calls of primitive ``op`` ("submit", "get_jobs", "cancel"...)
+        raise ``ConnectionFailed``: before doing anything, or with ``after`` once the
+        call took effect (an answer lost on its way back)."""
+        self._faults[op].extend([after] * times)
+
+    def _fault(self, op: str, after: bool) -> None:
+        pending = self._faults.get(op)
+        if pending and pending[0] is after:
+            pending.pop(0)
+            raise ConnectionFailed(f"dummy: injected transient failure of {op}")
+
     def write_log(self, job_id: str, text: str, stream: str = "stdout") -> None:
         self.logs[job_id].append(LogLine(datetime.now(timezone.utc), stream, text))
 
@@ -125,12 +151,19 @@ class DummyDriver(Driver):
             raise self._unsupported("push")
         self._subscribers.append(callback)
 
-    async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
+    async def submit(self, specs: Sequence[JobSpec], attempt: SubmitAttempt | None = None) -> list[Job]:
         self.calls["submit"] += 1
+        self._fault("submit", after=False)
+        attempt = attempt or SubmitAttempt.new(len(specs))
         out = []
         now = datetime.now(timezone.utc)
-        for spec in specs:
+        for spec, token in zip(specs, attempt.tokens, strict=True):
+            made = self._by_token.get(token)
+            if made is not None:
+                out.append(self.jobs[made])  # made by an earlier attempt of this call
+                continue
             job_id = spec.id or f"dummy-{next(self._ids)}"
+            self._by_token[token] = job_id
             status = JobStatus.SUSPENDED if spec.paused else JobStatus.PENDING
             job = Job(
                 id=job_id,
@@ -147,6 +180,7 @@ class DummyDriver(Driver):
             self.jobs[job_id] = job
             self._version += 1
             out.append(job)
+        self._fault("submit", after=True)
         return out
 
     async def get_jobs(self, ids: Sequence[str]) -> dict[str, Job]:
@@ -156,6 +190,7 @@ class DummyDriver(Driver):
         if self.fail_get > 0:
             self.fail_get -= 1
             raise ConnectionLost("dummy: injected failure")
+        self._fault("get_jobs", after=False)
         if self.get_delay:
             await anyio.sleep(self.get_delay)
         return {i: self.jobs[i] for i in ids if i in self.jobs}
@@ -211,6 +246,7 @@ class DummyDriver(Driver):
 
     async def control(self, ids: Sequence[str], action: Action, *, stop_work: bool) -> None:
         self.calls["control"] += 1
+        self._fault(action.value, after=False)
         for job_id in ids:
             if job_id not in self.jobs:
                 raise JobNotFound(job_id, driver=self.name)
@@ -226,6 +262,7 @@ class DummyDriver(Driver):
                 self._version += 1
             else:
                 raise self._unsupported(action.value)
+        self._fault(action.value, after=True)
 
     async def update(self, ids: Sequence[str], changes: JobUpdate) -> None:
         import attrs

@@ -26,7 +26,15 @@ from ...models import (
     Task,
     Worker,
 )
-from ..base import Action, Driver, JobUpdate, ListQuery, LogQuery, StdioChannel
+from ..base import (
+    Action,
+    Driver,
+    JobUpdate,
+    ListQuery,
+    LogQuery,
+    StdioChannel,
+    SubmitAttempt,
+)
 from . import config, connect, logfile, wire
 from .embedded import CAPABILITIES
 
@@ -185,7 +193,7 @@ class ServiceDriver(Driver):
         return await self._post_raw(name, wire.dumps(body))
 
     # -- jobs ----------------------------------------------------------------------
-    async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
+    async def submit(self, specs: Sequence[JobSpec], attempt: SubmitAttempt | None = None) -> list[Job]:
         # the service does not push these jobs back to us (we would only decode what we
         # already know): our own subscribers hear of them from here
         body = wire.submit_to(specs, {"client": self._token}, os.getcwd())

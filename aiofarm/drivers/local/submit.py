@@ -7,6 +7,7 @@ import math
 import os
 import sqlite3
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ...errors import InvalidSpec
 from ...models import Job, JobSpec, StatusTransition
@@ -17,12 +18,15 @@ from .control import Control
 from .model import DEFAULT_POOL, PENDING, SUSPENDED, FarmJob, FarmStep, FarmTask, job_model, now
 from .writer import translate
 
+if TYPE_CHECKING:
+    from ..base import SubmitAttempt
+
 _ONE_TASK = TaskPlan()
 
 
 class Submit(Control):
     # -- submit ------------------------------------------------------------------
-    async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
+    async def submit(self, specs: Sequence[JobSpec], attempt: SubmitAttempt | None = None) -> list[Job]:
         _, models = await self.add_jobs(specs)
         return models
 

@@ -2,7 +2,7 @@
 
 URLs: ``ray+http://127.0.0.1:8265`` and ``ray+https://head.example.com``; options
 (URL query or Client keywords): ``token``, ``token_file``, ``headers`` (JSON object
-or mapping), ``owner``, ``timeout``, ``stop_timeout``. See docs/ray.md for what
+or mapping), ``owner``, ``timeout``. See docs/ray.md for what
 maps to what, held dependants, and what is unsupported.
 """
 
@@ -22,9 +22,9 @@ from urllib.parse import quote
 
 import anyio
 
-from ...backoff import Backoff
 from ...errors import (
     BackendError,
+    BackendUnavailable,
     ConnectionLost,
     FarmError,
     InvalidSpec,
@@ -33,7 +33,16 @@ from ...errors import (
     UnsupportedError,
 )
 from ...models import Capability, Job, JobSpec, JobStatus, LogPage, Pool, Task, Worker
-from ..base import Action, Driver, ListQuery, LogQuery, option_seconds, option_text, url_options
+from ..base import (
+    Action,
+    Driver,
+    ListQuery,
+    LogQuery,
+    SubmitAttempt,
+    option_seconds,
+    option_text,
+    url_options,
+)
 from . import wire
 from .http import RayAPIError, RayHTTP
 
@@ -44,12 +53,20 @@ if TYPE_CHECKING:
 
 __all__ = ["RayDriver"]
 
-_OPTIONS = ("token", "token_file", "headers", "owner", "timeout", "stop_timeout")
+_OPTIONS = ("token", "token_file", "headers", "owner", "timeout")
+#: how long after a stop its effect is looked at again (Ray stops a job with SIGTERM,
+#: then SIGKILL 3 s later)
+STOP_CHECK_INTERVAL = 1.0
 _PAGE_LINES = 1_000_000
 
 
 class RayDriver(Driver):
     name: ClassVar[str] = "ray"
+    idempotent_submit: ClassVar[bool] = True
+    #: a repeated delete of a job this driver deleted is done: deletes may be repeated
+    repeatable_actions: ClassVar[frozenset[Action]] = frozenset(
+        {Action.CANCEL, Action.PAUSE, Action.RESUME, Action.DELETE}
+    )
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
             Capability.SUBMIT,
@@ -87,13 +104,12 @@ class RayDriver(Driver):
         headers: Mapping[str, str],
         owner: str,
         timeout: float,
-        stop_timeout: float,
     ) -> None:
         self.base_url = base_url
         self.owner = owner
-        self.stop_timeout = stop_timeout
         self.http = RayHTTP(base_url, token=token, headers=headers, timeout=timeout)
         self.ray_version: str | None = None
+        self._deleted: set[str] = set()  # ids whose DELETE was sent
 
     def __repr__(self) -> str:
         return f"<RayDriver {self.base_url}>"
@@ -124,7 +140,6 @@ class RayDriver(Driver):
             headers=_headers(merged.get("headers")),
             owner=option_text(merged, "owner") or getpass.getuser(),
             timeout=option_seconds(merged, "timeout", 30.0),
-            stop_timeout=option_seconds(merged, "stop_timeout", 30.0),
         )
 
     async def open(self, task_group: anyio.abc.TaskGroup) -> None:
@@ -176,9 +191,10 @@ class RayDriver(Driver):
             if rec["submission_id"] in wanted
         }
 
-    async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
+    async def submit(self, specs: Sequence[JobSpec], attempt: SubmitAttempt | None = None) -> list[Job]:
         packages: dict[str, str] = {}  # cwd -> gcs:// URI, once per directory per call
         out: list[Job] = []
+        tokens = (attempt or SubmitAttempt.new(len(specs))).tokens
         for index, spec in enumerate(specs):
             field = f"specs[{index}]"
             if spec.command is None:
@@ -188,7 +204,9 @@ class RayDriver(Driver):
                 working_dir = packages.get(spec.cwd)
                 if working_dir is None:
                     working_dir = packages[spec.cwd] = await self._upload(spec.cwd, f"{field}.cwd")
-            job_id = spec.id or self.new_job_id()
+            # the submission id is the attempt's token: a retry of the call submits the
+            # same ids, and Ray's "already exists" answers with the job the first made
+            job_id = spec.id or f"aiofarm_{tokens[index]}"
             body = wire.submit_body(spec, job_id, owner=self.owner, working_dir=working_dir, depends_on=spec.depends_on)
             out.append(await self._post(body, field))
         return out
@@ -266,40 +284,42 @@ class RayDriver(Driver):
             raise UnsupportedError(self.name, action.value, "Ray jobs can only be stopped and deleted")
 
     async def _stop(self, job_id: str) -> Job:
-        """Stop ``job_id`` and confirm it: Ray answers ``stopped: true`` to a stop of a
-        job whose supervisor has not started (e.g. waiting for resources) and then
-        leaves it PENDING, so the stop is sent again until the job is finished, and
-        the truth is raised if it is not within ``stop_timeout``."""
-        backoff = Backoff(0.2, 2.0)
-        with anyio.move_on_after(self.stop_timeout):
-            while True:
-                try:
-                    await self.http.call("POST", self._path(job_id, "/stop"))
-                except RayAPIError as exc:
-                    if exc.status == 404:
-                        raise JobNotFound(job_id, driver=self.name) from None
-                    raise exc.to_backend() from None
-                for _ in range(3):
-                    await backoff.sleep()
-                    job = wire.job_from_record(await self._record(job_id), self.name)
-                    if job.status.is_finished:
-                        return job
+        """Stop ``job_id`` and look whether it took: Ray answers ``stopped: true`` to a
+        stop of a job whose supervisor has not started (e.g. waiting for resources) and
+        then leaves it PENDING, and a running job takes a moment to end. Not finished
+        yet is ``BackendUnavailable`` with a ``retry_after``: the client layer sends the
+        stop again (cancel may be repeated) until it holds or its attempts run out, and
+        the last answer says the job is still PENDING or RUNNING."""
+        try:
+            await self.http.call("POST", self._path(job_id, "/stop"))
+        except RayAPIError as exc:
+            if exc.status == 404:
+                raise JobNotFound(job_id, driver=self.name) from None
+            raise exc.to_backend() from None
         job = wire.job_from_record(await self._record(job_id), self.name)
         if job.status.is_finished:
             return job
-        raise BackendError(
+        raise BackendUnavailable(
             self.name,
             "stop",
-            f"Ray accepted the stop of job {job_id} but it is still {job.status.value.upper()} after "
-            f"{self.stop_timeout:g} s (a job whose supervisor has not started, e.g. one waiting for "
-            "resources, ignores stops); it has not been canceled",
+            f"Ray accepted the stop of job {job_id} but it is still {job.status.value.upper()} (a job "
+            "whose supervisor has not started, e.g. one waiting for resources, ignores stops); it has "
+            "not been canceled",
+            retry_after=STOP_CHECK_INTERVAL,
         )
 
     async def _delete(self, job_id: str) -> None:
-        job = wire.job_from_record(await self._record(job_id), self.name)
+        try:
+            job = wire.job_from_record(await self._record(job_id), self.name)
+        except JobNotFound:
+            if job_id in self._deleted:
+                return  # a repeat of a delete whose answer was lost
+            raise
         if not job.status.is_finished:
-            # Ray refuses to delete a job that has not finished: stop it first
+            # Ray refuses to delete a job that has not finished: stop it first (until
+            # it has stopped, this is a transient failure of the delete, repeated)
             await self._stop(job_id)
+        self._deleted.add(job_id)
         try:
             await self.http.call("DELETE", self._path(job_id))
         except RayAPIError as exc:

@@ -1,10 +1,10 @@
 """The HTTP session to a Ray head's dashboard (Jobs REST API): auth headers,
-retries, error translation, the log-tail WebSocket.
+error translation, the log-tail WebSocket.
 
 aiohttp is imported only when a session opens. No aiohttp exception leaves this
-module: transient failures (connection errors, 5xx other than Ray's answers to
-bad requests) are retried with :func:`aiofarm.backoff.retry_transient`, then become
-``ConnectionLost``; 401/403 become ``AuthError``; Ray's other plain-text error
+module. One attempt per call: a failure that may pass (a connection error, a 5xx
+other than Ray's answers to bad requests) is ``ConnectionFailed`` /
+``BackendUnavailable``, which the client layer retries (``aiofarm/retry.py``); 401/403 become ``AuthError``; Ray's other plain-text error
 answers become :class:`RayAPIError`, which the driver maps. The token and extra
 headers never appear in a repr, a log record or an error message.
 """
@@ -16,8 +16,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ...backoff import retry_transient
-from ...errors import AuthError, BackendError, ConnectionLost
+from ...errors import AuthError, BackendError, BackendUnavailable, ConnectionFailed, ConnectionLost
 
 if TYPE_CHECKING:
     import aiohttp
@@ -45,8 +44,12 @@ class RayAPIError(Exception):
         return BackendError(DRIVER, self.status, self.last_line[:500])
 
 
-class _Transient(Exception):
-    pass
+def _seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` in seconds."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _is_request_error(status: int, text: str) -> bool:
@@ -65,11 +68,9 @@ class RayHTTP:
         token: str | None,
         headers: Mapping[str, str],
         timeout: float = 30.0,
-        attempts: int = 6,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self.attempts = attempts
         self.requests = 0
         self._headers = dict(headers)
         if token:
@@ -107,9 +108,10 @@ class RayHTTP:
         *,
         body: Mapping[str, Any] | None = None,
         data: bytes | None = None,
-        attempts: int | None = None,
     ) -> Any:
-        """The JSON answer (None for an empty body)."""
+        """The JSON answer (None for an empty body). One attempt: a failure that may
+        pass is ``ConnectionFailed`` / ``BackendUnavailable``, retried by the client
+        layer where that is safe."""
         import aiohttp
 
         session = self._session
@@ -117,41 +119,31 @@ class RayHTTP:
             raise ConnectionLost("the Ray driver is not open")
         url = self.base_url + path
         payload = json.dumps(body).encode() if body is not None else data
-
-        async def once() -> Any:
-            self.requests += 1
-            headers = {"Content-Type": "application/json"} if body is not None else None
+        self.requests += 1
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        try:
             async with session.request(method, url, data=payload, headers=headers) as resp:
                 status = resp.status
                 text = await resp.text(errors="replace")
-            if status in (401, 403):
-                raise self._auth_error(status, path)
-            if status >= 400:
-                if _is_request_error(status, text):
-                    raise RayAPIError(status, text)
-                raise _Transient(f"HTTP {status}: {text.strip()[-200:]}")
-            if not text.strip():
-                return None
-            try:
-                return json.loads(text)
-            except ValueError:
-                raise BackendError(DRIVER, status, f"{method} {path}: not JSON: {text[:200]}") from None
-
-        def transient(exc: BaseException) -> bool:
-            return isinstance(exc, (_Transient, aiohttp.ClientError, asyncio.TimeoutError, OSError)) and not (
-                isinstance(exc, aiohttp.InvalidURL)
-            )
-
-        try:
-            return await retry_transient(once, is_transient=transient, attempts=attempts or self.attempts)
-        except _Transient as exc:
-            raise ConnectionLost(f"the Ray head at {self.base_url} keeps failing: {exc}") from None
+                retry_after = _seconds(resp.headers.get("Retry-After"))
         except aiohttp.InvalidURL as exc:
             raise BackendError(DRIVER, None, f"invalid URL {exc}") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise ConnectionLost(
+            raise ConnectionFailed(
                 f"cannot reach the Ray head at {self.base_url}: {type(exc).__name__}: {str(exc)[:300]}"
             ) from None
+        if status in (401, 403):
+            raise self._auth_error(status, path)
+        if status >= 400:
+            if _is_request_error(status, text):
+                raise RayAPIError(status, text)
+            raise BackendUnavailable(DRIVER, status, text.strip()[-200:], retry_after=retry_after)
+        if not text.strip():
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise BackendError(DRIVER, status, f"{method} {path}: not JSON: {text[:200]}") from None
 
     async def websocket(self, path: str) -> aiohttp.ClientWebSocketResponse[bool]:
         """Open a WebSocket (no retry: the caller resumes from its own cursor)."""

@@ -29,7 +29,7 @@ from ...errors import (
     UnsupportedError,
 )
 from ...models import Capability, Job, JobSpec, JobStatus, LogPage, Pool, Task, Worker
-from ..base import Action, Driver, JobUpdate, ListQuery, LogQuery, StdioChannel
+from ..base import Action, Driver, JobUpdate, ListQuery, LogQuery, StdioChannel, SubmitAttempt
 from . import mapping
 from .commands import INVALID_JOB_ID, CommandFailed, SlurmCommands
 from .config import SlurmConfig, parse_url, read_token
@@ -59,6 +59,8 @@ _STEP_ID = re.compile(r"(\d+)\.(\d+)")
 
 class SlurmDriver(Driver):
     name: ClassVar[str] = "slurm"
+    #: a retried submit finds the jobs an earlier attempt made by their comment tag
+    idempotent_submit: ClassVar[bool] = True
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
             Capability.SUBMIT,
@@ -174,8 +176,8 @@ class SlurmDriver(Driver):
             out[key] = job if key == job_id else attrs.evolve(job, id=key)
         return out
 
-    async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
-        return await submit_specs(self.http, self.store, self.config, specs)
+    async def submit(self, specs: Sequence[JobSpec], attempt: SubmitAttempt | None = None) -> list[Job]:
+        return await submit_specs(self.http, self.store, self.config, specs, attempt)
 
     async def list_page(
         self, query: ListQuery, page_token: str | None, page_size: int

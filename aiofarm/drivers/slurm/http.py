@@ -1,9 +1,9 @@
-"""The HTTP session to slurmrestd: JWT headers, retries, error translation.
+"""The HTTP session to slurmrestd: JWT headers, error translation.
 
 aiohttp is imported here only when a session opens, so ``import aiofarm`` stays
-light. No aiohttp exception leaves this module: transient failures are retried
-with :func:`aiofarm.backoff.retry_transient`, then become ``ConnectionLost``;
-a reply that is not HTTP (slurmrestd 26.05 answers an unknown URL with its 404
+light. No aiohttp exception leaves this module. One attempt per call: a failure
+that may pass becomes ``ConnectionFailed`` / ``BackendUnavailable`` (with the
+``Retry-After`` when given), which the client layer retries (``aiofarm/retry.py``); a reply that is not HTTP (slurmrestd 26.05 answers an unknown URL with its 404
 page twice) is a ``BackendError`` at once; Slurm's own errors become
 :class:`SlurmAPIError` (the driver maps them to ``JobNotFound`` / ``InvalidSpec``
 / ``BackendError``); a refused token is ``AuthError`` on every version (401; 511
@@ -17,8 +17,14 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...backoff import retry_transient
-from ...errors import AuthError, BackendError, ConnectionLost, FarmError
+from ...errors import (
+    AuthError,
+    BackendError,
+    BackendUnavailable,
+    ConnectionFailed,
+    ConnectionLost,
+    FarmError,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -54,10 +60,12 @@ class SlurmAPIError(Exception):
         return BackendError(DRIVER, self.number, self.message)
 
 
-class _Transient(Exception):
-    def __init__(self, why: str, api: SlurmAPIError | None = None) -> None:
-        super().__init__(why)
-        self.api = api
+def _seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (the HTTP-date form is not used by slurmrestd)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _first_error(data: Mapping[str, Any]) -> tuple[int | None, str, str]:
@@ -92,7 +100,6 @@ class SlurmHTTP:
         user: str,
         token: str,
         timeout: float = 30.0,
-        attempts: int = 6,
         reload_token: Callable[[], str | None] | None = None,
         auth_probe: str | None = None,
     ) -> None:
@@ -101,7 +108,6 @@ class SlurmHTTP:
         self.user = user
         self.token = token
         self.timeout = timeout
-        self.attempts = attempts
         self.requests = 0
         self.not_modified = 0  # 304 answers (GET /jobs?update_time= with no change)
         # token_file users rotate tokens: on a rejection the file is read again once
@@ -140,10 +146,12 @@ class SlurmHTTP:
         params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
         body: Mapping[str, Any] | None = None,
         retry_numbers: frozenset[int] = frozenset(),
-        attempts: int | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """(HTTP status, JSON body). 304 comes back as (304, {}). ``params`` values
-        that are lists repeat the parameter (``job_id=1&job_id=2``)."""
+        that are lists repeat the parameter (``job_id=1&job_id=2``). One attempt (a
+        rejected token is tried once more after ``token_file`` is read again): a failure
+        that may pass is ``BackendUnavailable`` (Slurm error numbers in
+        ``retry_numbers`` too) or ``ConnectionFailed``, retried by the client layer."""
         import asyncio
 
         import aiohttp
@@ -163,9 +171,17 @@ class SlurmHTTP:
                 async with session.request(method, url, params=params, data=payload, headers=headers) as resp:
                     status = resp.status
                     text = await resp.text() if status != 304 else ""
+                    retry_after = _seconds(resp.headers.get("Retry-After"))
             except aiohttp.ClientResponseError as exc:
                 # a reply aiohttp could not parse: asking again gets the same reply
                 raise self._malformed(method, path, str(exc.message or "")) from None
+            except aiohttp.InvalidURL as exc:
+                raise BackendError(DRIVER, None, f"invalid URL {exc}") from None
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                raise ConnectionFailed(
+                    f"cannot reach slurmrestd at {self.unix_path or self.base_url}: "
+                    f"{type(exc).__name__}: {str(exc)[:300]}"
+                ) from None
             if status == 304:
                 self.not_modified += 1
                 return status, {}
@@ -183,7 +199,7 @@ class SlurmHTTP:
                 data = json.loads(text) if text.strip() else {}
             except ValueError:
                 if status >= 500:
-                    raise _Transient(f"HTTP {status}: {text[:200]}") from None
+                    raise BackendUnavailable(DRIVER, status, text[:200], retry_after=retry_after) from None
                 raise BackendError(DRIVER, status, f"{method} {path}: {text[:200]}") from None
             if not isinstance(data, dict):
                 raise BackendError(DRIVER, status, "unexpected JSON answer")
@@ -202,41 +218,23 @@ class SlurmHTTP:
                 # slurmctld drops the connection of a rejected (e.g. expired) JWT on
                 # some calls (submit): ask the probe, which says -1 if that is it
                 await self.call("GET", self.auth_probe)
-                raise _Transient(message, err)
+                raise BackendUnavailable(DRIVER, number, err.message, retry_after=retry_after)
             if number in _TRANSIENT_NUMBERS or number in retry_numbers or any(
                 t in message for t in _TRANSIENT_TEXT
             ):
-                raise _Transient(message, err)
+                raise BackendUnavailable(DRIVER, number, err.message, retry_after=retry_after)
             if number is None and status in (502, 503, 504):
-                raise _Transient(f"HTTP {status}", err)
+                raise BackendUnavailable(DRIVER, status, err.message, retry_after=retry_after)
             raise err
 
-        def transient(exc: BaseException) -> bool:
-            return isinstance(exc, (_Transient, aiohttp.ClientError, asyncio.TimeoutError, OSError)) and not (
-                isinstance(exc, aiohttp.InvalidURL)
-            )
-
-        tries = attempts or self.attempts
         try:
-            try:
-                return await retry_transient(once, is_transient=transient, attempts=tries)
-            except AuthError:
-                fresh = self._reload_token() if self._reload_token is not None else None
-                if not fresh or fresh == self.token:
-                    raise
-                self.token = fresh
-                return await retry_transient(once, is_transient=transient, attempts=tries)
-        except _Transient as exc:
-            if exc.api is not None:
-                raise exc.api.to_backend() from None
-            raise ConnectionLost(f"slurmrestd at {self.base_url} keeps failing: {exc}") from None
-        except aiohttp.InvalidURL as exc:
-            raise BackendError(DRIVER, None, f"invalid URL {exc}") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            what = type(exc).__name__
-            raise ConnectionLost(
-                f"cannot reach slurmrestd at {self.unix_path or self.base_url}: {what}: {str(exc)[:300]}"
-            ) from None
+            return await once()
+        except AuthError:
+            fresh = self._reload_token() if self._reload_token is not None else None
+            if not fresh or fresh == self.token:
+                raise
+            self.token = fresh
+            return await once()
 
     def _malformed(self, method: str, path: str, message: str) -> FarmError | SlurmAPIError:
         """slurmrestd 26.05 writes an error reply (Connection: Close) twice, which

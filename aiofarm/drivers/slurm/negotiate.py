@@ -70,7 +70,7 @@ def _refusal(offered: Iterable[str], requested: str | None) -> UnsupportedError:
 
 async def _spec_paths(http: SlurmHTTP) -> list[str] | None:
     try:
-        _, spec = await http.call("GET", "/openapi/v3", attempts=1)
+        _, spec = await http.call("GET", "/openapi/v3")
     except AuthError:
         raise
     except (FarmError, SlurmAPIError):
@@ -81,7 +81,7 @@ async def _spec_paths(http: SlurmHTTP) -> list[str] | None:
 
 async def _answers(http: SlurmHTTP, version: str) -> bool:
     try:
-        await http.call("GET", f"/slurm/{version}/diag", attempts=1)
+        await http.call("GET", f"/slurm/{version}/diag")
     except SlurmAPIError as exc:
         # served, but slurmctld had something to say: still this version's answer
         return exc.status not in (400, 404)

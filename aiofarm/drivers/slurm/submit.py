@@ -1,6 +1,11 @@
 """Job specs to Slurm jobs: one Slurm job per step of a job (an array when the
 step has several tasks), chained with ``afterok``; the head job's comment names
-the others so any client finds them from the one id."""
+the others so any client finds them from the one id.
+
+Idempotent for the client layer's retries: the head job's comment carries the
+spec's submit token (``SubmitAttempt.tokens``), and a retried attempt first looks
+for live jobs carrying its tokens (one ``GET /jobs``), keeping what an earlier
+attempt made (its answer lost on the way) instead of submitting it again."""
 
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ import attrs
 
 from ...errors import BackendError, FarmError, InvalidSpec
 from ...models import Job, JobSpec, JobStatus
+from ..base import SubmitAttempt
+from . import mapping
 from .config import SlurmConfig
 from .http import SlurmAPIError, SlurmHTTP
 from .mapping import make_comment
@@ -82,11 +89,28 @@ def _submit_error(exc: SlurmAPIError, field: str, spec: JobSpec, partition: str 
     return exc.to_backend()
 
 
-async def submit_specs(http: SlurmHTTP, store: JobStore, config: SlurmConfig, specs: Sequence[JobSpec]) -> list[Job]:
+async def _made_before(store: JobStore, tokens: Sequence[str]) -> dict[str, str]:
+    """token -> the live head job an earlier attempt submitted with it."""
+    await store.refresh(force=True)
+    wanted = set(tokens)
+    found: dict[str, str] = {}
+    for jid, recs in store.records.items():
+        token = mapping.parse_meta(recs[0].comment).get("submit")
+        # a cancelled one is what a failed attempt deleted on its way out
+        if token in wanted and recs[0].state != "CANCELLED":
+            found[token] = jid
+    return found
+
+
+async def submit_specs(
+    http: SlurmHTTP, store: JobStore, config: SlurmConfig, specs: Sequence[JobSpec], attempt: SubmitAttempt | None
+) -> list[Job]:
     api = store.api
     assert api is not None
     refs: dict[str, str] = {}
     out: list[Job] = []
+    attempt = attempt or SubmitAttempt.new(len(specs))
+    earlier = await _made_before(store, attempt.tokens) if attempt.retry else {}
 
     async def post(body: Mapping[str, Any], field: str, spec: JobSpec) -> tuple[str, dict[str, Any]]:
         try:
@@ -99,6 +123,15 @@ async def submit_specs(http: SlurmHTTP, store: JobStore, config: SlurmConfig, sp
         return str(job_id), data
 
     for index, spec in enumerate(specs):
+        token = attempt.tokens[index]
+        made = earlier.get(token)
+        if made is not None:
+            recs = store.collect(made)
+            assert recs is not None
+            out.append(store.job(made, recs))
+            if spec.id is not None:
+                refs[spec.id] = made
+            continue
         field = f"specs[{index}]" if len(specs) > 1 else "spec"
         steps = _plan(spec, config.log_dir)
         deps: list[str] = []
@@ -118,9 +151,9 @@ async def submit_specs(http: SlurmHTTP, store: JobStore, config: SlurmConfig, sp
             for st in steps:
                 # a step waits for the steps it names; root steps for the job's own deps
                 after = [step_ids[d] for d in st.depends_on] if st.depends_on else deps
-                meta: dict[str, Any] = {}
+                meta: dict[str, Any] = {"submit": token} if head is None else {}
                 if multi:
-                    meta = {"step": st.name} if head is None else {"step": st.name, "parent": head[0]}
+                    meta |= {"step": st.name} if head is None else {"step": st.name, "parent": head[0]}
                 step_spec = attrs.evolve(
                     spec,
                     name=name if head is None else f"{name}.{st.name}",
@@ -147,7 +180,7 @@ async def submit_specs(http: SlurmHTTP, store: JobStore, config: SlurmConfig, sp
             if multi:
                 # the head job names every step job, so one id finds them all
                 comment = make_comment(
-                    spec.tags, spec.description, step=steps[0].name,
+                    spec.tags, spec.description, step=steps[0].name, submit=token,
                     steps=[[st.name, step_ids[st.name]] for st in steps],
                 )
                 await http.call("POST", api.path(f"/job/{head[0]}"), body=api.wire.update_body({"comment": comment}))
