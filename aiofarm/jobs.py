@@ -217,7 +217,7 @@ class Jobs:
         client reads it: template.yaml|json, parameter_values, asset_references).
         Settings left as None come from the bundle's parameter values
         (``deadline:priority``, ``deadline:targetTaskRunStatus``, ...). ``environments``:
-        environment templates (paths or mappings) entered before the job's own, as a
+        environment templates (paths, YAML/JSON texts or mappings) entered before the job's own, as a
         Deadline queue's environments are. ``on_progress`` hears how hashing and
         uploading the bundle's input files goes, on back ends that upload them
         (Deadline job attachments)."""

@@ -51,7 +51,8 @@ from .parameters import check_parameters, instantiate_error
 
 __all__ = ["EnvironmentSource", "load_bundle", "read_environments", "template_spec"]
 
-#: an environment template: a YAML/JSON file's path, or the document as a mapping
+#: an environment template: a YAML/JSON file's path, the document as text (a ``str`` with a
+#: line break, or starting with ``{``), or the document as a mapping
 EnvironmentSource = Union[str, "os.PathLike[str]", Mapping[str, Any]]
 
 _SPEC_FIELDS = frozenset(a.name for a in attrs.fields(JobSpec))
@@ -83,8 +84,8 @@ def load_bundle(
     (queue parameters) are ignored, as are file values for parameters the template does
     not define. Unknown names in ``parameters`` are an error.
 
-    ``environments``: environment templates (``environment-2023-09``; a file path or a
-    mapping), entered in order before the job's own environments, as a Deadline queue's
+    ``environments``: environment templates (``environment-2023-09``; a file path, the
+    YAML/JSON text, or a mapping), entered in order before the job's own environments, as a Deadline queue's
     environments are; they may define parameters of their own.
     """
     root = Path(path)
@@ -164,13 +165,7 @@ def template_spec(
     ``environments`` as for :func:`load_bundle`.
     """
     if isinstance(template, str):
-        from openjd.model import DecodeValidationError, DocumentType, document_string_to_object
-
-        kind = DocumentType.JSON if template.lstrip().startswith("{") else DocumentType.YAML
-        try:
-            doc = document_string_to_object(document=template, document_type=kind)
-        except DecodeValidationError as exc:
-            raise InvalidSpec("template", str(exc)) from None
+        doc = _text_document(template, "template")
     elif isinstance(template, Mapping):
         doc = plain(template, "template")
     else:
@@ -195,18 +190,42 @@ def template_spec(
     )
 
 
+def _is_document_text(text: str) -> bool:
+    """A template given as text, not a file name: YAML has a line break, JSON a brace."""
+    return "\n" in text or text.lstrip().startswith("{")
+
+
+def _text_document(text: str, field: str) -> dict[str, Any]:
+    from openjd.model import DecodeValidationError, DocumentType, document_string_to_object
+
+    kind = DocumentType.JSON if text.lstrip().startswith("{") else DocumentType.YAML
+    try:
+        doc = document_string_to_object(document=text, document_type=kind)
+    except DecodeValidationError as exc:
+        raise InvalidSpec(field, str(exc)) from None
+    if not isinstance(doc, dict):
+        raise InvalidSpec(field, f"expected a mapping, got {type(doc).__name__}")
+    return doc
+
+
 def read_environments(environments: Sequence[EnvironmentSource] | None) -> list[dict[str, Any]]:
     """Environment templates as plain documents, each checked by openjd-model."""
     if environments is None:
         return []
     if isinstance(environments, (str, os.PathLike, Mapping)):
-        raise InvalidSpec("environments", "must be a list of environment templates (paths or mappings)")
+        raise InvalidSpec("environments", "must be a list of environment templates (paths, texts or mappings)")
     docs = []
     for i, item in enumerate(environments):
         field = f"environments[{i}]"
-        if isinstance(item, (str, os.PathLike)):
+        if isinstance(item, str) and _is_document_text(item):
+            doc, where = _text_document(item, field), field
+        elif isinstance(item, (str, os.PathLike)):
             path = Path(item)
-            if not path.is_file():
+            try:
+                found = path.is_file()
+            except (OSError, ValueError):  # a name too long, a NUL
+                found = False
+            if not found:
                 raise InvalidSpec(field, f"{str(path)!r} is not a file")
             doc, where = read_document(path), str(path)
         elif isinstance(item, Mapping):

@@ -45,6 +45,13 @@ def test_environment_template_parameters_default_and_merge(tmp_path: Path) -> No
     assert spec.options["openjd_environments"][0]["environment"]["name"] == "StudioTools"
 
 
+def test_environment_template_given_as_text() -> None:
+    # as submit_template takes its template: YAML (it has a line break) or JSON text
+    as_yaml = template_spec(AFTER_QUEUE_ENV, {"OutDir": "/o"}, environments=[QUEUE_ENV])
+    as_json = template_spec(AFTER_QUEUE_ENV, {"OutDir": "/o"}, environments=[json.dumps(_env_doc())])
+    assert as_yaml.options["openjd_environments"] == as_json.options["openjd_environments"] == [_env_doc()]
+
+
 def _env_doc() -> dict[str, object]:
     import yaml
 
@@ -62,6 +69,8 @@ def _env_doc() -> dict[str, object]:
         ({"specificationVersion": "environment-2023-09", "extensions": ["WRAP_ACTIONS"],
           "environment": {"name": "E", "variables": {"A": "1"}}}, "environments[0]:extensions[0]"),
         ("/nonexistent/env.yaml", "environments[0]"),
+        ("x" * 5000, "environments[0]"),  # a file name too long to look up
+        ("specificationVersion: [\n", "environments[0]"),  # text that is not YAML
     ],
 )
 def test_bad_environment_templates_are_named(bad: object, field: str, tmp_path: Path) -> None:
