@@ -30,12 +30,13 @@ from ..base import (
     Action,
     Driver,
     JobUpdate,
+    ListPlan,
     ListQuery,
     LogQuery,
     StdioChannel,
     SubmitAttempt,
 )
-from . import config, connect, logfile, wire
+from . import config, connect, filtering, logfile, wire
 from .embedded import CAPABILITIES
 
 if TYPE_CHECKING:
@@ -229,6 +230,12 @@ class ServiceDriver(Driver):
     async def list_page(self, query: ListQuery, page_token: str | None, page_size: int) -> tuple[list[Job], str | None]:
         data = await self._call("list", {"query": wire.list_query_to(query), "token": page_token, "size": page_size})
         return [wire.job_from(d) for d in data["jobs"]], data["next"]
+
+    def plan_list(self, query: ListQuery) -> ListPlan:
+        return filtering.plan(query)
+
+    async def count_jobs(self, query: ListQuery) -> int:
+        return int((await self._call("count", {"query": wire.list_query_to(query)}))["count"])
 
     async def control(self, ids: Sequence[str], action: Action, *, stop_work: bool) -> None:
         await self._call("control", {"ids": list(ids), "action": action.value, "stop_work": stop_work})

@@ -11,8 +11,8 @@ import anyio
 
 from ...errors import ConnectionLost, InvalidSpec, JobNotFound, StateLocked
 from ...models import Job, JobStatus, LogPage, Task
-from ..base import ListQuery, LogQuery, StdioChannel
-from . import logfile, store
+from ..base import ListPlan, ListQuery, LogQuery, StdioChannel
+from . import filtering, logfile, store
 from .codec import from_dt, to_dt
 from .model import PENDING, SUCCEEDED, job_model
 from .scheduler import Scheduler
@@ -63,25 +63,45 @@ class Queries(Scheduler):
             raise JobNotFound(job_id, driver="local")
         return found[job_id]
 
+    def plan_list(self, query: ListQuery) -> ListPlan:
+        return filtering.plan(query)
+
     @translate
     async def list_page(
         self, query: ListQuery, page_token: str | None, page_size: int
     ) -> tuple[list[Job], str | None]:
         if query.statuses is not None and not query.statuses:
             return [], None
-        after: int | None = None
-        if page_token is not None:
-            try:
-                after = int(page_token)
-            except ValueError:
-                raise InvalidSpec("page_token", f"not a token of the local driver: {page_token!r}") from None
         size = max(1, int(page_size))
-        jobs = store.list_jobs(self._sync(), query, after, size + 1)
-        token = None
+        if query.where is None and not query.sort:
+            after = _page_token(page_token, "")
+            jobs = store.list_jobs(self._sync(), query, after, size + 1)
+            token = None
+            if len(jobs) > size:
+                jobs = jobs[:size]
+                token = str(jobs[-1].raw["seq"])
+            return jobs, token
+        # a native filter or sort: pages by offset into one ordered answer
+        offset = _page_token(page_token, "o") or 0
+        where, params = self._native_where(query)
+        order = filtering.order_by(query.sort, query.reverse)
+        jobs = store.jobs_where(self._sync(), where, params, f"{order} LIMIT {size + 1} OFFSET {offset}")
         if len(jobs) > size:
-            jobs = jobs[:size]
-            token = str(jobs[-1].raw["seq"])
-        return jobs, token
+            return jobs[:size], f"o{offset + size}"
+        return jobs, None
+
+    @translate
+    async def count_jobs(self, query: ListQuery) -> int:
+        if query.statuses is not None and not query.statuses:
+            return 0
+        where, params = self._native_where(query)
+        return store.count_where(self._sync(), where, params)
+
+    def _native_where(self, query: ListQuery) -> tuple[str, list[Any]]:
+        filtering.register_functions(self._sync())
+        where, params = store.structured_where(query)
+        native, native_params = filtering.sql_where(query.where)
+        return " AND ".join([*where, native]), [*params, *native_params]
 
     @translate
     async def tasks(self, job_id: str) -> list[Task]:
@@ -284,3 +304,15 @@ def task_index_of(job_id: str, query: LogQuery, ids: dict[int, str]) -> int | No
     if not matches:
         raise InvalidSpec("task", f"job {job_id} has no task {query.task!r} (tasks: {', '.join(ids.values())})")
     return matches[0]
+
+
+def _page_token(token: str | None, prefix: str) -> int | None:
+    """The number a page token of this driver carries (None for the first page)."""
+    if token is None:
+        return None
+    try:
+        if not token.startswith(prefix):
+            raise ValueError(token)
+        return int(token[len(prefix) :])
+    except ValueError:
+        raise InvalidSpec("page_token", f"not a token of the local driver: {token!r}") from None

@@ -65,6 +65,7 @@ class FarmService:
             "stop": self.stop,
             "get": self.get,
             "list": self.list_page,
+            "count": self.count_jobs,
             "control": self.control,
             "update": self.update,
             "signal": self.signal,
@@ -302,6 +303,9 @@ class FarmService:
     async def list_page(self, body: dict[str, Any]) -> Any:
         jobs, token = await self.farm.list_page(wire.list_query_from(body["query"]), body.get("token"), int(body["size"]))
         return {"jobs": [wire.job_to(j) for j in jobs], "next": token}
+
+    async def count_jobs(self, body: dict[str, Any]) -> Any:
+        return {"count": await self.farm.count_jobs(wire.list_query_from(body["query"]))}
 
     async def control(self, body: dict[str, Any]) -> Any:
         await self.farm.control([str(i) for i in body["ids"]], Action(body["action"]), stop_work=bool(body["stop_work"]))

@@ -397,6 +397,16 @@ def jobs_by_id(db: sqlite3.Connection, ids: Sequence[str]) -> list[Job]:
 def list_jobs(db: sqlite3.Connection, query: ListQuery, after: int | None, limit: int) -> list[Job]:
     """One page of ``list``: what of ``query`` SQL can filter natively (the client
     re-applies the whole query), after the seq ``after``."""
+    where, params = structured_where(query)
+    if after is not None:
+        where.append("seq < ?" if query.reverse else "seq > ?")
+        params.append(after)
+    order = "DESC" if query.reverse else "ASC"
+    return jobs_where(db, " AND ".join(where) or "1", params, f"ORDER BY seq {order} LIMIT {int(limit)}")
+
+
+def structured_where(query: ListQuery) -> tuple[list[str], list[Any]]:
+    """The conditions of ``query``'s structured fields (statuses ... pool), a superset."""
     where: list[str] = []
     params: list[Any] = []
     if query.statuses is not None:
@@ -421,11 +431,11 @@ def list_jobs(db: sqlite3.Connection, query: ListQuery, after: int | None, limit
     for tag in query.tags:
         where.append("instr(tags, ?) > 0")  # a superset: the client re-checks tags exactly
         params.append(dumps(tag))
-    if after is not None:
-        where.append("seq < ?" if query.reverse else "seq > ?")
-        params.append(after)
-    order = "DESC" if query.reverse else "ASC"
-    return jobs_where(db, " AND ".join(where) or "1", params, f"ORDER BY seq {order} LIMIT {int(limit)}")
+    return where, params
+
+
+def count_where(db: sqlite3.Connection, where: str, params: Sequence[Any]) -> int:
+    return int(db.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()[0])
 
 
 def changed_since(db: sqlite3.Connection, updated: int) -> list[Job]:

@@ -33,11 +33,12 @@ from ...models import (
     frozen_map,
 )
 from ..base import JobUpdate, ListQuery, LogQuery
+from . import filtering
 from .codec import from_dt, spec_from_data, spec_to_json, to_dt
 from .model import DEFAULT_POOL, FarmJob, job_model
 
 #: bumped whenever a request or an answer changes shape
-PROTOCOL = 2
+PROTOCOL = 3  # 3: listings carry their native ``where`` and ``sort``; ``count``
 
 
 def _t(value: Any) -> float | None:
@@ -248,8 +249,10 @@ def worker_from(d: Mapping[str, Any]) -> Worker:
 
 
 def list_query_to(q: ListQuery) -> dict[str, Any]:
-    # ``where`` stays behind: the client re-applies the whole query to what comes back
+    # ``where`` is the native part of the plan (filtering.plan): the service runs it as SQL
     return {
+        "where": filtering.expr_to_wire(q.where),
+        "sort": filtering.sort_to_wire(q.sort),
         "statuses": None if q.statuses is None else sorted(s.value for s in q.statuses),
         "name": q.name,
         "tags": list(q.tags),
@@ -272,6 +275,8 @@ def list_query_from(d: Mapping[str, Any]) -> ListQuery:
         until=to_dt(d.get("until")),
         pool=d.get("pool"),
         reverse=bool(d.get("reverse")),
+        where=filtering.expr_from_wire(d.get("where")),
+        sort=filtering.sort_from_wire(d.get("sort")),
     )
 
 
