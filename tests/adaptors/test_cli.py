@@ -176,3 +176,41 @@ def test_path_mapping_rules_map_like_the_official_runtime(tmp_path: Path) -> Non
             for r in (official, ours, native)
         ]
         assert mapped[0] == mapped[1] == mapped[2] and len(mapped[0]) == 1, mapped
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["daemon", "run", "--run-data", '{"frame": 3}', "--connection-file", "c.json"],
+        ["daemon", "run", "--connection-file=c.json", "--run-data={}"],
+        ["daemon", "run", "--run-data", "frame: 3"],  # YAML
+        ["daemon", "run"],
+        ["daemon", "stop", "--connection-file", "c.json"],
+        ["daemon", "stop"],
+    ],
+)
+def test_per_task_commands_parse_as_the_parser_does(argv: list[str]) -> None:
+    from aiofarm.adaptors.cli import EntryPoint, _per_task_args
+
+    quick = _per_task_args(argv)
+    assert quick is not None
+    full = EntryPoint(object, name="X").build_parser().parse_args(argv)
+    assert vars(quick) == vars(full)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["daemon", "run", "--help"],
+        ["daemon", "run", "--conn", "c.json"],  # an abbreviation: the parser's to accept
+        ["daemon", "run", "--run-data"],  # no value: the parser's error
+        ["daemon", "run", "--run-data", "[1, 2]"],  # not a mapping: the parser's error
+        ["daemon", "stop", "--run-data", "{}"],
+        ["daemon", "start", "--connection-file", "c.json"],
+        ["run", "--run-data", "{}"],
+    ],
+)
+def test_anything_else_goes_to_the_parser(argv: list[str]) -> None:
+    from aiofarm.adaptors.cli import _per_task_args
+
+    assert _per_task_args(argv) is None
