@@ -18,6 +18,16 @@ poller (:class:`aiofarm.watch.Hub`), so held jobs cost no requests of their own.
 Held jobs live in the client process. When the Client closes, held jobs that were
 not released yet are dropped (never submitted) and a warning names them: a
 program must wait for its batch before it closes its Client (docs/ray.md).
+
+A back end that assigns its own ids but can keep a job from running
+(``Driver.holds_in_backend``, e.g. Deadline Cloud: created suspended, the hold
+written into the job) gets the same watching without the client-side records:
+the driver creates the dependant held at once (its id is the back end's and
+outlives the client), this module watches its dependencies on the Hub and calls
+``driver.release_held(job_id, failure)`` once they all succeeded (``failure``
+None) or one did not. Every client adopts the holds the back end lists
+(``driver.held_jobs()``) when it opens, so a hold made by a client that has
+gone is still released by the next one.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import anyio
 import attrs
 
 from .drivers.base import Driver, SubmitAttempt
-from .errors import FarmError, JobNotFound, JobNotRunning
+from .errors import AuthError, FarmError, JobNotFound, JobNotRunning
 from .models import Job, JobSpec, JobStatus, LogPage, StatusTransition, Task
 from .watch import CallbackSubscription
 
@@ -63,6 +73,10 @@ class _Held:
 class _Holds:
     def __init__(self) -> None:
         self.jobs: dict[str, _Held] = {}
+        #: ``holds_in_backend`` drivers: held job id -> the subscription on its dependencies
+        self.backend: dict[str, CallbackSubscription] = {}
+        #: set once the holds the back end keeps were adopted (or could not be read)
+        self.adopted = anyio.Event()
         self.hub: Hub | None = None
         self.spawn: Callable[[Callable[[], Coroutine[Any, Any, Any]]], None] | None = None
 
@@ -98,6 +112,15 @@ class HoldMixin(Driver):
         """Called by the Client once its hub exists."""
         holds = self._holds()
         holds.hub, holds.spawn = hub, spawn
+        if self.holds_in_backend:
+            spawn(self._adopt)
+        else:
+            holds.adopted.set()
+
+    async def adopted(self) -> None:
+        """Returns once the holds kept by the back end were adopted (at once for a
+        driver whose holds live in the client)."""
+        await self._holds().adopted.wait()
 
     def drop_holds(self) -> list[str]:
         """The Client is closing: forget held jobs that never ran (and say which)."""
@@ -109,10 +132,17 @@ class HoldMixin(Driver):
                 "they were never submitted: %s", len(dropped), ", ".join(dropped),
             )  # fmt: skip
         holds.jobs.clear()
+        holds.backend.clear()  # those holds are the back end's: the next client adopts them
         return dropped
 
     # -- submit ------------------------------------------------------------------
     async def submit(self, specs: Sequence[JobSpec], attempt: SubmitAttempt | None = None) -> list[Job]:
+        if self.holds_in_backend:
+            jobs = await super().submit(specs, attempt)
+            for job in jobs:
+                if job.depends_on:
+                    self._watch_backend(job.id, job.depends_on)
+            return jobs
         holds = self._holds()
         ready = [s for s in specs if not s.depends_on]
         tokens = (attempt or SubmitAttempt.new(len(specs))).tokens
@@ -167,6 +197,80 @@ class HoldMixin(Driver):
 
         held.sub = CallbackSubscription(held.spec.depends_on, HOLD_MAX_INTERVAL, on_job, on_error)
         holds.hub.register(held.sub)
+
+    # -- holds kept by the back end -------------------------------------------------
+    async def _adopt(self) -> None:
+        holds = self._holds()
+        try:
+            # transient failures are retried beneath (aiofarm/retry.py)
+            for job_id, deps in (await self.held_jobs()).items():
+                self._watch_backend(job_id, deps)
+        except AuthError:
+            pass  # may not list the queue: only this client's own holds
+        except FarmError as exc:
+            log.warning("aiofarm: the jobs held for their dependencies cannot be read: %s", exc)
+        finally:
+            holds.adopted.set()
+
+    def _watch_backend(self, job_id: str, deps: tuple[str, ...]) -> None:
+        holds = self._holds()
+        if holds.hub is None:
+            raise FarmError("held jobs need the Client's poller; open the driver through a Client")
+        if job_id in holds.backend:
+            return
+        seen: set[str] = set()
+        decided: list[bool] = []
+
+        def decide(failure: str | None) -> None:
+            if decided:
+                return
+            decided.append(True)
+            self._unwatch_backend(job_id)
+            assert holds.spawn is not None
+            holds.spawn(lambda: self._release_backend(job_id, failure))
+
+        def on_job(job: Job) -> None:
+            if decided:
+                return
+            if job.id == job_id:
+                if job.status.is_finished:  # canceled (or run by hand) meanwhile
+                    self._unwatch_backend(job_id)
+                return
+            if not job.status.is_finished:
+                return
+            if job.status is not JobStatus.SUCCEEDED:
+                decide(f"dependency {job.id} {job.status.value}" + (f": {job.reason}" if job.reason else ""))
+                return
+            seen.add(job.id)
+            if seen.issuperset(deps):
+                decide(None)
+
+        def on_error(failed: str, exc: BaseException) -> None:
+            if decided:
+                return
+            if failed == job_id:
+                if isinstance(exc, JobNotFound):
+                    self._unwatch_backend(job_id)  # deleted meanwhile
+                return
+            if isinstance(exc, JobNotFound):
+                decide(f"dependency {failed} not found")
+
+        sub = CallbackSubscription((*deps, job_id), HOLD_MAX_INTERVAL, on_job, on_error)
+        holds.backend[job_id] = sub
+        holds.hub.register(sub)
+
+    def _unwatch_backend(self, job_id: str) -> None:
+        holds = self._holds()
+        sub = holds.backend.pop(job_id, None)
+        if sub is not None and holds.hub is not None:
+            holds.hub.unregister(sub)
+
+    async def _release_backend(self, job_id: str, failure: str | None) -> None:
+        try:
+            # transient failures are retried beneath (releasing twice changes nothing)
+            await self.release_held(job_id, failure)
+        except FarmError as exc:  # still held in the back end: the next client adopts it
+            log.warning("aiofarm: job %s could not be released from its hold: %s", job_id, exc)
 
     def _unwatch(self, held: _Held) -> None:
         hub = self._holds().hub

@@ -46,11 +46,12 @@ READS = frozenset(
     {
         "get_jobs", "describe", "changes_since", "list_page", "count_jobs", "tasks", "explain",
         "read_log", "download_outputs", "port_address", "list_pools", "capacity", "list_workers",
+        "held_jobs",
     }
 )  # fmt: skip
 #: writes that leave the same state however often they are made (of the ``control``
 #: actions, the driver says which: ``Driver.repeatable_actions``)
-REPEATABLE_WRITES = frozenset({"control", "update", "set_workers_enabled"})
+REPEATABLE_WRITES = frozenset({"control", "update", "set_workers_enabled", "release_held"})
 #: primitives (and control actions) not retried here, and why (a test checks every
 #: primitive has its rule)
 NOT_RETRIED = {
@@ -175,6 +176,9 @@ class RetryMixin(Driver):
     async def list_workers(self) -> list[Worker]:
         return await self._retried(lambda: super(RetryMixin, self).list_workers())
 
+    async def held_jobs(self) -> dict[str, tuple[str, ...]]:
+        return await self._retried(lambda: super(RetryMixin, self).held_jobs())
+
     # -- writes that may be repeated ---------------------------------------------
     async def control(self, ids: Sequence[str], action: Action, *, stop_work: bool) -> None:
         if action not in self.repeatable_actions:
@@ -183,6 +187,9 @@ class RetryMixin(Driver):
 
     async def update(self, ids: Sequence[str], changes: JobUpdate) -> None:
         return await self._retried(lambda: super(RetryMixin, self).update(ids, changes))
+
+    async def release_held(self, job_id: str, failure: str | None) -> None:
+        return await self._retried(lambda: super(RetryMixin, self).release_held(job_id, failure))
 
     async def set_workers_enabled(
         self, names: Sequence[str], enabled: bool, *, stop_work: bool, reason: str | None

@@ -308,7 +308,13 @@ class Driver:
     #: False the client holds such jobs itself (:mod:`aiofarm.release`) and submits
     #: each once its dependencies succeeded: the driver then never sees a dependant
     #: before that, and must honour ``JobSpec.id`` (the client picks held jobs' ids)
+    #: unless ``holds_in_backend`` is True
     native_dependencies: ClassVar[bool] = True
+    #: with ``native_dependencies`` False: the back end can keep a job from running
+    #: under an id of its own (the driver creates a dependant held, and the hold is
+    #: stored with the job), so the client only watches the dependencies and calls
+    #: :meth:`release_held`; holds outlive the client (:meth:`held_jobs`)
+    holds_in_backend: ClassVar[bool] = False
     #: whether :meth:`follow_log` is implemented (the back end pushes new log lines)
     log_push: ClassVar[bool] = False
     #: whether a ``submit`` repeated with the same ``SubmitAttempt.tokens`` creates
@@ -444,6 +450,17 @@ class Driver:
         a dropped connection raises ``ConnectionLost`` and the client opens a new
         follow from the last page's ``next_token`` (the same tokens as ``read_log``)."""
         raise self._unsupported("logs_follow")
+
+    async def held_jobs(self) -> dict[str, tuple[str, ...]]:
+        """``holds_in_backend`` drivers: every job the back end keeps held for its
+        dependencies, with the ids it depends on (read when a client opens)."""
+        raise self._unsupported("held jobs")
+
+    async def release_held(self, job_id: str, failure: str | None) -> None:
+        """``holds_in_backend`` drivers: end the hold of ``job_id``, letting it run
+        (``failure`` None) or ending it without running, ``failure`` saying why. A job
+        no longer held (released by another client, canceled, resumed) is left as it is."""
+        raise self._unsupported("held jobs")
 
     def new_job_id(self) -> str:
         """An id for a job the client creates before the back end sees it (a held

@@ -282,6 +282,7 @@ async def test_dependencies_held_released_and_adopted(fake: FakeDeadlineProcess,
         )
         assert second.status is JobStatus.SUSPENDED and second.depends_on == (first.id,)
         assert second.tags == ("x", "y")
+        assert second.reason == f"held until {first.id} succeeded"
         with pytest.raises(InvalidSpec) as err:
             await farm.jobs.start(command=["true"], depends_on=["job-" + "4" * 32])
         assert "depends_on" in err.value.field
@@ -309,7 +310,58 @@ async def test_dependencies_held_released_and_adopted(fake: FakeDeadlineProcess,
         fake.advance(2)
         result = await farm.jobs.wait(after.id, timeout=30)
         assert result.status is JobStatus.CANCELED
-        assert result.job.reason == f"dependency {bad.id} ended failed"
+        assert result.job.reason == f"dependency {bad.id} failed: 1 task(s) failed"
+
+
+async def test_holds_ride_the_shared_poller(fake: FakeDeadlineProcess, url: str) -> None:
+    """Thirty jobs held on one: while held, each poll round is one BatchGetJob for all
+    of them (no poller of the driver's own); once it succeeded, each is released once."""
+    from aiofarm.models import JobSpec
+
+    specs = [JobSpec(command=["true"], id="root")]
+    specs += [JobSpec(command=["true"], id=f"d{i}", depends_on=["root"]) for i in range(30)]
+    async with aiofarm.Client(url) as farm:
+        await farm.driver.adopted()  # type: ignore[attr-defined]
+        root, *held = await farm.jobs.submit(specs)
+        assert all(j.status is JobStatus.SUSPENDED for j in held)
+        fake.admin("stats/reset", {})
+        rounds = farm.hub.rounds
+        with anyio.fail_after(30):
+            while farm.hub.rounds < rounds + 3:  # noqa: ASYNC110 - the round counter has no event
+                await anyio.sleep(0.01)
+        stats = fake.stats()
+        assert set(stats) <= {"BatchGetJob", "SearchJobs"}
+        assert stats["BatchGetJob"] <= farm.hub.rounds - rounds + 1
+        fake.admin("stats/reset", {})
+        fake.advance(2)
+        assert (await farm.jobs.wait(root.id, timeout=30)).status is JobStatus.SUCCEEDED
+        pending = {j.id for j in held}
+        with anyio.fail_after(30):
+            async with farm.jobs.watch(list(pending), max_interval=0.5) as events:
+                async for event in events:
+                    if event.status is not JobStatus.SUSPENDED:
+                        pending.discard(event.job.id)
+                    if not pending:
+                        break
+        fake.advance(2)
+        done = [await farm.jobs.wait(j.id, timeout=60) for j in held]
+        assert {d.status for d in done} == {JobStatus.SUCCEEDED}
+        assert fake.stats()["UpdateJob"] == 30
+
+
+async def test_hold_canceled_by_hand_stays_canceled(fake: FakeDeadlineProcess, url: str) -> None:
+    from aiofarm.models import JobSpec
+
+    async with aiofarm.Client(url) as farm:
+        first, second = await farm.jobs.submit(
+            [JobSpec(command=["true"], id="a"), JobSpec(command=["true"], id="b", depends_on=["a"])]
+        )
+        await farm.jobs.cancel(second.id)
+        fake.advance(2)
+        assert (await farm.jobs.wait(first.id, timeout=30)).status is JobStatus.SUCCEEDED
+        result = await farm.jobs.wait(second.id, timeout=30)
+        assert result.status is JobStatus.CANCELED
+        assert fake.stats().get("UpdateJob", 0) == 0
 
 
 async def test_update_tags_keeps_description(fake: FakeDeadlineProcess, url: str) -> None:

@@ -91,7 +91,7 @@ async def test_native_filter_lists_100_of_2000_in_two_requests(
     fake.admin("seed", {"count": 1900, "template": template, "templateType": "JSON", "priority": 50})
     hits = fake.admin("seed", {"count": 100, "template": template, "templateType": "JSON", "priority": 90})["jobIds"]
     async with aiofarm.Client(url) as farm:
-        await farm.driver.holds.adopted.wait()  # type: ignore[attr-defined]
+        await farm.driver.adopted()  # type: ignore[attr-defined]
         fake.admin("stats/reset", {})
         async with farm.jobs.list(where="priority > 80 and status == pending", page_size=100) as it:
             found = [j.id async for j in it]

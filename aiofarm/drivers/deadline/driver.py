@@ -31,11 +31,10 @@ from ...models import (
     Worker,
 )
 from ..base import Action, Driver, JobUpdate, ListPlan, ListQuery, LogQuery, SubmitAttempt
-from . import fleets, listing, search, wire
+from . import fleets, holds, listing, search, wire
 from .api import AUTH_CODES, NAME, DeadlineApi, concurrently
 from .attachments import JobAttachments
 from .discovery import DeadlineBackend, not_found_message
-from .holds import Holds
 from .sessions import Sessions
 
 if TYPE_CHECKING:
@@ -104,6 +103,10 @@ class DeadlineDriver(Driver):
     #: Deadline workers map paths by storage profiles, never by aiofarm's rules: the
     #: client maps PATH parameters before CreateJob
     maps_path_parameters: ClassVar[bool] = False
+    #: no dependencies between jobs in Deadline: a dependant is created suspended with
+    #: its hold written in its description, and the client releases it (holds.py)
+    native_dependencies: ClassVar[bool] = False
+    holds_in_backend: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -131,7 +134,6 @@ class DeadlineDriver(Driver):
             concurrency=concurrency, retry_mode=retry_mode,
         )  # fmt: skip
         self.sessions = Sessions(self.api, queue_role)
-        self.holds = Holds(self.api)
         self.attachments = JobAttachments(self.api, storage_profile_id=storage_profile)
         self.discovery = DeadlineBackend(self.api)
         self.backend = self.discovery
@@ -170,7 +172,6 @@ class DeadlineDriver(Driver):
                 raise
             await self._not_found(exc)
         await self.attachments.open(self._queue)
-        task_group.start_soon(self.holds.run)
 
     async def _not_found(self, exc: BackendError) -> None:
         """The URL names a farm or queue these credentials cannot see: say which they can."""
@@ -199,7 +200,7 @@ class DeadlineDriver(Driver):
         a retried call returns the job the first try made), then one BatchGetJob per 100 jobs for their records, which
         may still say CREATE_IN_PROGRESS (shown as PENDING; a creation that fails later
         shows as FAILED with the service's message). A spec with dependencies is created
-        suspended and held until its dependencies succeeded (holds.py)."""
+        suspended and held (holds.py); the client releases it (aiofarm/release.py)."""
         api = self.api
         tokens = (attempt or SubmitAttempt.new(len(specs))).tokens
         if not any(spec.depends_on for spec in specs):
@@ -233,9 +234,13 @@ class DeadlineDriver(Driver):
             created.append(job_id)
             if spec.id is not None:
                 real[spec.id] = job_id
-            if deps:
-                self.holds.add(job_id)
         return await self._created(created)
+
+    async def held_jobs(self) -> dict[str, tuple[str, ...]]:
+        return await holds.held_jobs(self.api)
+
+    async def release_held(self, job_id: str, failure: str | None) -> None:
+        await holds.release(self.api, job_id, failure)
 
     async def _request(self, spec: JobSpec, token: str, deps: Sequence[str] = ()) -> dict[str, Any]:
         """CreateJob's arguments, the job's attachments uploaded first (if it has any)."""

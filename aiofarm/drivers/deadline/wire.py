@@ -135,6 +135,8 @@ def job_from_wire(item: Mapping[str, Any], queue_id: str | None = None) -> Job:
     reason = meta.get("note")
     if reason is not None:
         reason = str(reason)
+    elif meta.get("hold") and status is JobStatus.SUSPENDED:
+        reason = f"held until {', '.join(meta.get('depends') or ())} succeeded"
     elif lifecycle == "CREATE_FAILED":
         reason = item.get("lifecycleStatusMessage") or "job creation failed"
     elif item.get("taskRunStatus") == "NOT_COMPATIBLE":
