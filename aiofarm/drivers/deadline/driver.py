@@ -81,6 +81,7 @@ class DeadlineDriver(Driver):
             Capability.SUBMIT_RETRIES,
             Capability.SUBMIT_MAX_FAILED_TASKS,
             Capability.SUBMIT_MAX_WORKERS,
+            Capability.SUBMIT_ENVIRONMENTS,
             Capability.CANCEL_STOP_WORK,
             Capability.PAUSE_STOP_WORK,
             Capability.LOGS_SINCE,

@@ -66,18 +66,22 @@ class Sessions:
                 "list_tasks", "tasks", job_id=job_id, **ids, stepId=step["stepId"]
             ):
                 rows.append((step["name"], task))
+        # each task's latest session action (its session, exit code, and what the
+        # worker last reported: progressPercent, progressMessage), 100 per request
+        wanted = {t["latestSessionActionId"]: t["taskId"] for _, t in rows if t.get("latestSessionActionId")}
         actions: dict[str, dict[str, Any]] = {}
 
-        async def action(task: dict[str, Any]) -> None:
-            actions[task["taskId"]] = await api.call(
-                "get_session_action",
-                job_id=job_id,
-                **ids,
-                sessionActionId=task["latestSessionActionId"],
+        async def batch(chunk: list[str]) -> None:
+            resp = await api.call(
+                "batch_get_session_action",
+                identifiers=[{**ids, "sessionActionId": a} for a in chunk],
             )
+            for item in resp.get("sessionActions", []):
+                actions[wanted[item["sessionActionId"]]] = item
 
+        keys = list(wanted)
         await concurrently(
-            [functools.partial(action, t) for _, t in rows if t.get("latestSessionActionId")]
+            [functools.partial(batch, keys[i : i + 100]) for i in range(0, len(keys), 100)]
         )
         return [
             wire.task_from_wire(

@@ -191,9 +191,15 @@ def task_from_wire(
     started = item.get("startedAt") is not None or action is not None
     attempts = int(item.get("failureRetryCount") or 0) + (1 if started else 0)
     exit_code = action.get("processExitCode") if action else None
+    # what the worker last reported from the action's openjd_progress / openjd_status
+    # lines (after a failure: its openjd_fail message)
+    progress = action.get("progressPercent") if action else None
+    message = (action.get("progressMessage") or None) if action else None
     reason = None
     if status is JobStatus.FAILED:
         reason = f"exit code {exit_code}" if exit_code is not None else "task failed"
+        if message:
+            reason = f"{message} ({reason})"
     raw = dict(item)
     if action:
         raw["latestSessionAction"] = dict(_plain(action))
@@ -210,6 +216,8 @@ def task_from_wire(
         reason=reason,
         log=f"{log_group}/{session_id}" if session_id and log_group else session_id,
         raw=raw,
+        progress=float(progress) if progress is not None else None,
+        status_message=message,
     )
 
 
@@ -410,6 +418,37 @@ def _with_env(template: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any
     return {**template, "jobEnvironments": envs}
 
 
+def with_environments(template: dict[str, Any], docs: Any) -> dict[str, Any]:
+    """``template`` with the environment templates a submission named as its first job
+    environments (entered before the job's own, exited after them, as a queue
+    environment is), their parameter definitions and extensions merged in."""
+    if not docs:
+        return template
+    from ...openjd.documents import decode_environment, plain
+
+    if not isinstance(docs, (list, tuple)):
+        raise InvalidSpec("environments", "must be a list of environment templates")
+    envs: list[Any] = []
+    defs = list(template.get("parameterDefinitions") or [])
+    known = {d.get("name") for d in defs}
+    extensions = list(template.get("extensions") or [])
+    for i, raw in enumerate(docs):
+        doc = plain(raw, f"environments[{i}]")
+        decode_environment(doc, f"environments[{i}]")
+        for definition in doc.get("parameterDefinitions") or []:
+            if definition.get("name") not in known:  # the job's own definition wins
+                known.add(definition.get("name"))
+                defs.append(definition)
+        extensions += [e for e in doc.get("extensions") or [] if e not in extensions]
+        envs.append(doc["environment"])
+    out = {**template, "jobEnvironments": envs + list(template.get("jobEnvironments") or [])}
+    if defs:
+        out["parameterDefinitions"] = defs
+    if extensions:
+        out["extensions"] = extensions
+    return out
+
+
 def _validate_template(template: Mapping[str, Any]) -> None:
     from openjd.model import DecodeValidationError, decode_job_template
 
@@ -477,11 +516,13 @@ def create_job_request(
 ) -> dict[str, Any]:
     """The CreateJob arguments for ``spec`` (``depends_on``: the real ids of the jobs it
     waits for; such a job is created suspended and held until they succeed)."""
+    environments = spec.options.get("openjd_environments")
     if spec.template is not None:
-        template = _with_env(dict(spec.template), spec.env)
+        template = with_environments(dict(spec.template), environments)
+        template = _with_env(template, spec.env)
         parameters = typed_parameters(template, spec.parameters)
     else:
-        template = command_template(spec)
+        template = with_environments(command_template(spec), environments)
         parameters = {}
     _validate_template(template)
     if not 0 <= spec.priority <= 100:

@@ -116,7 +116,10 @@ class Clock:
         self._log(
             group, stream, f"Session {session.session_id} started on worker {session.worker_id}"
         )
-        if self.execute and resolvable(task.step.command):
+        runnable = [task.step.command] + [
+            e[k] for e in task.step.environments for k in ("enter", "exit") if e[k]
+        ]
+        if self.execute and all(resolvable(argv) for argv in runnable):
             task.executing = True
             self.launches.append((task, action.action_id, group, stream))
             return

@@ -146,6 +146,9 @@ class Step:
     def __init__(self, job: Job, name: str, depends_on: list[str], command: list[str]) -> None:
         self.job = job
         self.env: dict[str, str] = {}
+        #: the job's then the step's environments, in entering order, each
+        #: {"name", "variables", "enter": argv | None, "exit": argv | None}
+        self.environments: list[dict[str, Any]] = []
         self.timeout: int | None = None
         self.hex = hexid()
         self.step_id = f"step-{self.hex}"
@@ -232,6 +235,10 @@ class Action:
         self.started = now()
         self.ended: dt.datetime | None = None
         self.exit_code: int | None = None
+        # what the worker reports from the action's openjd_progress / openjd_status /
+        # openjd_fail lines (UpdateWorkerSchedule's progressPercent / progressMessage)
+        self.progress: float | None = None
+        self.message: str | None = None
 
     def definition(self, full: bool = False) -> dict[str, Any]:
         # GetSessionAction's definition requires the parameters; the summary's does not
@@ -253,8 +260,27 @@ class Action:
                 "status": self.status,
                 "startedAt": self.started,
                 "endedAt": self.ended,
-                "progressPercent": 100.0 if self.ended else 0.0,
+                "progressPercent": self.percent(),
                 "definition": self.definition(),
+            }
+        )
+
+    def percent(self) -> float:
+        if self.status == "SUCCEEDED":
+            return 100.0
+        if self.progress is not None:
+            return self.progress
+        return 100.0 if self.ended else 0.0
+
+    def record(self) -> dict[str, Any]:
+        """GetSessionAction's answer (BatchGetSessionAction's, less the ids)."""
+        return drop_none(
+            {
+                **self.summary(),
+                "definition": self.definition(full=True),
+                "sessionId": self.session.session_id,
+                "processExitCode": self.exit_code,
+                "progressMessage": self.message,
             }
         )
 

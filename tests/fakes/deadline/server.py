@@ -33,6 +33,7 @@ import signal
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -189,10 +190,10 @@ class FakeServer:
                     job.job_id, session_dir,
                 ))  # fmt: skip
                 self.state._log(group, stream, f"Job attachments: inputs in {session_dir}")
-            command = worker.resolve(
-                task.step.command, job.parameters, task.parameters, session_dir, rules
-            )
-            code = await self._execute(task, action_id, group, stream, command, session_dir)
+            def resolve(argv: list[str]) -> list[str]:
+                return worker.resolve(argv, job.parameters, task.parameters, session_dir, rules)
+
+            code = await self._session(task, action_id, group, stream, session_dir, resolve)
             if attached and code == 0:
                 await loop.run_in_executor(None, functools.partial(
                     worker.sync_outputs, settings, job.attachments, job.farm_id, job.queue_id,
@@ -207,14 +208,48 @@ class FakeServer:
         self.state.finish_executed(task, action_id, code)
         await self.flush_logs()
 
-    async def _execute(
-        self, task: Any, action_id: str, group: str, stream: str, command: list[str], cwd: str
-    ) -> int:
+    async def _session(
+        self, task: Any, action_id: str, group: str, stream: str, cwd: str,
+        resolve: Callable[[list[str]], list[str]],
+    ) -> int:  # fmt: skip
+        """Enter the step's environments in order (an onEnter's ``openjd_env`` lines set
+        variables for what follows), run the task if every one entered, then exit the
+        entered ones in reverse order, as a worker's session does."""
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),
             **task.step.env,
         }
+        action = next(
+            (a for a in self.state.sessions[stream].actions if a.action_id == action_id), None
+        )
+        entered: list[dict[str, Any]] = []
+        code = 0
+        for environment in task.step.environments:
+            if environment["enter"]:
+                self.state._log(group, stream, f"Entering environment {environment['name']}")
+                argv = resolve(environment["enter"])
+                code = await self._execute(task, action_id, group, stream, argv, cwd, env, None)
+                if code != 0:
+                    break
+            entered.append(environment)
+        if code == 0:
+            argv = resolve(task.step.command)
+            code = await self._execute(task, action_id, group, stream, argv, cwd, env, action)
+        for environment in reversed(entered):
+            if environment["exit"]:
+                self.state._log(group, stream, f"Exiting environment {environment['name']}")
+                argv = resolve(environment["exit"])
+                left = await self._execute(task, action_id, group, stream, argv, cwd, env, None)
+                code = code or left
+        return code
+
+    async def _execute(
+        self, task: Any, action_id: str, group: str, stream: str, command: list[str], cwd: str,
+        env: dict[str, str], action: Any,
+    ) -> int:  # fmt: skip
+        """Run one action's process; its ``openjd_*`` lines set ``env`` (environment
+        actions) or what ``action`` reports (the task's run)."""
         try:
             proc = await asyncio.create_subprocess_exec(
                 *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -230,7 +265,11 @@ class FakeServer:
         async def pump() -> None:
             assert proc.stdout is not None
             async for raw in proc.stdout:
-                self.state._log(group, stream, raw.decode(errors="replace").rstrip("\n"))
+                line = raw.decode(errors="replace").rstrip("\n")
+                self.state._log(group, stream, line)
+                found = worker.message(line)
+                if found is not None:
+                    self._report(found, env, action)
                 await self.flush_logs()
 
         pumper = asyncio.get_running_loop().create_task(pump())
@@ -252,6 +291,22 @@ class FakeServer:
             self._procs.discard(proc)
         code = proc.returncode if proc.returncode is not None else -9
         return 128 - code if code < 0 else code  # killed by a signal, as a shell reports it
+
+    @staticmethod
+    def _report(found: tuple[str, str], env: dict[str, str], action: Any) -> None:
+        kind, payload = found
+        if kind == "env":
+            name, _, value = payload.partition("=")
+            env[name] = value
+        elif kind == "unset_env":
+            env.pop(payload.strip(), None)
+        elif action is None:
+            return
+        elif kind == "progress":
+            with contextlib.suppress(ValueError):
+                action.progress = min(100.0, max(0.0, float(payload)))
+        else:  # status, or fail: the worker reports the failure's message in its place
+            action.message = payload
 
     async def flush_logs(self) -> None:
         if self.state.launches:

@@ -23,7 +23,6 @@ from .records import (
     Session,
     Step,
     Task,
-    drop_none,
     invalid,
     log_group,
     not_found,
@@ -127,8 +126,16 @@ class FakeDeadline(Farms, Clock):
             step = Step(job, mstep.name, deps, command)
             step.timeout = on_run.timeout
             for env in list(model_job.jobEnvironments or []) + list(mstep.stepEnvironments or []):
-                step.env.update(
-                    {str(k): str(v) for k, v in (getattr(env, "variables", None) or {}).items()}
+                variables = {str(k): str(v) for k, v in (getattr(env, "variables", None) or {}).items()}
+                step.env.update(variables)
+                actions = env.script.actions if env.script is not None else None
+                step.environments.append(
+                    {
+                        "name": str(env.name),
+                        "variables": variables,
+                        "enter": _argv(actions.onEnter if actions else None),
+                        "exit": _argv(actions.onExit if actions else None),
+                    }
                 )
             initial = "SUSPENDED" if job.target == "SUSPENDED" else ("PENDING" if deps else "READY")
             for i, params in enumerate(StepParameterSpaceIterator(space=mstep.parameterSpace)):
@@ -361,15 +368,20 @@ class FakeDeadline(Farms, Clock):
         for s in job.sessions:
             for a in s.actions:
                 if a.action_id == req["sessionActionId"]:
-                    return drop_none(
-                        {
-                            **a.summary(),
-                            "definition": a.definition(full=True),
-                            "sessionId": s.session_id,
-                            "processExitCode": a.exit_code,
-                        }
-                    )
+                    return a.record()
         raise not_found("sessionAction", req["sessionActionId"])
+
+    def BatchGetSessionAction(self, req: dict[str, Any]) -> dict[str, Any]:
+        found, errors = [], []
+        for ident in req["identifiers"]:
+            try:
+                record = self.GetSessionAction(ident)
+            except ApiError as exc:
+                errors.append({**ident, "code": exc.code, "message": exc.message})
+                continue
+            ids = {k: ident[k] for k in ("farmId", "queueId", "jobId")}
+            found.append({**ids, **record})
+        return {"sessionActions": found, "errors": errors}
 
 
 _BATCH_UPDATE_CODES = {
@@ -377,3 +389,8 @@ _BATCH_UPDATE_CODES = {
     "ValidationException", "AccessDeniedException", "ThrottlingException",
 }  # fmt: skip
 
+
+def _argv(action: Any) -> list[str] | None:
+    if action is None:
+        return None
+    return [str(action.command), *[str(a) for a in (action.args or [])]]

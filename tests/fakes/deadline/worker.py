@@ -20,7 +20,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["resolvable", "resolve", "sync_inputs", "sync_outputs"]
+__all__ = ["message", "resolvable", "resolve", "sync_inputs", "sync_outputs"]
+
+# what a worker agent's runtime acts on in an action's output (Open Job Description)
+_MESSAGE = re.compile(r"^openjd_(progress|status|fail|env|unset_env): (.*)$")
 
 _FORMAT = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
 _NAME = re.compile(r"^(Param|RawParam|Task\.Param|Task\.RawParam)\.[A-Za-z_][A-Za-z0-9_]*$")
@@ -124,3 +127,20 @@ def sync_outputs(
         _sync(farm_id).sync_outputs(
             s3, att, queue_id, job_id, step_id, task_id, action_id, started, Path(session_dir)
         )
+
+
+def message(line: str) -> tuple[str, str] | None:
+    """(kind, payload) of an ``openjd_*`` line of action output, else None. An env
+    payload may be JSON-quoted (``openjd_env: "A=b c"``), as openjd-sessions reads it."""
+    m = _MESSAGE.match(line.rstrip("\r"))
+    if m is None:
+        return None
+    kind, payload = m.group(1), m.group(2)
+    if kind == "env" and payload.startswith('"'):
+        import json
+
+        try:
+            payload = str(json.loads(payload))
+        except ValueError:
+            return None
+    return kind, payload
