@@ -102,10 +102,16 @@ def test_a_driver_without_environment_templates_refuses_them() -> None:
     from aiofarm.drivers.deadline.driver import DeadlineDriver
     from aiofarm.drivers.slurm.driver import SlurmDriver
     from aiofarm.errors import UnsupportedError
+    from aiofarm.models import Capability
+
+    class TemplatesOnly(DeadlineDriver):
+        name = "templates-only"
+        capabilities = DeadlineDriver.capabilities - {Capability.SUBMIT_ENVIRONMENTS}
 
     spec = template_spec(AFTER_QUEUE_ENV, {"OutDir": "/o"}, environments=[_env_doc()])
     with pytest.raises(UnsupportedError) as info:
-        require_spec(DeadlineDriver, spec, "specs[0]")
-    assert "submit.environments" in str(info.value) and "deadline" in str(info.value)
+        require_spec(TemplatesOnly, spec, "specs[0]")
+    assert "submit.environments" in str(info.value) and "templates-only" in str(info.value)
     require_spec(SlurmDriver, spec, "specs[0]")  # its tasks run under the session runner
-    require_spec(DeadlineDriver, template_spec(AFTER_QUEUE_ENV, {"OutDir": "/o"}), "specs[0]")
+    require_spec(DeadlineDriver, spec, "specs[0]")  # the template's first job environments
+    require_spec(TemplatesOnly, template_spec(AFTER_QUEUE_ENV, {"OutDir": "/o"}), "specs[0]")

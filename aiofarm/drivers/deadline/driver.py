@@ -57,6 +57,7 @@ _OPTIONS = {
     "retry_mode": "standard",
     "queue_role": None,
     "storage_profile": None,
+    "job_attachments_file_system": None,
 }
 
 
@@ -124,6 +125,7 @@ class DeadlineDriver(Driver):
         retry_mode: str = "standard",
         queue_role: str | None = None,
         storage_profile: str | None = None,
+        job_attachments_file_system: str | None = None,
     ) -> None:
         self.farm_id = farm_id
         self.queue_id = queue_id
@@ -135,7 +137,10 @@ class DeadlineDriver(Driver):
             concurrency=concurrency, retry_mode=retry_mode,
         )  # fmt: skip
         self.sessions = Sessions(self.api, queue_role)
-        self.attachments = JobAttachments(self.api, storage_profile_id=storage_profile)
+        self.attachments = JobAttachments(
+            self.api, storage_profile_id=storage_profile, concurrency=concurrency,
+            file_system=job_attachments_file_system or "COPIED",
+        )  # fmt: skip
         self.discovery = DeadlineBackend(self.api)
         self.backend = self.discovery
         self._queue: dict[str, Any] = {}
@@ -491,7 +496,7 @@ def parse_options(url: yarl.URL, options: Mapping[str, Any]) -> dict[str, Any]:
         k: opt(k)
         for k in (
             "region", "profile", "endpoint_url", "logs_endpoint_url", "s3_endpoint_url",
-            "storage_profile",
+            "storage_profile", "job_attachments_file_system",
         )
     }
     for key in ("max_attempts", "concurrency"):
@@ -510,6 +515,13 @@ def parse_options(url: yarl.URL, options: Mapping[str, Any]) -> dict[str, Any]:
     queue_role = opt("queue_role")
     if queue_role not in (None, "read", "user"):
         raise InvalidSpec("url.queue_role", f"must be read or user, got {queue_role!r}")
+    file_system = out["job_attachments_file_system"]
+    if file_system is not None:
+        if file_system.upper() not in ("COPIED", "VIRTUAL"):
+            raise InvalidSpec(
+                "url.job_attachments_file_system", f"must be COPIED or VIRTUAL, got {file_system!r}"
+            )
+        out["job_attachments_file_system"] = file_system.upper()
     out["retry_mode"] = retry_mode
     out["queue_role"] = queue_role
     return out

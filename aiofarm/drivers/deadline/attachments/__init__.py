@@ -40,8 +40,12 @@ class JobAttachments:
         storage_profile_id: str | None = None,
         cache_path: Path | None = None,
         concurrency: int = 16,
+        file_system: str = "COPIED",
     ) -> None:
         self.api = api
+        #: COPIED or VIRTUAL for submissions that do not say (the official client's
+        #: ``defaults.job_attachments_file_system`` setting)
+        self.file_system = file_system
         self.storage_profile_id = storage_profile_id
         self.cache = AttachmentsCache(cache_path)
         self.concurrency = concurrency
@@ -106,9 +110,9 @@ class JobAttachments:
                 f"queue {self.api.queue_id} has no job attachments settings"
                 " (jobAttachmentSettings): its workers could not receive these files",
             )
-        file_system = str(spec.options.get("job_attachments_file_system", "COPIED")).upper()
+        file_system = str(spec.options.get("job_attachments_file_system", self.file_system)).upper()
         if file_system not in _FILE_SYSTEMS:
-            raise InvalidSpec("job_attachments_file_system", "must be COPIED or VIRTUAL")
+            raise InvalidSpec("options.job_attachments_file_system", "must be COPIED or VIRTUAL")
         inputs = await anyio.to_thread.run_sync(expand, refs)
         groups = group(inputs, refs, self.locations)
         on_progress = transfer_progress.get()

@@ -46,6 +46,7 @@ class UploadSummary:
     skipped_bytes: int
     hashed_files: int  # read and hashed (the rest came from the hash cache)
     manifests: int  # input manifests written
+    resumed_bytes: int = 0  # of ``bytes``: parts an interrupted multipart upload had stored
 
 
 def s3_missing(exc: BaseException) -> bool:
@@ -63,6 +64,13 @@ def _stat(paths: Sequence[str]) -> list[tuple[str, int, int]]:
         st = os.stat(path)
         out.append((path, st.st_size, st.st_mtime_ns))
     return out
+
+
+def _read_hashed(path: str, size: int) -> tuple[str, bytes]:
+    """A small file's xxh128 and its contents, read once."""
+    with open(path, "rb") as f:
+        body = f.read(size)
+    return hash_bytes(body), body
 
 
 def _read(path: str, offset: int, length: int) -> bytes:
@@ -88,6 +96,10 @@ class Uploader:
         self.requests = anyio.CapacityLimiter(concurrency)
         self.cpu = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
         self.io = anyio.CapacityLimiter(concurrency)
+        #: small files read (and hashed) whose bodies wait for their upload
+        self.bodies = anyio.Semaphore(2 * concurrency)
+        #: bytes of interrupted multipart uploads found in S3 and not sent again
+        self.resumed = 0
 
     async def _s3(self, op: str, fn: Callable[[], Awaitable[Any]]) -> Any:
         return await self.api.run(f"s3 {op}", fn, limiter=self.requests)
@@ -104,36 +116,6 @@ class Uploader:
 
         result: bool = await self._s3("HeadObject", head)
         return result
-
-    # -- hashing -------------------------------------------------------------------
-    async def _hashes(
-        self, paths: Sequence[str], on_progress: Callable[[TransferProgress], object] | None
-    ) -> tuple[dict[str, tuple[int, int, str]], int]:
-        """path -> (size, mtime_ns, hash), and how many files were read."""
-        stats = await anyio.to_thread.run_sync(_stat, paths, limiter=self.io)
-        cached = await anyio.to_thread.run_sync(self.cache.hashes, stats, limiter=self.io)
-        meter = Meter("hashing", len(stats), sum(s[1] for s in stats), on_progress)
-        out: dict[str, tuple[int, int, str]] = {}
-        fresh: list[tuple[str, int, int, str]] = []
-        for path, size, mtime in stats:
-            if path in cached:
-                out[path] = (size, mtime, cached[path])
-                meter.file(size, skipped=True)
-
-        async def one(path: str, size: int, mtime: int) -> None:
-            digest = await anyio.to_thread.run_sync(hash_file, path, limiter=self.cpu)
-            out[path] = (size, mtime, digest)
-            fresh.append((path, size, mtime, digest))
-            meter.file(size)
-
-        async with anyio.create_task_group() as tg:
-            for path, size, mtime in stats:
-                if path not in cached:
-                    tg.start_soon(one, path, size, mtime)
-        if fresh:
-            await anyio.to_thread.run_sync(self.cache.put_hashes, fresh, limiter=self.io)
-        meter.finish()
-        return out, len(fresh)
 
     # -- storing -------------------------------------------------------------------
     async def _known(self, keys: Sequence[str]) -> set[str]:
@@ -157,16 +139,16 @@ class Uploader:
             return set()
         return {k[len(bucket) + 1 :] for k in known}
 
-    async def _listing(self, keys: Sequence[str]) -> set[str] | None:
-        """Which of ``keys`` the Data/ prefix holds, from listing it, when that takes fewer
-        requests than a HeadObject per key (a prefix of at most ``len(keys)`` objects,
-        1,000 per page); None when the prefix is bigger (then each key is asked)."""
-        if len(keys) < 8:
+    async def _listing(self, count: int) -> set[str] | None:
+        """What the Data/ prefix holds, from listing it, when that takes fewer requests
+        than a HeadObject for each of ``count`` keys (a prefix of at most ``count``
+        objects, 1,000 per page); None when the prefix is bigger (then each key is asked)."""
+        if count < 8:
             return None
         prefix = self.settings.data_key("")[: -len(".xxh128")]
         found: set[str] = set()
         token: str | None = None
-        for _ in range(-(-len(keys) // 1000) + 1):
+        for _ in range(-(-count // 1000) + 1):
             kw: dict[str, Any] = {"Bucket": self.settings.bucket, "Prefix": prefix}
             if token:
                 kw["ContinuationToken"] = token
@@ -179,11 +161,33 @@ class Uploader:
                 return found
         return None
 
-    async def _put(self, key: str, path: str, size: int, meter: Meter) -> None:
+    async def _store(
+        self, path: str, size: int, digest: str, body: bytes | None, known: set[str],
+        claimed: set[str], listing_done: anyio.Event, listed: Callable[[], set[str] | None],
+        meter: Meter, stored: list[str],
+    ) -> None:  # fmt: skip
+        """Put one file's content under its key unless S3 has it (or another file of
+        this submission with the same content is putting it)."""
+        key = self.settings.data_key(digest)
+        if key in claimed or key in known:
+            meter.file(size, skipped=True)
+            return
+        claimed.add(key)
+        await listing_done.wait()
+        found = listed()
+        there = key in found if found is not None else await self.exists(key)
+        if there:
+            meter.file(size, skipped=True)
+        else:
+            await self._put(key, path, size, meter, body)
+        stored.append(f"{self.settings.bucket}/{key}")
+
+    async def _put(self, key: str, path: str, size: int, meter: Meter, body: bytes | None = None) -> None:
         if size >= MULTIPART_THRESHOLD:
             await self._put_parts(key, path, size, meter)
             return
-        body = await anyio.to_thread.run_sync(_read, path, 0, size, limiter=self.io)
+        if body is None:
+            body = await anyio.to_thread.run_sync(_read, path, 0, size, limiter=self.io)
         await self._s3(
             "PutObject", lambda: self.s3.put_object(Bucket=self.settings.bucket, Key=key, Body=body)
         )
@@ -213,6 +217,7 @@ class Uploader:
                 if previous[1].strip('"') == md5:  # resumed: S3 has this part already
                     etags[number] = previous[1]
                     sent += length
+                    self.resumed += length
                     meter.bytes(length)
                     return
             resp = await self._s3(
@@ -268,31 +273,69 @@ class Uploader:
         file_system: str,
         on_progress: Callable[[TransferProgress], object] | None,
     ) -> tuple[dict[str, Any], UploadSummary]:
-        """Hash, upload and describe ``groups``: CreateJob's ``attachments`` block."""
-        hashes, hashed = await self._hashes([p for g in groups for p in g.inputs], on_progress)
-        by_key: dict[str, tuple[str, int]] = {}
-        for path, (size, _, digest) in hashes.items():
-            by_key.setdefault(self.settings.data_key(digest), (path, size))
-        known = await self._known(sorted(by_key))
-        listed = await self._listing([k for k in by_key if k not in known])
-        meter = Meter("uploading", len(by_key), sum(s for _, s in by_key.values()), on_progress)
-        stored: list[str] = []
+        """Hash, upload and describe ``groups``: CreateJob's ``attachments`` block.
 
-        async def store(key: str, path: str, size: int) -> None:
-            if listed is not None:
-                there = key in known or key in listed
+        One pipeline per file: a file is uploaded as soon as it is hashed (a small one
+        is read once, hashed and sent from the same bytes), while the Data/ listing
+        that says what S3 holds runs beside the hashing."""
+        paths = [p for g in groups for p in g.inputs]
+        stats = await anyio.to_thread.run_sync(_stat, paths, limiter=self.io)
+        cached = await anyio.to_thread.run_sync(self.cache.hashes, stats, limiter=self.io)
+        known = await self._known(sorted({self.settings.data_key(d) for d in cached.values()}))
+        hashing = Meter("hashing", len(stats), sum(s[1] for s in stats), on_progress)
+        meter = Meter("uploading", len(stats), sum(s[1] for s in stats), on_progress)
+        hashes: dict[str, tuple[int, int, str]] = {}
+        fresh: list[tuple[str, int, int, str]] = []
+        stored: list[str] = []
+        claimed: set[str] = set()
+        listed: set[str] | None = None
+        listing_done = anyio.Event()
+        unknown = sum(1 for p, _, _ in stats if self.settings.data_key(cached.get(p, "")) not in known)
+
+        async def listing() -> None:
+            nonlocal listed
+            try:
+                listed = await self._listing(unknown)
+            finally:
+                listing_done.set()
+
+        async def one(path: str, size: int, mtime: int) -> None:
+            known_digest = cached.get(path)
+            if known_digest is not None:
+                hashing.file(size, skipped=True)
+                await self._store(path, size, known_digest, None, known, claimed, listing_done, lambda: listed, meter, stored)
+                return
+            body: bytes | None
+            if size >= MULTIPART_THRESHOLD:
+                digest = await anyio.to_thread.run_sync(hash_file, path, limiter=self.cpu)
+                body = None
             else:
-                there = key in known or await self.exists(key)
-            if not there:
-                await self._put(key, path, size, meter)
-            else:
-                meter.file(size, skipped=True)
-            stored.append(f"{self.settings.bucket}/{key}")
+                # bounded: a read body waits for its upload in memory
+                await self.bodies.acquire()
+                try:
+                    digest, body = await anyio.to_thread.run_sync(_read_hashed, path, size, limiter=self.cpu)
+                except BaseException:
+                    self.bodies.release()
+                    raise
+            hashes[path] = (size, mtime, digest)
+            fresh.append((path, size, mtime, digest))
+            hashing.file(size)
+            try:
+                await self._store(path, size, digest, body, known, claimed, listing_done, lambda: listed, meter, stored)
+            finally:
+                if body is not None:
+                    self.bodies.release()
 
         async with anyio.create_task_group() as tg:
+            tg.start_soon(listing)
             # big files first: they take longest, so they start before the small ones
-            for key, (path, size) in sorted(by_key.items(), key=lambda kv: -kv[1][1]):
-                tg.start_soon(store, key, path, size)
+            for path, size, mtime in sorted(stats, key=lambda s: -s[1]):
+                if path in cached:
+                    hashes[path] = (size, mtime, cached[path])
+                tg.start_soon(one, path, size, mtime)
+        hashing.finish()
+        if fresh:
+            await anyio.to_thread.run_sync(self.cache.put_hashes, fresh, limiter=self.io)
         manifests, written = [], 0
         for g in groups:
             props: dict[str, Any] = {
@@ -331,7 +374,8 @@ class Uploader:
             bytes=meter.bytes_done - meter.bytes_skipped,
             skipped_files=meter.files_skipped,
             skipped_bytes=meter.bytes_skipped,
-            hashed_files=hashed,
+            hashed_files=len(fresh),
             manifests=written,
+            resumed_bytes=self.resumed,
         )
         return {"manifests": manifests, "fileSystem": file_system}, summary
