@@ -13,7 +13,19 @@ each starting with empty caches. Both stores are then listed: the same objects (
 content hash) with the same bytes must be there. Then each submits the unchanged tree
 again: what it uploads and how long it takes.
 
-    .venv/bin/python benchmarks/p_attachments.py --files 1000 --megabytes 500
+    .venv/bin/python benchmarks/p_attachments.py --files 1000 --megabytes 500 [--s3 fast|moto]
+
+S3 is served by ``tests/fakes/s3`` (``--s3 fast``, the default: a process of its own, every
+request and response checked against botocore's S3 model, bodies kept as they came) or by
+moto (``--s3 moto``, in the fake's process), whose own speed (~30 MB/s on two cores)
+otherwise sets the pace for both clients. Neither client SHA-256-signs its payloads
+(``payload_signing_enabled = false`` in the AWS config file both read, as botocore does
+over HTTPS by itself): the fake endpoint is plain HTTP, where botocore would otherwise
+hash every byte for the signature, which no real (HTTPS) upload does.
+
+Besides the wall times, the CPU seconds each client spent (this process, all threads)
+and the S3 server spent are printed: the machine is shared, so wall times move with its
+load, CPU seconds much less.
 """
 
 from __future__ import annotations
@@ -50,6 +62,22 @@ def make_tree(root: Path, files: int, total: int) -> int:
         path.write_bytes(os.urandom(n))
         written += n
     return written
+
+
+def server_cpu(fake: FakeDeadlineProcess) -> float:
+    """CPU seconds the S3 server's process has used (the fake's, with moto in it)."""
+    proc = fake.s3_proc or fake.proc
+    assert proc is not None
+    with open(f"/proc/{proc.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(fake: FakeDeadlineProcess, fn: Any, *args: Any) -> tuple[float, float, float, Any]:
+    """(wall s, this process's CPU s, the S3 server's CPU s, fn's result)."""
+    server, cpu, start = server_cpu(fake), time.process_time(), time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - start, time.process_time() - cpu, server_cpu(fake) - server, result
 
 
 def official_submit(fake: FakeDeadlineProcess, bundle: Path, scene: Path) -> tuple[float, Any]:
@@ -112,8 +140,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--megabytes", type=int, default=500)
+    parser.add_argument("--s3", choices=("fast", "moto"), default="fast")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, FakeDeadlineProcess(moto=True) as fake:
+    with tempfile.TemporaryDirectory() as tmp, FakeDeadlineProcess(moto=True, s3=args.s3) as fake:
         home = Path(tmp)
         scene = home / "scene"
         total = make_tree(scene, args.files, args.megabytes * 1_000_000)
@@ -128,11 +157,12 @@ def main() -> None:
             "DEADLINE_CLOUD_TELEMETRY_OPT_OUT": "true",
         }
         assert fake.attachments is not None
+        (home / "aws-config").write_text("[default]\ns3 =\n    payload_signing_enabled = false\n")
         with patched_environ(env):
             queue = anyio.run(second_queue, fake, fake.url(), "AiofarmBench")
             url = fake.url().replace(fake.queue_id, queue)
-            t_official, _ = official_submit(fake, bundle, scene)
-            t_ours, first = anyio.run(aiofarm_submit, url, bundle, scene)
+            _, c_official, s_official, (t_official, _) = measured(fake, official_submit, fake, bundle, scene)
+            _, c_ours, s_ours, (t_ours, first) = measured(fake, anyio.run, aiofarm_submit, url, bundle, scene)
             theirs = stored(fake, fake.attachments["rootPrefix"])
             ours = stored(fake, "AiofarmBench")
             t_official2, again_stats = official_submit(fake, bundle, scene)
@@ -142,6 +172,8 @@ def main() -> None:
             ("files / bytes in the tree", f"{args.files} / {total:,}", f"{args.files} / {total:,}"),
             ("first submit (hash + upload + CreateJob)", f"{t_ours:.2f} s", f"{t_official:.2f} s"),
             ("  throughput", f"{total / t_ours / 1e6:.0f} MB/s", f"{total / t_official / 1e6:.0f} MB/s"),
+            ("  client CPU (all threads)", f"{c_ours:.2f} s", f"{c_official:.2f} s"),
+            ("  S3 server CPU", f"{s_ours:.2f} s", f"{s_official:.2f} s"),
             ("  objects / bytes stored under Data/", f"{len(ours)} / {sum(ours.values()):,}",
              f"{len(theirs)} / {sum(theirs.values()):,}"),
             ("unchanged re-submit", f"{t_ours2:.2f} s", f"{t_official2:.2f} s"),
@@ -154,6 +186,7 @@ def main() -> None:
         print(f"speed-up of the first submit: {t_official / t_ours:.1f}x; "
               f"same objects and bytes stored: {'yes' if same else 'NO'}")  # fmt: skip
         print(f"aiofarm first submit: {first}")
+        print(f"S3 server: {args.s3}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ session, reset before each test; AWS environment pointed at it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,14 @@ def fake(
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     yield fake_process
     fake_process.reset()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Caches (aiofarm's, the official client's) private to the test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path
 
 
 @pytest.fixture

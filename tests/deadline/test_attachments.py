@@ -16,9 +16,10 @@ import anyio
 import pytest
 
 import aiofarm
-from aiofarm import JobStatus, TransferProgress
+from aiofarm import TransferProgress
 from aiofarm.drivers.deadline.attachments.manifest import Manifest
 from aiofarm.errors import InvalidSpec, UnsupportedError
+from tests.deadline.helpers import run_to_success
 from tests.fakes.deadline.process import FakeDeadlineProcess, fake_env
 
 pytestmark = pytest.mark.anyio
@@ -50,14 +51,6 @@ TEMPLATE = {
 }
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Caches (aiofarm's, the official client's) private to the test."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    return tmp_path
-
-
 def _tree(root: Path, files: int, big: int) -> dict[str, bytes]:
     """``files`` small files in nested directories, some with unicode names, and one big
     one; every content distinct."""
@@ -82,17 +75,6 @@ def _bundle(at: Path, references: dict[str, Any] | None = None) -> Path:
     return at
 
 
-async def _run(farm: aiofarm.Client, fake: FakeDeadlineProcess, job_id: str) -> None:
-    fake.auto(0.05)
-    try:
-        result = await farm.jobs.wait(job_id, timeout=90, max_interval=0.5)
-    finally:
-        fake.auto(None)
-    if result.status is not JobStatus.SUCCEEDED:
-        log = await farm.logs.read(job_id)
-        raise AssertionError(f"job {result.status.value}:\n{log}")
-
-
 async def test_round_trip_with_a_200_file_tree(
     fake: FakeDeadlineProcess, url: str, home: Path
 ) -> None:
@@ -115,7 +97,7 @@ async def test_round_trip_with_a_200_file_tree(
         (manifest,) = job.raw["attachments"]["manifests"]
         assert manifest["rootPath"] == str(home / "proj")
         assert manifest["outputRelativeDirectories"] == ["out"]
-        await _run(farm, fake, job.id)
+        await run_to_success(farm, fake, job.id)
 
         got: list[TransferProgress] = []
         dest = home / "downloaded"

@@ -14,8 +14,9 @@ import anyio
 import pytest
 
 import aiofarm
-from aiofarm import JobStatus, TransferProgress
+from aiofarm import TransferProgress
 from aiofarm.drivers.deadline.attachments.upload import PART_SIZE
+from tests.deadline.helpers import add_storage_profile, run_to_success
 from tests.fakes.deadline.process import FakeDeadlineProcess
 
 pytestmark = pytest.mark.anyio
@@ -49,13 +50,6 @@ TEMPLATE = {
 }  # fmt: skip
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    return tmp_path
-
-
 def _files(home: Path) -> dict[str, str]:
     (home / "proj/scene").mkdir(parents=True)
     (home / "proj/out").mkdir()
@@ -75,39 +69,18 @@ def _files(home: Path) -> dict[str, str]:
     }
 
 
-async def _profile(url: str, fake: FakeDeadlineProcess, home: Path) -> str:
-    async with aiofarm.Client(url) as farm:
-        api = farm.driver.api  # type: ignore[attr-defined]
-        sp = await api.call(
-            "create_storage_profile", farmId=fake.farm_id, displayName="workstation",
-            osFamily="LINUX",
-            fileSystemLocations=[
-                {"name": "Projects", "path": str(home / "proj"), "type": "LOCAL"},
-                {"name": "Library", "path": str(home / "shared"), "type": "SHARED"},
-            ],
-        )  # fmt: skip
-        await api.call(
-            "update_queue", farmId=fake.farm_id, queueId=fake.queue_id,
-            allowedStorageProfileIdsToAdd=[sp["storageProfileId"]],
-        )  # fmt: skip
-        return str(sp["storageProfileId"])
-
-
-async def _run(farm: aiofarm.Client, fake: FakeDeadlineProcess, job_id: str) -> None:
-    fake.auto(0.05)
-    try:
-        result = await farm.jobs.wait(job_id, timeout=90, max_interval=0.5)
-    finally:
-        fake.auto(None)
-    assert result.status is JobStatus.SUCCEEDED, await farm.logs.read(job_id)
-
-
 async def test_storage_profile_groups_end_to_end(
     fake: FakeDeadlineProcess, url: str, home: Path
 ) -> None:
     fake.admin("config", {"execute": True})
     params = _files(home)
-    profile = await _profile(url, fake, home)
+    profile = await add_storage_profile(
+        url, fake, "workstation",
+        [
+            {"name": "Projects", "path": str(home / "proj"), "type": "LOCAL"},
+            {"name": "Library", "path": str(home / "shared"), "type": "SHARED"},
+        ],
+    )  # fmt: skip
     async with aiofarm.Client(f"{url}&storage_profile={profile}") as farm:
         job = await farm.jobs.submit_bundle(home / "bundle", parameters=params)
         upload = farm.driver.attachments.last_upload  # type: ignore[attr-defined]
@@ -121,7 +94,7 @@ async def test_storage_profile_groups_end_to_end(
         ]
         assert manifests[1]["outputRelativeDirectories"] == ["out"]
         assert "outputRelativeDirectories" not in manifests[0]
-        await _run(farm, fake, job.id)
+        await run_to_success(farm, fake, job.id)
         result = home / "proj/out/result.txt"
         assert not result.exists()  # the task wrote into its session directory
         # without dest: the output of the "Projects" group goes to that location
@@ -142,7 +115,7 @@ async def test_virtual_file_system(fake: FakeDeadlineProcess, url: str, home: Pa
     async with aiofarm.Client(f"{url}&job_attachments_file_system=virtual") as farm:
         job = await farm.jobs.submit_bundle(home / "bundle", parameters=params)
         assert job.raw["attachments"]["fileSystem"] == "VIRTUAL"
-        await _run(farm, fake, job.id)
+        await run_to_success(farm, fake, job.id)
         written = await farm.jobs.download_outputs(job.id, dest=home / "got")
         assert [await anyio.Path(p).read_text() for p in written] == ["scene\nlibrary\nextra\n"]
         # a submission's own choice wins over the client's

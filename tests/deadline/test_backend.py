@@ -16,6 +16,7 @@ from aiofarm import JobStatus
 from aiofarm.cli.app import cli
 from aiofarm.errors import UnsupportedError
 from aiofarm.openjd.loading import template_spec
+from tests.deadline.helpers import add_storage_profile
 from tests.fakes.deadline.process import FakeDeadlineProcess
 
 pytestmark = pytest.mark.anyio
@@ -36,19 +37,8 @@ FRAMES = {
 
 
 async def _profile(url: str, fake: FakeDeadlineProcess) -> str:
-    """A storage profile the default queue may use (made through the API, as an admin)."""
-    async with aiofarm.Client(url) as farm:
-        api = farm.driver.api  # type: ignore[attr-defined]
-        sp = await api.call(
-            "create_storage_profile", farmId=fake.farm_id, displayName="linux render",
-            osFamily="LINUX",
-            fileSystemLocations=[{"name": "Projects", "path": "/mnt/projects", "type": "SHARED"}],
-        )  # fmt: skip
-        await api.call(
-            "update_queue", farmId=fake.farm_id, queueId=fake.queue_id,
-            allowedStorageProfileIdsToAdd=[sp["storageProfileId"]],
-        )  # fmt: skip
-        return str(sp["storageProfileId"])
+    locations = [{"name": "Projects", "path": "/mnt/projects", "type": "SHARED"}]
+    return await add_storage_profile(url, fake, "linux render", locations)
 
 
 async def test_discovery_with_two_farms(fake: FakeDeadlineProcess, url: str) -> None:

@@ -374,7 +374,12 @@ class DeadlineApi:
         endpoint = self.logs_endpoint_url if service == "logs" else self.s3_endpoint_url
         extra: dict[str, Any] = {}
         if service == "s3":
-            extra = {"max_pool_connections": 64, "s3": {"addressing_style": "path"}}
+            # payloads are not SHA-256 signed, over plain HTTP either (botocore skips it
+            # over HTTPS already): each body carries a CRC32 computed beside its hash
+            extra = {
+                "max_pool_connections": 64,
+                "s3": {"addressing_style": "path", "payload_signing_enabled": False},
+            }
         return self.session.create_client(
             service,
             region_name=self.region,

@@ -40,12 +40,15 @@ async def _main(args: argparse.Namespace) -> None:
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         moto.start()
         logs_endpoint = f"http://127.0.0.1:{port}"
+    # moto's server answers every service on one port: S3 for job attachments too,
+    # unless another S3 is named
+    s3_endpoint = args.s3_endpoint or (logs_endpoint if args.moto else None)
+    if s3_endpoint:
         # the worker's official job attachments code reaches S3 through boto3
-        os.environ["AWS_ENDPOINT_URL_S3"] = logs_endpoint
+        os.environ["AWS_ENDPOINT_URL_S3"] = s3_endpoint
     server = FakeServer(
         logs_endpoint=logs_endpoint,
-        # moto's server answers every service on one port: S3 for job attachments too
-        s3_endpoint=logs_endpoint if args.moto else None,
+        s3_endpoint=s3_endpoint,
         workers=args.workers,
         auto_interval=args.auto,
         execute=args.execute,
@@ -86,6 +89,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--moto", action="store_true", help="start moto CloudWatch Logs too")
     parser.add_argument("--logs-endpoint", default=None)
+    parser.add_argument("--s3-endpoint", default=None, help="an S3 other than moto's")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--auto", type=float, default=None, help="tick every AUTO seconds")
     parser.add_argument("--die-with-parent", action="store_true")

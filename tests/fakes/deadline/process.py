@@ -26,43 +26,55 @@ class FakeDeadlineProcess:
     """``with FakeDeadlineProcess() as fake:`` — a fake Deadline Cloud (and moto) on
     free loopback ports, stopped and reaped on exit."""
 
-    def __init__(self, *, moto: bool = True, auto: float | None = None, workers: int = 4) -> None:
+    def __init__(
+        self, *, moto: bool = True, auto: float | None = None, workers: int = 4, s3: str = "moto"
+    ) -> None:
         self.moto = moto
         self.auto_interval = auto
         self.workers = workers
+        #: "moto" (moto's S3, in the fake's process) or "fast" (tests/fakes/s3, a process
+        #: of its own: for benchmarks, where moto's speed would set the pace)
+        self.s3 = s3
         self.proc: subprocess.Popen[bytes] | None = None
+        self.s3_proc: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}
         self._stderr: Any = None
 
     # -- lifecycle ---------------------------------------------------------------
-    def start(self) -> FakeDeadlineProcess:
-        cmd = [sys.executable, "-m", "tests.fakes.deadline", "--port", "0", "--die-with-parent",
-               "--workers", str(self.workers)]  # fmt: skip
-        if self.moto:
-            cmd.append("--moto")
-        if self.auto_interval:
-            cmd += ["--auto", str(self.auto_interval)]
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+    def _spawn(self, module: str, *args: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+        """``python -m module`` with the fakes' conventions: it prints ``READY {json}``."""
+        cmd = [sys.executable, "-m", module, "--port", "0", "--die-with-parent", *args]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=env,
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env
         )
-        assert self.proc.stdout is not None
-        timer = threading.Timer(60, self.proc.kill)  # a fake that never starts must not hang us
+        assert proc.stdout is not None
+        timer = threading.Timer(60, proc.kill)  # a fake that never starts must not hang us
         timer.start()
         try:
-            line = self.proc.stdout.readline().decode()
+            line = proc.stdout.readline().decode()
         finally:
             timer.cancel()
         if not line.startswith("READY "):
+            _stop(proc)
+            raise RuntimeError(f"{module} did not start: {line!r} {self.stderr()}")
+        return proc, json.loads(line[len("READY ") :])
+
+    def start(self) -> FakeDeadlineProcess:
+        args = ["--workers", str(self.workers)]
+        if self.moto:
+            args.append("--moto")
+        if self.auto_interval:
+            args += ["--auto", str(self.auto_interval)]
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        try:
+            if self.s3 == "fast":
+                self.s3_proc, s3_info = self._spawn("tests.fakes.s3")
+                args += ["--s3-endpoint", s3_info["endpoint"]]
+            self.proc, self.info = self._spawn("tests.fakes.deadline", *args)
+        except BaseException:
             self.stop()
-            raise RuntimeError(f"fake deadline did not start: {line!r} {self.stderr()}")
-        self.info = json.loads(line[len("READY ") :])
+            raise
         return self
 
     def stderr(self) -> str:
@@ -72,18 +84,10 @@ class FakeDeadlineProcess:
         return self._stderr.read().decode(errors="replace")[-4000:]
 
     def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            if proc.stdin:
-                proc.stdin.close()
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
+        for proc in (self.proc, self.s3_proc):
+            if proc is not None:
+                _stop(proc)
+        self.proc = self.s3_proc = None
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
@@ -196,3 +200,16 @@ def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.stdin:
+        proc.stdin.close()
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout:
+        proc.stdout.close()

@@ -12,9 +12,11 @@ is continued from the parts S3 already has (their MD5 checked against the file).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import sys
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -31,6 +33,8 @@ from .progress import Meter
 __all__ = ["UploadSummary", "Uploader", "s3_missing"]
 
 MiB = 1 << 20
+#: a body read for an upload and its CRC32 (base64)
+Body = tuple[bytes, str]
 #: files at least this big go up in parts (S3's minimum part is 5 MiB)
 MULTIPART_THRESHOLD = 16 * MiB
 PART_SIZE = 8 * MiB
@@ -66,17 +70,24 @@ def _stat(paths: Sequence[str]) -> list[tuple[str, int, int]]:
     return out
 
 
-def _read_hashed(path: str, size: int) -> tuple[str, bytes]:
-    """A small file's xxh128 and its contents, read once."""
+def _crc32(body: bytes) -> str:
+    """The CRC32 S3 checks a body against (``ChecksumCRC32``): computed here, in the
+    reading thread, botocore does not compute it on the event loop."""
+    return base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+
+
+def _read_hashed(path: str, size: int) -> tuple[str, Body]:
+    """A small file's xxh128 and its contents (with their CRC32), read once."""
     with open(path, "rb") as f:
         body = f.read(size)
-    return hash_bytes(body), body
+    return hash_bytes(body), (body, _crc32(body))
 
 
-def _read(path: str, offset: int, length: int) -> bytes:
+def _read(path: str, offset: int, length: int) -> Body:
     with open(path, "rb") as f:
         f.seek(offset)
-        return f.read(length)
+        body = f.read(length)
+    return body, _crc32(body)
 
 
 class Uploader:
@@ -162,7 +173,7 @@ class Uploader:
         return None
 
     async def _store(
-        self, path: str, size: int, digest: str, body: bytes | None, known: set[str],
+        self, path: str, size: int, digest: str, body: Body | None, known: set[str],
         claimed: set[str], listing_done: anyio.Event, listed: Callable[[], set[str] | None],
         meter: Meter, stored: list[str],
     ) -> None:  # fmt: skip
@@ -182,14 +193,16 @@ class Uploader:
             await self._put(key, path, size, meter, body)
         stored.append(f"{self.settings.bucket}/{key}")
 
-    async def _put(self, key: str, path: str, size: int, meter: Meter, body: bytes | None = None) -> None:
+    async def _put(self, key: str, path: str, size: int, meter: Meter, body: Body | None = None) -> None:
         if size >= MULTIPART_THRESHOLD:
             await self._put_parts(key, path, size, meter)
             return
         if body is None:
             body = await anyio.to_thread.run_sync(_read, path, 0, size, limiter=self.io)
+        data, crc = body
         await self._s3(
-            "PutObject", lambda: self.s3.put_object(Bucket=self.settings.bucket, Key=key, Body=body)
+            "PutObject",
+            lambda: self.s3.put_object(Bucket=self.settings.bucket, Key=key, Body=data, ChecksumCRC32=crc),
         )
         meter.file(size)
 
@@ -210,7 +223,7 @@ class Uploader:
             nonlocal sent
             offset = (number - 1) * PART_SIZE
             length = min(PART_SIZE, size - offset)
-            body = await anyio.to_thread.run_sync(_read, path, offset, length, limiter=self.io)
+            body, crc = await anyio.to_thread.run_sync(_read, path, offset, length, limiter=self.io)
             previous = done.get(number)
             if previous is not None and previous[0] == length:
                 md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
@@ -223,7 +236,8 @@ class Uploader:
             resp = await self._s3(
                 "UploadPart",
                 lambda: self.s3.upload_part(
-                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body,
+                    ChecksumCRC32=crc,
                 ),
             )
             etags[number] = resp["ETag"]
@@ -305,7 +319,7 @@ class Uploader:
                 hashing.file(size, skipped=True)
                 await self._store(path, size, known_digest, None, known, claimed, listing_done, lambda: listed, meter, stored)
                 return
-            body: bytes | None
+            body: Body | None
             if size >= MULTIPART_THRESHOLD:
                 digest = await anyio.to_thread.run_sync(hash_file, path, limiter=self.cpu)
                 body = None
