@@ -4,12 +4,13 @@ success, and a storage profile the default queue may use."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import aiofarm
 from aiofarm import JobStatus
 from tests.fakes.deadline.process import FakeDeadlineProcess
 
-__all__ = ["add_storage_profile", "run_to_success"]
+__all__ = ["add_storage_profile", "path_parameter", "run_to_success", "shell_template"]
 
 
 async def run_to_success(farm: aiofarm.Client, fake: FakeDeadlineProcess, job_id: str) -> None:
@@ -39,3 +40,20 @@ async def add_storage_profile(
             allowedStorageProfileIdsToAdd=[sp["storageProfileId"]],
         )  # fmt: skip
         return str(sp["storageProfileId"])
+
+
+def path_parameter(name: str, flow: str, kind: str = "DIRECTORY") -> dict[str, str]:
+    """A PATH parameter definition with a job attachments data flow."""
+    return {"name": name, "type": "PATH", "objectType": kind, "dataFlow": flow}
+
+
+def shell_template(name: str, parameters: Sequence[Mapping[str, str]], script: str) -> dict[str, Any]:
+    """A one-step job template running ``script`` with ``sh -c``, each parameter's
+    value given as a positional argument ($1, $2, ... in their order)."""
+    args = ["-c", script, "sh", *(f"{{{{Param.{p['name']}}}}}" for p in parameters)]
+    return {
+        "specificationVersion": "jobtemplate-2023-09",
+        "name": name,
+        "parameterDefinitions": [dict(p) for p in parameters],
+        "steps": [{"name": "Render", "script": {"actions": {"onRun": {"command": "/bin/sh", "args": args}}}}],
+    }

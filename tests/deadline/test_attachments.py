@@ -19,7 +19,7 @@ import aiofarm
 from aiofarm import TransferProgress
 from aiofarm.drivers.deadline.attachments.manifest import Manifest
 from aiofarm.errors import InvalidSpec, UnsupportedError
-from tests.deadline.helpers import run_to_success
+from tests.deadline.helpers import path_parameter, run_to_success, shell_template
 from tests.fakes.deadline.process import FakeDeadlineProcess, fake_env
 
 pytestmark = pytest.mark.anyio
@@ -28,27 +28,9 @@ MiB = 1 << 20
 
 # reads every input (a checksum of each file, by path) and copies the big one out
 SCRIPT = 'cd "$1" && find . -type f -exec md5sum {} + | LC_ALL=C sort -k2 > "$2/listing.txt" && mkdir -p "$2/deep/er" && cp big.bin "$2/deep/er/big-copy.bin"'
-TEMPLATE = {
-    "specificationVersion": "jobtemplate-2023-09",
-    "name": "attachments round trip",
-    "parameterDefinitions": [
-        {"name": "Scene", "type": "PATH", "objectType": "DIRECTORY", "dataFlow": "IN"},
-        {"name": "Out", "type": "PATH", "objectType": "DIRECTORY", "dataFlow": "OUT"},
-    ],
-    "steps": [
-        {
-            "name": "Render",
-            "script": {
-                "actions": {
-                    "onRun": {
-                        "command": "/bin/sh",
-                        "args": ["-c", SCRIPT, "sh", "{{Param.Scene}}", "{{Param.Out}}"],
-                    }
-                }
-            },
-        }
-    ],
-}
+TEMPLATE = shell_template(
+    "attachments round trip", [path_parameter("Scene", "IN"), path_parameter("Out", "OUT")], SCRIPT
+)
 
 
 def _tree(root: Path, files: int, big: int) -> dict[str, bytes]:

@@ -16,7 +16,12 @@ import pytest
 import aiofarm
 from aiofarm import TransferProgress
 from aiofarm.drivers.deadline.attachments.upload import PART_SIZE
-from tests.deadline.helpers import add_storage_profile, run_to_success
+from tests.deadline.helpers import (
+    add_storage_profile,
+    path_parameter,
+    run_to_success,
+    shell_template,
+)
 from tests.fakes.deadline.process import FakeDeadlineProcess
 
 pytestmark = pytest.mark.anyio
@@ -24,30 +29,12 @@ pytestmark = pytest.mark.anyio
 MiB = 1 << 20
 
 SCRIPT = 'cat "$1/a.txt" "$2/lib.txt" "$3" > "$4/result.txt"'
-TEMPLATE = {
-    "specificationVersion": "jobtemplate-2023-09",
-    "name": "grouped",
-    "parameterDefinitions": [
-        {"name": "Scene", "type": "PATH", "objectType": "DIRECTORY", "dataFlow": "IN"},
-        {"name": "Lib", "type": "PATH", "objectType": "DIRECTORY", "dataFlow": "IN"},
-        {"name": "Extra", "type": "PATH", "objectType": "FILE", "dataFlow": "IN"},
-        {"name": "Out", "type": "PATH", "objectType": "DIRECTORY", "dataFlow": "OUT"},
-    ],
-    "steps": [
-        {
-            "name": "Render",
-            "script": {
-                "actions": {
-                    "onRun": {
-                        "command": "/bin/sh",
-                        "args": ["-c", SCRIPT, "sh", "{{Param.Scene}}", "{{Param.Lib}}",
-                                 "{{Param.Extra}}", "{{Param.Out}}"],
-                    }
-                }
-            },
-        }
-    ],
-}  # fmt: skip
+TEMPLATE = shell_template(
+    "grouped",
+    [path_parameter("Scene", "IN"), path_parameter("Lib", "IN"), path_parameter("Extra", "IN", "FILE"),
+     path_parameter("Out", "OUT")],
+    SCRIPT,
+)  # fmt: skip
 
 
 def _files(home: Path) -> dict[str, str]:
@@ -142,14 +129,7 @@ async def test_multipart_upload_resumes_after_an_interruption(
     scene.mkdir()
     data = os.urandom(6 * PART_SIZE + 12345)  # 7 parts
     (scene / "big.bin").write_bytes(data)
-    template = {
-        "specificationVersion": "jobtemplate-2023-09",
-        "name": "big",
-        "parameterDefinitions": [
-            {"name": "Scene", "type": "PATH", "objectType": "DIRECTORY", "dataFlow": "IN"}
-        ],
-        "steps": [{"name": "s", "script": {"actions": {"onRun": {"command": "true"}}}}],
-    }
+    template = shell_template("big", [path_parameter("Scene", "IN")], "true")
     bundle = home / "bundle"
     bundle.mkdir()
     (bundle / "template.json").write_text(json.dumps(template))

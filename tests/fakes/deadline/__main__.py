@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
-import sys
 
-from aiohttp import web
-
+from ..serve import serve
 from .server import FakeServer
 
 
@@ -53,33 +50,19 @@ async def _main(args: argparse.Namespace) -> None:
         auto_interval=args.auto,
         execute=args.execute,
     )
-    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=1024)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    info = {
-        "port": port,
-        "endpoint": f"http://127.0.0.1:{port}",
-        "logsEndpoint": logs_endpoint,
-        "s3Endpoint": server.s3_endpoint,
-        "attachments": server.attachments,
-        **server.state.default,
-    }
-    print("READY " + json.dumps(info), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    import signal
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    # stdin closing means the parent died: never outlive it
-    if args.die_with_parent:
-        loop.run_in_executor(None, lambda: (sys.stdin.read(), loop.call_soon_threadsafe(stop.set)))
     try:
-        await stop.wait()
+        await serve(
+            server.app(), args.port, args.die_with_parent,
+            lambda port: {
+                "port": port,
+                "endpoint": f"http://127.0.0.1:{port}",
+                "logsEndpoint": logs_endpoint,
+                "s3Endpoint": server.s3_endpoint,
+                "attachments": server.attachments,
+                **server.state.default,
+            },
+        )  # fmt: skip
     finally:
-        await runner.cleanup()
         if moto is not None:
             moto.stop()
 

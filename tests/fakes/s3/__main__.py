@@ -6,32 +6,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import signal
-import sys
 
-from aiohttp import web
-
+from ..serve import serve
 from .server import FakeS3
 
 
 async def _main(args: argparse.Namespace) -> None:
-    runner = web.AppRunner(FakeS3().app(), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=1024)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    print("READY " + json.dumps({"endpoint": f"http://127.0.0.1:{port}"}), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if args.die_with_parent:
-        loop.run_in_executor(None, lambda: (sys.stdin.read(), loop.call_soon_threadsafe(stop.set)))
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve(
+        FakeS3().app(), args.port, args.die_with_parent,
+        lambda port: {"endpoint": f"http://127.0.0.1:{port}"},
+    )  # fmt: skip
 
 
 def main() -> None:
