@@ -165,3 +165,38 @@ async def test_multipart_upload_resumes_after_an_interruption(
     assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
     assert left == []  # the resumed upload was completed, none is left open
     assert job.raw["attachments"]["manifests"][0]["rootPath"] == str(scene)
+
+
+async def test_missing_inputs_and_unknown_paths(
+    fake: FakeDeadlineProcess, url: str, home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``require_paths_exist=False`` (the official client's default) keeps a missing
+    input as a referenced path; with a storage profile, inputs outside its locations
+    are named in a warning unless they are under ``known_asset_paths``."""
+    import logging
+
+    params = _files(home)
+    params["Extra"] = str(home / "elsewhere/gone.txt")
+    profile = await add_storage_profile(
+        url, fake, "workstation", [{"name": "Projects", "path": str(home / "proj"), "type": "LOCAL"}]
+    )
+    base = f"{url}&storage_profile={profile}"
+    async with aiofarm.Client(base) as farm:
+        with pytest.raises(aiofarm.InvalidSpec) as err:
+            await farm.jobs.submit_bundle(home / "bundle", parameters=params)
+        assert err.value.field == "asset_references.inputs.filenames"
+    caplog.set_level(logging.WARNING, logger="aiofarm.deadline")
+    async with aiofarm.Client(f"{base}&require_paths_exist=false") as farm:
+        job = await farm.jobs.submit_bundle(home / "bundle", parameters=params)
+        upload = farm.driver.attachments.last_upload  # type: ignore[attr-defined]
+    assert upload.files == 2  # scene/a.txt and shared/lib/lib.txt; gone.txt is not
+    assert any("gone.txt" in r.getMessage() and "do not exist" in r.getMessage() for r in caplog.records)
+    unknown = [r.getMessage() for r in caplog.records if "outside the storage profile" in r.getMessage()]
+    assert len(unknown) == 1 and str(home / "shared/lib/lib.txt") in unknown[0]
+    assert "a.txt" not in unknown[0]  # inside the LOCAL location
+    assert job.raw["attachments"]["manifests"]
+    caplog.clear()
+    known = f"{base}&require_paths_exist=false&known_asset_paths={home / 'shared'}"
+    async with aiofarm.Client(known) as farm:
+        await farm.jobs.submit_bundle(home / "bundle", parameters=params)
+    assert not [r for r in caplog.records if "outside the storage profile" in r.getMessage()]

@@ -33,7 +33,7 @@ from ...models import (
 from ..base import Action, Driver, JobUpdate, ListPlan, ListQuery, LogQuery, SubmitAttempt
 from . import fleets, holds, listing, search, wire
 from .api import AUTH_CODES, NAME, DeadlineApi, concurrently
-from .attachments import JobAttachments
+from .attachments import JobAttachments, attachments_flag, attachments_paths
 from .discovery import DeadlineBackend, not_found_message
 from .sessions import Sessions
 
@@ -58,6 +58,8 @@ _OPTIONS = {
     "queue_role": None,
     "storage_profile": None,
     "job_attachments_file_system": None,
+    "require_paths_exist": None,
+    "known_asset_paths": None,
 }
 
 
@@ -126,6 +128,8 @@ class DeadlineDriver(Driver):
         queue_role: str | None = None,
         storage_profile: str | None = None,
         job_attachments_file_system: str | None = None,
+        require_paths_exist: bool = True,
+        known_asset_paths: Sequence[str] = (),
     ) -> None:
         self.farm_id = farm_id
         self.queue_id = queue_id
@@ -140,6 +144,7 @@ class DeadlineDriver(Driver):
         self.attachments = JobAttachments(
             self.api, storage_profile_id=storage_profile, concurrency=concurrency,
             file_system=job_attachments_file_system or "COPIED",
+            require_paths_exist=require_paths_exist, known_asset_paths=known_asset_paths,
         )  # fmt: skip
         self.discovery = DeadlineBackend(self.api)
         self.backend = self.discovery
@@ -524,4 +529,9 @@ def parse_options(url: yarl.URL, options: Mapping[str, Any]) -> dict[str, Any]:
         out["job_attachments_file_system"] = file_system.upper()
     out["retry_mode"] = retry_mode
     out["queue_role"] = queue_role
+    raw_require = options.get("require_paths_exist", url.query.get("require_paths_exist"))
+    out["require_paths_exist"] = attachments_flag(raw_require, "url.require_paths_exist", True)
+    out["known_asset_paths"] = attachments_paths(
+        options.get("known_asset_paths", url.query.get("known_asset_paths")), "url.known_asset_paths"
+    )
     return out

@@ -9,10 +9,13 @@ caller's own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 
 from ....errors import AuthError, InvalidSpec, UnsupportedError
 from ....models import JobSpec, TransferProgress
@@ -27,7 +30,9 @@ from .upload import Uploader, UploadSummary
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["JobAttachments", "UploadSummary"]
+__all__ = ["JobAttachments", "UploadSummary", "attachments_flag", "attachments_paths"]
+
+log = logging.getLogger("aiofarm.deadline")
 
 _FILE_SYSTEMS = ("COPIED", "VIRTUAL")
 
@@ -41,8 +46,15 @@ class JobAttachments:
         cache_path: Path | None = None,
         concurrency: int = 16,
         file_system: str = "COPIED",
+        require_paths_exist: bool = True,
+        known_asset_paths: Sequence[str] = (),
     ) -> None:
         self.api = api
+        #: a missing input is an InvalidSpec (True), or a referenced path, not uploaded
+        #: (False: the official client's default), for submissions that do not say
+        self.require_paths_exist = require_paths_exist
+        #: paths outside the storage profile's locations that need no warning
+        self.known_asset_paths = tuple(known_asset_paths)
         #: COPIED or VIRTUAL for submissions that do not say (the official client's
         #: ``defaults.job_attachments_file_system`` setting)
         self.file_system = file_system
@@ -113,8 +125,21 @@ class JobAttachments:
         file_system = str(spec.options.get("job_attachments_file_system", self.file_system)).upper()
         if file_system not in _FILE_SYSTEMS:
             raise InvalidSpec("options.job_attachments_file_system", "must be COPIED or VIRTUAL")
-        inputs = await anyio.to_thread.run_sync(expand, refs)
+        require = attachments_flag(
+            spec.options.get("require_paths_exist"), "options.require_paths_exist", self.require_paths_exist
+        )
+        known = attachments_paths(spec.options.get("known_asset_paths"), "options.known_asset_paths")
+        inputs, missing = await anyio.to_thread.run_sync(expand, refs, require)
+        if missing:
+            log.warning(
+                "deadline: %d input path(s) do not exist and are not uploaded (kept as referenced"
+                " paths, require_paths_exist=False): %s", len(missing), ", ".join(missing),
+            )  # fmt: skip
+            refs = attrs.evolve(refs, referenced=refs.referenced | frozenset(missing))
+        self._warn_unknown(inputs, refs, (*known, *self.known_asset_paths))
         groups = group(inputs, refs, self.locations)
+        if not groups:
+            return None  # every input is missing or in a SHARED location: nothing to attach
         on_progress = transfer_progress.get()
         uploader = Uploader(
             self.api, await self._s3(), self.settings, self.cache, concurrency=self.concurrency
@@ -123,6 +148,23 @@ class JobAttachments:
             self.api.farm_id, self.api.queue_id, groups, file_system, on_progress
         )
         return block
+
+    def _warn_unknown(self, inputs: Sequence[str], refs: Any, known: Sequence[str]) -> None:
+        """With a storage profile, paths outside its locations (and ``known``) are named
+        in a warning, as the official client warns of them."""
+        if not self.locations:
+            return
+        roots = [path for path, _ in self.locations.values()] + [os.path.abspath(k) for k in known]
+        outside = sorted(
+            p for p in (*inputs, *refs.output_dirs)
+            if not any(p == r or p.startswith(r.rstrip("/") + "/") for r in roots)
+        )  # fmt: skip
+        if outside:
+            shown = ", ".join(outside[:10]) + (f" and {len(outside) - 10} more" if len(outside) > 10 else "")
+            log.warning(
+                "deadline: %d path(s) are outside the storage profile's locations and"
+                " known_asset_paths (uploaded as their own group): %s", len(outside), shown,
+            )  # fmt: skip
 
     async def download(
         self,
@@ -140,3 +182,28 @@ class JobAttachments:
             locations={name: path for name, (path, _) in self.locations.items()},
             on_progress=on_progress,
         )  # fmt: skip
+
+
+def attachments_flag(value: Any, field: str, default: bool) -> bool:
+    """A yes/no option given as a bool or as URL text."""
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise InvalidSpec(field, f"must be true or false, got {value!r}")
+
+
+def attachments_paths(value: Any, field: str) -> tuple[str, ...]:
+    """Paths given as a list, or as one text separated like PATH (os.pathsep)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(p for p in value.split(os.pathsep) if p)
+    if isinstance(value, (list, tuple)) and all(isinstance(p, str) for p in value):
+        return tuple(value)
+    raise InvalidSpec(field, "must be a list of paths")

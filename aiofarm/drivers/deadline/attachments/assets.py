@@ -102,12 +102,17 @@ def _inside(path: str, location: str) -> bool:
     return path == location or path.startswith(location.rstrip("/") + "/")
 
 
-def expand(refs: References) -> list[str]:
-    """Every input file: the files named, and those under the directories (blocking)."""
+def expand(refs: References, require: bool = True) -> tuple[list[str], list[str]]:
+    """Every input file (the files named, and those under the directories), and the
+    inputs that do not exist, which are an InvalidSpec when ``require`` (blocking)."""
     out: set[str] = set()
+    missing: list[str] = []
     for path in refs.input_files:
         if not os.path.exists(path):
-            raise InvalidSpec("asset_references.inputs.filenames", f"{path} does not exist")
+            if require:
+                raise InvalidSpec("asset_references.inputs.filenames", f"{path} does not exist")
+            missing.append(path)
+            continue
         if os.path.isdir(path):
             raise InvalidSpec(
                 "asset_references.inputs.filenames", f"{path} is a directory, not a file"
@@ -115,12 +120,15 @@ def expand(refs: References) -> list[str]:
         out.add(path)
     for path in refs.input_dirs:
         if not os.path.isdir(path):
-            raise InvalidSpec(
-                "asset_references.inputs.directories", f"{path} is not an existing directory"
-            )
+            if require or os.path.exists(path):
+                raise InvalidSpec(
+                    "asset_references.inputs.directories", f"{path} is not an existing directory"
+                )
+            missing.append(path)
+            continue
         for top, _, names in os.walk(path):
             out.update(os.path.join(top, name) for name in names)
-    return sorted(out)
+    return sorted(out), sorted(missing)
 
 
 def group(
