@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import sys
 from collections.abc import Callable, Coroutine, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .config import resolve_url
 from .errors import ConnectionLost, FarmError, InvalidSpec, UnsupportedError
 from .models import Capability, PathMappingRule
 
@@ -42,34 +40,6 @@ if TYPE_CHECKING:
     from .workers import Workers
 
 __all__ = ["Client"]
-
-
-def _config_url() -> str | None:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
-    path = Path(base) / "aiofarm" / "config.toml"
-    if not path.is_file():
-        return None
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise InvalidSpec("config", f"{path}: {exc}") from None
-    url = data.get("url")
-    if url is not None and not isinstance(url, str):
-        raise InvalidSpec("config.url", f"{path}: must be a string")
-    return url
-
-
-def resolve_url(url: str | None = None) -> str:
-    """The argument, else ``AIOFARM_URL``, else the config file, else ``local://``."""
-    if url is None:
-        url = os.environ.get("AIOFARM_URL") or _config_url() or "local://"
-    if not isinstance(url, str):
-        raise InvalidSpec("url", f"must be a string, got {type(url).__name__}")
-    return url
 
 
 _SECRET_OPTION = re.compile(r"([?&](?:[^=&]*(?:token|secret|password|key|headers)[^=&]*)=)[^&#]*", re.IGNORECASE)

@@ -13,13 +13,39 @@ from types import ModuleType
 
 import click
 
-from . import bundle, deadline, farm, interactive, jobs, run, tasks
-from .common import Options
+from . import (
+    admin,
+    bundle,
+    contexts,
+    control,
+    deadline,
+    farm,
+    interactive,
+    logs,
+    reads,
+    run,
+    submit,
+    waiting,
+)
+from .common import COLOR_MODE, Options
 
 __all__ = ["COMMAND_GROUPS", "cli", "main"]
 
 #: the modules whose ``register(group)`` adds their commands to ``aiofarm``
-COMMAND_GROUPS: tuple[ModuleType, ...] = (run, jobs, tasks, bundle, interactive, deadline, farm)
+COMMAND_GROUPS: tuple[ModuleType, ...] = (
+    run,
+    submit,
+    reads,
+    logs,
+    waiting,
+    control,
+    bundle,
+    interactive,
+    deadline,
+    farm,
+    admin,
+    contexts,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,20 +53,37 @@ COMMAND_GROUPS: tuple[ModuleType, ...] = (run, jobs, tasks, bundle, interactive,
     "--url",
     metavar="URL",
     default=None,
-    help="Farm to talk to (local://DIR, slurm+http://HOST:PORT, deadline://FARM/QUEUE). "
-    "Default: $AIOFARM_URL, else $XDG_CONFIG_HOME/aiofarm/config.toml, else local://.",
+    help="Farm to talk to (local://DIR, slurm+http://HOST:PORT, deadline://FARM/QUEUE, "
+    "ray+http://HOST:PORT). Wins over everything else.",
+)
+@click.option(
+    "--context",
+    "-c",
+    metavar="NAME",
+    default=None,
+    help="A named farm of config.toml (`aiofarm config ls`). Order: --url, --context, "
+    "$AIOFARM_URL, $AIOFARM_CONTEXT, the current context, local://.",
+)
+@click.option(
+    "--color",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="auto: on a terminal, unless NO_COLOR is set or TERM=dumb (FORCE_COLOR forces it).",
 )
 @click.version_option(package_name="aiofarm", prog_name="aiofarm")
 @click.pass_context
-def cli(ctx: click.Context, url: str | None) -> None:
-    """Run jobs on a compute farm and watch them: the local machine, Slurm, Deadline Cloud.
+def cli(ctx: click.Context, url: str | None, context: str | None, color: str) -> None:
+    """Run jobs on a compute farm and watch them: the local machine, Slurm, Ray,
+    Deadline Cloud.
 
     \b
       aiofarm run -- echo hello from aiofarm
       aiofarm ls --status failed --where 'priority < 50'
       aiofarm logs -f JOB_ID
     """
-    ctx.obj = Options(url)
+    COLOR_MODE["mode"] = color
+    ctx.obj = Options(url, context)
 
 
 for _group in COMMAND_GROUPS:

@@ -35,7 +35,7 @@ def _defaults(opts: Options) -> dict[str, str]:
     """farm, queue, region, profile, endpoint_url from a deadline:// URL, if one is set."""
     import yarl
 
-    from ..client import resolve_url
+    from ..config import resolve_url
     from ..drivers.deadline.driver import parse_options
 
     url = yarl.URL(resolve_url(opts.url))

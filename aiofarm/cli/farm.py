@@ -22,7 +22,7 @@ EXIT_NOT_RUNNING = 3
 def _config(ctx: click.Context) -> FarmConfig:
     import yarl
 
-    from ..client import resolve_url
+    from ..config import resolve_url
     from ..drivers.local import config
     from ..errors import InvalidSpec
 

@@ -39,12 +39,16 @@ class LineWriter:
         self._last: TextIO | None = None
         self.broken = False
 
-    def write(self, line: LogLine) -> None:
+    def write(self, line: LogLine, prefix: str = "") -> None:
         out: TextIO = sys.stderr if line.stream == "stderr" else sys.stdout
+        text = line.text if line.text.endswith("\n") else line.text + "\n"
+        self.write_raw(out, prefix + text if prefix else text)
+
+    def write_raw(self, out: TextIO, text: str) -> None:
         try:
             if self._last is not None and out is not self._last:
                 self._last.flush()
-            out.write(line.text if line.text.endswith("\n") else line.text + "\n")
+            out.write(text)
         except BrokenPipeError:
             self.broken = True
         self._last = out
@@ -151,6 +155,7 @@ def job_dict(job: Job) -> dict[str, Any]:
         "owner": job.owner,
         "pool": job.pool,
         "tags": list(job.tags),
+        "labels": dict(getattr(job, "labels", None) or {}),
         "description": job.description,
         "priority": job.priority,
         "created_at": job.created_at.isoformat() if job.created_at else None,

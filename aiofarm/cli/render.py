@@ -1,144 +1,63 @@
-"""rich output for the CLI: the job table, one job's details, the wait progress bar.
+"""rich output for the CLI: the wait progress bar, the transfer bars.
 
 Imported only by the commands that draw, since rich takes a while to import.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from ..models import Job, JobStatus, TransferProgress
-from .common import STATUS_STYLE
-from .output import duration, end_detail, local_time
-
-if TYPE_CHECKING:
-    from ..client import Client
+from .common import STATUS_STYLE, color
+from .output import end_detail
 
 _MARK = {JobStatus.SUCCEEDED: "✓", JobStatus.FAILED: "✗", JobStatus.CANCELED: "⊘"}
 
 
-def _console(stderr: bool = False) -> Console:
-    console = Console(stderr=stderr)
-    if not console.is_terminal:
-        # piped into grep or a file: never squeeze ids or names into "…"
-        console = Console(stderr=stderr, width=max(console.width, 200))
-    return console
-
-
-def _status(status: JobStatus) -> Text:
-    return Text(status.value, style=STATUS_STYLE.get(status, ""))
-
-
-def jobs_table(jobs: Sequence[Job]) -> None:
-    console = _console()
-    if not jobs:
-        console.print("no jobs", style="dim")
-        return
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("ID", no_wrap=True, min_width=max(len(j.id) for j in jobs))
-    table.add_column("NAME", overflow="ellipsis", max_width=48, no_wrap=True)
-    table.add_column("STATUS", no_wrap=True)
-    table.add_column("POOL", no_wrap=True)
-    table.add_column("PRI", justify="right")
-    table.add_column("CREATED", no_wrap=True)
-    table.add_column("TIME", justify="right", no_wrap=True)
-    table.add_column("EXIT", justify="right")
-    for job in jobs:
-        table.add_row(
-            job.id,
-            job.name or "-",
-            _status(job.status),
-            job.pool or "-",
-            str(job.priority),
-            local_time(job.created_at),
-            duration(job),
-            "-" if job.exit_code is None else str(job.exit_code),
-        )
-    console.print(table)
-
-
-def job_details(job: Job) -> None:
-    console = _console()
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    rows: list[tuple[str, str | Text]] = [
-        ("id", job.id),
-        ("name", job.name or "-"),
-        ("status", _status(job.status)),
-        ("reason", job.reason or "-"),
-        ("exit code", "-" if job.exit_code is None else str(job.exit_code)),
-        ("pool", job.pool or "-"),
-        ("owner", job.owner or "-"),
-        ("priority", str(job.priority)),
-        ("tags", ", ".join(job.tags) or "-"),
-        ("description", job.description or "-"),
-        ("depends on", ", ".join(job.depends_on) or "-"),
-        ("created", local_time(job.created_at)),
-        ("started", local_time(job.started_at)),
-        ("finished", local_time(job.finished_at)),
-        ("run time", duration(job)),
-        ("driver", job.driver),
-    ]
-    if job.task_counts:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(job.task_counts.items()) if v)
-        rows.append(("tasks", counts or "-"))
-    for key, value in rows:
-        grid.add_row(key, value if isinstance(value, Text) else Text(value))
-    console.print(grid)
-    if job.history:
-        console.print()
-        history = Table(box=None, header_style="bold", pad_edge=False, title=None)
-        history.add_column("TIME", no_wrap=True)
-        history.add_column("STATUS", no_wrap=True)
-        history.add_column("REASON")
-        for step in job.history:
-            # milliseconds: a job's transitions often share one second
-            when = step.time.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-            history.add_row(when, _status(step.status), step.reason or "")
-        console.print(history)
-
-
-async def wait_progress(farm: Client, ids: list[str], timeout: float | None) -> bool:
-    """Wait for ``ids`` with a progress bar on stderr; True when every job succeeded."""
+async def wait_progress(
+    events: AsyncIterator[Job], total: int, ok: Callable[[Job], bool], verb: str
+) -> int:
+    """Show jobs as they come from ``events`` with a progress bar on stderr (only on a
+    terminal) and a line each; how many were ``ok``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, no_color=color() is False, force_terminal=color() or None)
     counts: Counter[JobStatus] = Counter()
+    good = 0
     progress = Progress(
-        TextColumn("waiting"),
+        TextColumn(verb),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[summary]}"),
         console=console,
-        disable=not console.is_terminal,  # in a log file the per-job lines say it all
+        transient=True,
+        disable=not sys.stderr.isatty(),  # spinners and bars only on a terminal
     )
     with progress:
-        bar = progress.add_task("wait", total=len(ids), summary="")
-        async for job in farm.jobs.as_completed(ids, timeout=timeout):
+        bar = progress.add_task("wait", total=total, summary="")
+        async for job in events:
             counts[job.status] += 1
+            good += ok(job)
             style = STATUS_STYLE.get(job.status, "")
             extra = ""
-            if job.status is not JobStatus.SUCCEEDED:
+            if job.status.is_finished and job.status is not JobStatus.SUCCEEDED:
                 detail = end_detail(job)
                 extra = f" ({escape(detail)})" if detail else ""
             name = f" {escape(job.name)}" if job.name else ""
             progress.console.print(
-                f"[{style}]{_MARK.get(job.status, '?')} {escape(job.id)}[/]{name} "
+                f"[{style}]{_MARK.get(job.status, '•')} {escape(job.id)}[/]{name} "
                 f"[{style}]{job.status.value}[/]{extra}",
                 highlight=False,
             )
             summary = ", ".join(f"{n} {s.value}" for s, n in sorted(counts.items()))
             progress.update(bar, advance=1, summary=summary)
-    return counts[JobStatus.SUCCEEDED] == len(ids)
+    return good
 
 
 class TransferBar:

@@ -1,4 +1,12 @@
-"""``aiofarm run``: submit a command, stream its output here, exit with its exit code."""
+"""``aiofarm run``: submit a command, stream its output here, exit with its exit code.
+
+Signals (docs/cli.md "run"): on a farm whose jobs outlive this process (every farm but
+an embedded ``local://...?embedded=true``), the first Ctrl-C detaches: it stops
+printing, says how to re-attach, and gives a short window in which a second Ctrl-C
+cancels the job instead. SIGTERM and SIGHUP detach at once (no one is there to press a
+key). On an embedded farm, whose jobs die with us, Ctrl-C cancels the job; again
+kills it; a third stops waiting.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +14,17 @@ import contextlib
 import shlex
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import FarmError
 from ..models import JobStatus
-from .common import EXIT_INTERRUPTED, Options, note, parse_env, run_command
+from .common import EXIT_INTERRUPTED, SIGNAL_WORDS, Options, note, parse_env, run_command
 from .output import describe_end, duration, job_exit_code, print_logs
+
+if TYPE_CHECKING:
+    from ..client import Client
 
 __all__ = ["register", "run"]
 
@@ -45,6 +56,16 @@ __all__ = ["register", "run"]
     help="Run the command through /bin/sh -c (the words joined by spaces).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print only the job's own output.")
+@click.option("--detach", "-d", is_flag=True, help="Print the job id and exit; the job runs on.")
+@click.option(
+    "--tty/--no-tty",
+    "-t",
+    "tty",
+    default=None,
+    help="Run the job on a terminal (its stdout and stderr merged). Default: when our "
+    "stdout is a terminal and the farm can.",
+)
+@click.option("--label", "-l", "labels", multiple=True, metavar="KEY=VALUE", help="Label the job (repeatable).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_obj
 def run(
@@ -59,27 +80,37 @@ def run(
     retries: int,
     shell: bool,
     quiet: bool,
+    detach: bool,
+    tty: bool | None,
+    labels: tuple[str, ...],
     command: tuple[str, ...],
 ) -> None:
     """Submit COMMAND, stream its output here, and exit with its exit code.
 
-    Job stdout goes to stdout and job stderr to stderr. Ctrl-C cancels the job;
-    a second Ctrl-C kills it; a third stops waiting. Put -- before the command
-    when it starts with a dash or you want to be explicit:
+    Job stdout goes to stdout and job stderr to stderr. Ctrl-C detaches (the job
+    runs on; `aiofarm logs -f ID` re-attaches) and a second Ctrl-C right after
+    cancels the job; on an embedded farm Ctrl-C cancels the job. Put -- before the
+    command when it starts with a dash or you want to be explicit:
 
     \b
       aiofarm run -- echo hello from aiofarm
       aiofarm run --pool gpu -e SEED=3 -- python render.py --frames 1-10
+      aiofarm run -d -l team=fx -- ./render.sh
     """
     cmd: str | tuple[str, ...] = " ".join(command) if shell else command
     if name is None:
         line = cmd if isinstance(cmd, str) else shlex.join(cmd)
         name = line if len(line) <= 60 else line[:59] + "…"
+    spec: dict[str, Any] = {}
+    if labels:
+        spec["labels"] = _labels(labels)
     sys.exit(
         run_command(
             lambda: _run_job(
                 opts,
                 cmd,
+                detach=detach,
+                tty=tty,
                 name=name,
                 pool=pool,
                 priority=priority,
@@ -89,63 +120,133 @@ def run(
                 timeout=timeout,
                 retries=retries,
                 quiet=quiet,
-            )
+                **spec,
+            ),
+            signals=False,
         )
     )
 
 
+def _labels(items: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--label")
+        out[key] = value
+    return out
+
+
+def _outlives_us(farm: Client) -> bool:
+    """Whether the farm's jobs go on when this process exits (all but an embedded
+    local farm)."""
+    from ..drivers.local.embedded import EmbeddedDriver
+
+    return not isinstance(farm.driver, EmbeddedDriver)
+
+
+def _how_to_reattach(job_id: str) -> str:
+    return (
+        f"job {job_id} goes on. Follow it: aiofarm logs -f {job_id} · "
+        f"wait: aiofarm wait {job_id} · cancel: aiofarm cancel {job_id}"
+    )
+
+
+#: how long after a first Ctrl-C (detach) a second one cancels the job instead
+CANCEL_WINDOW = 2.0
+
+
 async def _run_job(
-    opts: Options, command: str | tuple[str, ...], *, quiet: bool, **spec: Any
+    opts: Options,
+    command: str | tuple[str, ...],
+    *,
+    detach: bool,
+    tty: bool | None,
+    quiet: bool,
+    **spec: Any,
 ) -> int:
     import anyio
     import anyio.abc
 
     from ..models import Capability
 
-    tty = sys.stderr.isatty() and not quiet
+    chatty = sys.stderr.isatty() and not quiet
     job_id: str | None = None
     signals_seen: list[int] = []
+    detached: list[int] = []  # the signal we detached on
+    canceling = [0]  # 1 canceled, 2 killed, 3 stopped waiting
+    window: list[anyio.CancelScope] = []
     async with opts.client() as farm, anyio.create_task_group() as tg:
+        outlives = _outlives_us(farm)
+        if tty is None:
+            tty = not detach and sys.stdout.isatty() and Capability.SUBMIT_TTY in farm.capabilities
 
-        async def cancel_job() -> None:
-            assert job_id is not None
+        def say(message: str) -> None:
             if not quiet:
-                note(f"canceling job {job_id} (Ctrl-C again to kill it)", fg="yellow")
-            await farm.jobs.cancel(job_id)
+                note(message, fg="yellow")
 
-        async def kill_job() -> None:
+        async def escalate(signum: int) -> None:
             assert job_id is not None
+            canceling[0] += 1
+            word = SIGNAL_WORDS.get(signal.Signals(signum), "signal")
+            if canceling[0] == 1:
+                again = "Ctrl-C again to kill it" if signum == signal.SIGINT else "again to kill it"
+                say(f"{word}: canceling job {job_id}" + ("" if signum == signal.SIGHUP else f" ({again})"))
+                await farm.jobs.cancel(job_id)
+            elif canceling[0] == 2:
+                say(f"{word}: killing job {job_id} (again to stop waiting)")
+                # best effort: a job already gone, or a back end without signals, is
+                # fine: the cancel is on its way
+                with contextlib.suppress(FarmError):
+                    await farm.jobs.send_signal(job_id, signal.SIGKILL)
+            else:
+                tg.cancel_scope.cancel()
+
+        def leave(signum: int) -> None:
+            assert job_id is not None
+            detached.append(signum)
             if not quiet:
-                note(f"killing job {job_id} (Ctrl-C again to stop waiting)", fg="yellow")
-            # best effort: a job already gone, or a back end without signals, is fine:
-            # the cancel is on its way
-            with contextlib.suppress(FarmError):
-                await farm.jobs.send_signal(job_id, signal.SIGKILL)
+                word = SIGNAL_WORDS.get(signal.Signals(signum), "signal")
+                note(f"{word}: detached; {_how_to_reattach(job_id)}", fg="yellow")
+            tg.cancel_scope.cancel()
+
+        async def detach_window(signum: int) -> None:
+            with anyio.CancelScope() as scope:
+                window.append(scope)
+                say(f"detaching from job {job_id}; Ctrl-C again within {CANCEL_WINDOW:g}s cancels it")
+                await anyio.sleep(CANCEL_WINDOW)
+                leave(signum)
+
+        def handle(signum: int) -> None:
+            if not outlives or canceling[0]:
+                tg.start_soon(escalate, signum)
+            elif signum != signal.SIGINT:
+                leave(signum)  # SIGTERM, SIGHUP: no one is there to press a key
+            elif window:
+                window.pop().cancel()  # the second Ctrl-C: cancel after all
+                tg.start_soon(escalate, signum)
+            else:
+                tg.start_soon(detach_window, signum)
 
         async def on_signals(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-            # SIGHUP too: a closed terminal should not leave the job running unwatched
-            with anyio.open_signal_receiver(
-                signal.SIGINT, signal.SIGTERM, signal.SIGHUP
-            ) as received:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as received:
                 task_status.started()
                 async for signum in received:
-                    signals_seen.append(signum)
-                    if job_id is None:
-                        continue  # handled once the job exists
-                    if len(signals_seen) == 1:
-                        tg.start_soon(cancel_job)
-                    elif len(signals_seen) == 2:
-                        tg.start_soon(kill_job)
-                    else:
-                        tg.cancel_scope.cancel()
+                    signals_seen.append(int(signum))
+                    if job_id is not None:
+                        handle(int(signum))
 
         await tg.start(on_signals)  # installed before the job exists: no window without it
-        job = await farm.jobs.start(command, **spec)
+        job = await farm.jobs.start(command, tty=tty, **spec)
         job_id = job.id
-        if tty:
+        if detach:
+            click.echo(job.id)
+            tg.cancel_scope.cancel()
+            return 0
+        if chatty:
             note(f"job {job.id} submitted", dim=True)
-        if signals_seen:  # Ctrl-C came while submitting
-            tg.start_soon(cancel_job)
+        if signals_seen:  # a signal came while submitting: handled now
+            handle(signals_seen[-1])
 
         if Capability.LOGS_FOLLOW in farm.capabilities:
             try:
@@ -163,15 +264,17 @@ async def _run_job(
                 await print_logs(farm, job.id, follow=False, timestamps=False)
         tg.cancel_scope.cancel()
 
+    if detached:
+        return 128 + detached[0]
     interrupted = 128 + signals_seen[0] if signals_seen else None
-    if len(signals_seen) > 2:
+    if canceling[0] > 2:
         return interrupted or EXIT_INTERRUPTED
     job = result.job
     code = job_exit_code(job)
     if interrupted and job.status is not JobStatus.SUCCEEDED:
         code = interrupted
     if job.status is JobStatus.SUCCEEDED:
-        if tty:
+        if chatty:
             note(f"job {job.id} succeeded in {duration(job)}", dim=True)
     elif not quiet:
         note(describe_end(job), fg="red")

@@ -15,7 +15,6 @@ an error line.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
@@ -183,6 +182,8 @@ async def ensure_socket(
 ) -> socket.socket | None:
     """A checked socket to the service; starts one when none answers and ``start``
     (else None). Concurrent starters race on the lock: the loser connects to the winner."""
+    import asyncio  # here: the CLI's blocking ``request`` path runs without a loop
+
     check_state_dir(state_dir)
     path = os.path.join(state_dir, SOCKET_NAME)
     try:

@@ -1,0 +1,157 @@
+"""``aiofarm wait``: until jobs finish, or reach a status (``--for running``).
+
+Exit codes, as Deadline's ``job wait`` documents its own: 0 every job got there (for
+``finished``: every job succeeded); 1 a job did not (failed, canceled, or finished
+without ever reaching the asked status); 124 ``--timeout`` ran out; 2 an error. No ids
+is not an error: nothing to wait for, exit 0 (``aiofarm wait $(aiofarm ls -o name -s
+active)`` when nothing is active).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..errors import FarmError, WaitTimeout
+from ..models import JobStatus
+from .common import EXIT_FAILED, EXIT_TIMEOUT, Options, note, parse_statuses, run_command
+from .output import job_dict
+from .reads import selector_option, selector_where
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from ..models import Job
+
+__all__ = ["register", "wait"]
+
+
+def _parse_for(ctx: click.Context, param: click.Parameter, value: str) -> frozenset[JobStatus]:
+    if value == "finished":
+        return JobStatus.finished_items()
+    statuses = parse_statuses(ctx, param, (value,))
+    assert statuses is not None
+    return statuses
+
+
+async def _reached(
+    farm: Client, ids: list[str], until: frozenset[JobStatus], timeout: float | None
+) -> AsyncIterator[Job]:
+    """Each job as it reaches a status of ``until`` (or finishes without reaching it)."""
+    if until == JobStatus.finished_items():
+        async for job in farm.jobs.as_completed(ids, timeout=timeout):
+            yield job
+        return
+    import anyio
+
+    send, receive = anyio.create_memory_object_stream["Job | BaseException"](math.inf)
+
+    async def one(job_id: str) -> None:
+        try:
+            wait: Any = farm.jobs.wait
+            result = await wait(job_id, timeout=timeout, until=until)
+            send.send_nowait(result.job)
+        except FarmError as exc:  # finished elsewhere (JobNotRunning-like) or timed out
+            send.send_nowait(exc)
+
+    async with anyio.create_task_group() as tg:
+        for job_id in ids:
+            tg.start_soon(one, job_id)
+        with receive:
+            for _ in ids:
+                item = await receive.receive()
+                if isinstance(item, WaitTimeout):
+                    raise item
+                if isinstance(item, BaseException):
+                    reached = getattr(item, "job", None)  # finished without getting there
+                    if reached is None:
+                        raise item
+                    yield reached
+                else:
+                    yield item
+
+
+@click.command()
+@click.argument("job_ids", metavar="[ID]...", nargs=-1)
+@click.option(
+    "--for",
+    "until",
+    default="finished",
+    show_default=True,
+    callback=_parse_for,
+    metavar="STATUS",
+    help="running, finished, or any status (comma-separated: any of them).",
+)
+@click.option("--timeout", type=click.FloatRange(min=0), help="Give up after S seconds (exit 124).")
+@click.option("--where", "-w", "where_text", metavar="EXPR", help="Also every job matching EXPR.")
+@selector_option
+@click.option(
+    "--output", "-o", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="json: a JSON line per job as it gets there (type: job).",
+)
+@click.pass_obj
+def wait(
+    opts: Options,
+    job_ids: tuple[str, ...],
+    until: frozenset[JobStatus],
+    timeout: float | None,
+    where_text: str | None,
+    selectors: tuple[str, ...],
+    fmt: str,
+) -> None:
+    """Wait until jobs finish (exit 1 if any did not succeed), or reach --for STATUS.
+
+    \b
+      aiofarm wait JOB_ID --timeout 600
+      aiofarm wait --for running JOB_ID && aiofarm exec -it JOB_ID -- bash
+      aiofarm wait $(aiofarm ls -o name -s active)
+    """
+    finished = until == JobStatus.finished_items()
+
+    async def go() -> int:
+        expr = selector_where(where_text, selectors)
+        ids = list(dict.fromkeys(job_ids))
+        if not ids and expr is None:
+            note("no jobs given: nothing to wait for")
+            return 0
+        async with opts.client() as farm:
+            if ids:
+                await farm.jobs.get_many(ids)  # an unknown id fails before anything is drawn
+            if expr is not None:
+                async with farm.jobs.list(where=expr) as found:
+                    ids += [j.id async for j in found if j.id not in ids]
+            if not ids:
+                note("no job matches: nothing to wait for")
+                return 0
+
+            def ok(job: Job) -> bool:
+                return job.status is JobStatus.SUCCEEDED if finished else job.status in until
+
+            events = _reached(farm, ids, until, timeout)
+            try:
+                if fmt == "json":
+                    good = 0
+                    async for job in events:
+                        good += ok(job)
+                        click.echo(
+                            json.dumps({"type": "job", "reached": ok(job), **job_dict(job)})
+                        )
+                else:
+                    from .render import wait_progress
+
+                    verb = "waiting" if finished else f"waiting for {'|'.join(sorted(s.value for s in until))}"
+                    good = await wait_progress(events, len(ids), ok, verb)
+            except WaitTimeout:
+                note(f"timed out after {timeout:g}s", fg="yellow")
+                return EXIT_TIMEOUT
+        return 0 if good == len(ids) else EXIT_FAILED
+
+    sys.exit(run_command(go, stopped="stopped waiting; the jobs go on"))
+
+
+def register(group: click.Group) -> None:
+    group.add_command(wait)
