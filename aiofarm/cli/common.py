@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -42,6 +42,8 @@ __all__ = [
     "run_command",
     "stdout_color",
 ]
+
+E = TypeVar("E", bound=BaseException)
 
 EXIT_FAILED = 1
 EXIT_ERROR = 2
@@ -103,6 +105,17 @@ def _group(exc: BaseException) -> Sequence[BaseException]:
     # duck-typed: BaseExceptionGroup is a builtin only from 3.11 (anyio backports it)
     inner = getattr(exc, "exceptions", None)
     return inner if isinstance(inner, tuple) else ()
+
+
+def _find(exc: BaseException, kind: type[E]) -> E | None:
+    """``exc`` if it is a ``kind``, else the first one inside its exception groups."""
+    if isinstance(exc, kind):
+        return exc
+    for inner in _group(exc):
+        found = _find(inner, kind)
+        if found is not None:
+            return found
+    return None
 
 
 def _is_broken_pipe(exc: BaseException) -> bool:
@@ -214,6 +227,9 @@ def run_command(
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
             return EXIT_BROKEN_PIPE
+        usage = _find(exc, click.ClickException)
+        if usage is not None:
+            raise usage from None  # a usage error found inside the command: click reports it
         err = _farm_error(exc)
         if err is None:
             raise

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .common import Options, confirm_many, note, run_command
-from .reads import selector_option, selector_where
+from .selection import select_jobs, selection_expr, selection_options
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -49,8 +49,7 @@ def _action(farm: Client, verb: str, stop_work: bool | None) -> Callable[[list[s
 def _make(verb: str, summary: str) -> click.Command:
     @click.command(verb, help=summary)
     @click.argument("job_ids", metavar="[ID]...", nargs=-1)
-    @click.option("--where", "-w", "where_text", metavar="EXPR", help="Every job matching EXPR.")
-    @selector_option
+    @selection_options
     @click.option("--yes", "-y", is_flag=True, help="Do not ask before changing several selected jobs.")
     @click.option(
         "--output", "-o", "fmt", type=click.Choice(["text", "name"]), default="text",
@@ -71,13 +70,10 @@ def _make(verb: str, summary: str) -> click.Command:
             raise click.UsageError("give job ids, or --where / -l to select jobs")
 
         async def go() -> int:
-            expr = selector_where(where_text, selectors)
+            expr = selection_expr(where_text, selectors)
             async with opts.client() as farm:
-                ids = list(dict.fromkeys(job_ids))
-                jobs = await farm.jobs.get_many(ids) if ids else []  # unknown ids first
+                jobs, selected = await select_jobs(farm, job_ids, expr)
                 if expr is not None:
-                    async with farm.jobs.list(where=expr) as found:
-                        selected = [j async for j in found if j.id not in ids]
                     if not selected and not jobs:
                         note("no job matches")
                         return 0

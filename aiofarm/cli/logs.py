@@ -20,7 +20,7 @@ import click
 from ..errors import InvalidSpec
 from .common import Options, run_command
 from .output import LineWriter
-from .reads import selector_option, selector_where
+from .selection import select_jobs, selection_expr, selection_options
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -116,8 +116,7 @@ async def _one(
     default=None,
     help="Put [ID] before each line (default: on for several jobs).",
 )
-@click.option("--where", "-w", "where_text", metavar="EXPR", help="Every job matching EXPR.")
-@selector_option
+@selection_options
 @click.option(
     "--output", "-o", "fmt", type=click.Choice(["text", "json"]), default="text",
     show_default=True, help="json: JSON lines with type, job, stream, time, task, text.",
@@ -150,18 +149,14 @@ def logs(
     async def go() -> int:
         import anyio
 
-        expr = selector_where(where_text, selectors)
+        expr = selection_expr(where_text, selectors)
         after = parse_since(since)
         stream_args: dict[str, Any] = {"timestamps": timestamps, "task": task, "since": after}
         if attempt is not None:
             stream_args["attempt"] = attempt
         async with opts.client() as farm:
-            ids = list(dict.fromkeys(job_ids))
-            if ids:
-                await farm.jobs.get_many(ids)  # an unknown id is an error, not empty output
-            if expr is not None:
-                async with farm.jobs.list(where=expr) as found:
-                    ids += [j.id async for j in found if j.id not in ids]
+            named, matched = await select_jobs(farm, job_ids, expr)  # unknown ids: an error
+            ids = [j.id for j in named + matched]
             printer = _Printer(as_json=fmt == "json", prefix=prefix if prefix is not None else len(ids) > 1)
             try:
                 async with anyio.create_task_group() as tg:

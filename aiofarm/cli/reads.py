@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from ..models import JobStatus
 from .common import Options, note, parse_statuses, run_command
 from .formats import emit, output_option
+from .selection import selection_expr, selection_options
 from .views import JOB_COLUMNS, TASK_COLUMNS, job_dict, labels_of, task_dict
 
 if TYPE_CHECKING:
@@ -22,36 +23,7 @@ if TYPE_CHECKING:
     from ..where import Expr
     from .quick import QuickReader
 
-__all__ = ["describe", "ls", "register", "selector_where", "status", "tasks"]
-
-
-def selector_where(where_text: str | None, selectors: tuple[str, ...]) -> Expr | None:
-    """``--where`` text and ``-l KEY=VALUE`` label selectors as one filter (parsed here,
-    before any farm is opened, so a typo fails at once)."""
-    from ..where import conjoin, parse, where
-
-    parts: list[Expr] = []
-    if where_text is not None:
-        parts.append(parse(where_text))
-    for item in selectors:
-        for pair in item.split(","):
-            key, sep, value = pair.partition("=")
-            if not sep or not key.strip():
-                raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="-l/--selector")
-            labels: Any = where.labels  # a mapping field: labels["team"]
-            parts.append(labels[key.strip()] == value.strip())
-    return conjoin(parts) if parts else None
-
-
-def selector_option(fn: Any) -> Any:
-    return click.option(
-        "--selector",
-        "-l",
-        "selectors",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Only jobs with these labels (repeatable or comma-separated).",
-    )(fn)
+__all__ = ["describe", "ls", "register", "status", "tasks"]
 
 
 def emit_jobs(jobs: list[Job], fmt: str, *, single: bool = False) -> None:
@@ -76,8 +48,7 @@ def emit_jobs(jobs: list[Job], fmt: str, *, single: bool = False) -> None:
     metavar="STATUS",
     help="Only jobs in these statuses (repeatable or comma-separated; also active, finished).",
 )
-@click.option("--where", "-w", "where_text", metavar="EXPR", help="Filter, e.g. 'priority < 50'.")
-@selector_option
+@selection_options
 @click.option(
     "--limit",
     "-n",
@@ -114,7 +85,7 @@ def ls(
     quick = reader(opts)
 
     async def go() -> int:
-        expr = selector_where(where_text, selectors)  # fails before connecting
+        expr = selection_expr(where_text, selectors)  # fails before connecting
         want = None if limit == 0 else limit + 1  # one more tells whether there are more
         if quick is not None:
             jobs = await _quick_list(quick, statuses, expr, want, sort)

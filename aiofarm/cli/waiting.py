@@ -21,7 +21,7 @@ from ..errors import FarmError, WaitTimeout
 from ..models import JobStatus
 from .common import EXIT_FAILED, EXIT_TIMEOUT, Options, note, parse_statuses, run_command
 from .output import job_dict
-from .reads import selector_option, selector_where
+from .selection import select_jobs, selection_expr, selection_options
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -87,8 +87,7 @@ async def _reached(
     help="running, finished, or any status (comma-separated: any of them).",
 )
 @click.option("--timeout", type=click.FloatRange(min=0), help="Give up after S seconds (exit 124).")
-@click.option("--where", "-w", "where_text", metavar="EXPR", help="Also every job matching EXPR.")
-@selector_option
+@selection_options
 @click.option(
     "--output", "-o", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
     help="json: a JSON line per job as it gets there (type: job).",
@@ -113,17 +112,13 @@ def wait(
     finished = until == JobStatus.finished_items()
 
     async def go() -> int:
-        expr = selector_where(where_text, selectors)
-        ids = list(dict.fromkeys(job_ids))
-        if not ids and expr is None:
+        expr = selection_expr(where_text, selectors)
+        if not job_ids and expr is None:
             note("no jobs given: nothing to wait for")
             return 0
         async with opts.client() as farm:
-            if ids:
-                await farm.jobs.get_many(ids)  # an unknown id fails before anything is drawn
-            if expr is not None:
-                async with farm.jobs.list(where=expr) as found:
-                    ids += [j.id async for j in found if j.id not in ids]
+            named, matched = await select_jobs(farm, job_ids, expr)  # unknown ids fail first
+            ids = [j.id for j in named + matched]
             if not ids:
                 note("no job matches: nothing to wait for")
                 return 0

@@ -44,12 +44,21 @@ class Farm:
         return env
 
     async def __call__(
-        self, *args: str, url: bool = True, env: dict[str, str] | None = None
+        self, *args: str, url: bool = True, env: dict[str, str] | None = None, stdin: str | None = None
     ) -> Result:
         argv = [*COMMAND, *(("--url", self.url) if url else ()), *args]
         with anyio.fail_after(90):
-            proc = await anyio.run_process(argv, check=False, env=env or self.env(), cwd=self.cwd)
+            proc = await anyio.run_process(
+                argv,
+                input=None if stdin is None else stdin.encode(),
+                check=False,
+                env=env or self.env(),
+                cwd=self.cwd,
+            )
         return Result(tuple(args), proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+    async def with_input(self, text: str, *args: str) -> Result:
+        return await self(*args, stdin=text)
 
     async def run_ok(self, *command: str, options: Sequence[str] = ()) -> str:
         """``aiofarm run`` a command that must succeed; the job's id."""
