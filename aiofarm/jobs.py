@@ -614,11 +614,13 @@ class Jobs:
         job_port: int,
         on_error: Callable[[ForwardError], None] | None = None,
         start_timeout: float = 300,
+        host: str = "127.0.0.1",
     ) -> AbstractAsyncContextManager[PortForward]:
         """``async with farm.jobs.port_forward(id, job_port=8080) as fwd: fwd.local_port``
 
-        Listens on 127.0.0.1 (``local_port=0`` picks a free port). Each connection's
-        failure is reported to ``on_error``, ``fwd.errors`` and ``fwd.events()``."""
+        Listens on ``host`` (default 127.0.0.1: this machine only; ``local_port=0`` picks
+        a free port). Each connection's failure is reported to ``on_error``,
+        ``fwd.errors`` and ``fwd.events()``."""
         from . import portforward, stdio
 
         check_id(job_id, "job_id")
@@ -626,6 +628,6 @@ class Jobs:
         self._client.require(Capability.PORT_FORWARD)
         return portforward.port_forward(
             self._driver, job_id, local_port, job_port, on_error=on_error,
-            hub=self._client.hub, start_timeout=wait,
+            hub=self._client.hub, start_timeout=wait, host=host,
         )  # fmt: skip
 

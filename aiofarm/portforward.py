@@ -442,6 +442,8 @@ async def port_forward(
     job (waited for up to ``start_timeout`` seconds if it has not started yet)."""
     _check_port("local_port", local_port, allow_zero=True)
     _check_port("job_port", job_port, allow_zero=False)
+    if not isinstance(host, str) or not host or "\x00" in host:
+        raise InvalidSpec("host", f"must be an address to listen on, e.g. 127.0.0.1 or 0.0.0.0, got {host!r}")
     await check_running(driver, job_id, "port_forward", hub=hub, start_timeout=start_timeout)
     # fail early, before listening, if the driver can neither give an address nor
     # tunnel (UnsupportedError from connect_port's default)
@@ -458,9 +460,10 @@ async def port_forward(
             fwd._accept, host, local_port, reuse_address=True, start_serving=False
         )
     except OSError as exc:
-        raise InvalidSpec(
-            "local_port", f"cannot listen on {host}:{local_port}: {exc.strerror}"
-        ) from None
+        import socket
+
+        field = "host" if isinstance(exc, socket.gaierror) else "local_port"
+        raise InvalidSpec(field, f"cannot listen on {host}:{local_port}: {exc.strerror}") from None
     try:
         async with anyio.create_task_group() as tg:
             fwd._tg = tg

@@ -205,20 +205,25 @@ def run_command(
     try:
         if not loop:
             return _drive(fn())
+        import logging
+
         import anyio
 
+        # the library's retry warnings are for programs that log; a command's outcome
+        # is its output, its exit code and its one error line
+        logging.getLogger("aiofarm").addHandler(logging.NullHandler())
         if not signals:
             return anyio.run(fn)
         code = anyio.run(_until_signal, fn, received)
         if received:
             if stopped:
-                note(f"{stopped} ({SIGNAL_WORDS.get(signal.Signals(received[0]), 'signal')})", fg="yellow")
+                note(f"{SIGNAL_WORDS.get(signal.Signals(received[0]), 'signal')}: {stopped}", fg="yellow")
             return 128 + received[0]
         return code
     except BaseException as exc:
         if _is_interrupt(exc):
             if stopped:
-                note(f"{stopped} (Ctrl-C)", fg="yellow")
+                note(f"Ctrl-C: {stopped}", fg="yellow")
             return EXIT_INTERRUPTED
         if _is_broken_pipe(exc):
             # the shell's answer to a writer whose reader left; point stdout at

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import ConnectionLost, InvalidSpec
-from .common import Options, note, run_command
+from .common import SIGNAL_WORDS, Options, note, run_command
 from .output import shell_status
 
 if TYPE_CHECKING:
@@ -98,18 +98,25 @@ class _Outcome:
 
 
 async def _follow_signals(
-    stream: StdStream, fd: int, raw: bool, outcome: _Outcome, stop: Any
+    stream: StdStream, fd: int, raw: bool, outcome: _Outcome, stop: Any, ctrl_c_detaches: bool
 ) -> None:
     """SIGWINCH → resize (raw sessions); SIGTERM/SIGHUP → leave cleanly, so the terminal
-    is restored and an exec'd process is killed, not orphaned."""
+    is restored and an exec'd process is killed, not orphaned; Ctrl-C → detach, where
+    that is what it means (attach without a raw terminal)."""
     import anyio
 
     wanted = [signal.SIGTERM, signal.SIGHUP] + ([signal.SIGWINCH] if raw else [])
+    if ctrl_c_detaches:
+        wanted.append(signal.SIGINT)
     with anyio.open_signal_receiver(*wanted) as signals:
         async for signum in signals:
             if signum == signal.SIGWINCH:
                 size = os.get_terminal_size(fd)
                 await stream.resize(rows=size.lines, cols=size.columns)
+            elif signum == signal.SIGINT:
+                outcome.detached = True
+                stop()
+                return
             else:
                 outcome.signal = int(signum)
                 stop()
@@ -117,7 +124,12 @@ async def _follow_signals(
 
 
 async def _session(
-    stream: StdStream, *, interactive: bool, raw: bool, detach_key: bytes | None
+    stream: StdStream,
+    *,
+    interactive: bool,
+    raw: bool,
+    detach_key: bytes | None,
+    ctrl_c_detaches: bool = False,
 ) -> _Outcome:
     """Relay this terminal and the session until the output ends, a detach, or SIGTERM /
     SIGHUP."""
@@ -140,7 +152,9 @@ async def _session(
 
             if interactive:
                 tg.start_soon(stdin_task)
-            tg.start_soon(_follow_signals, stream, in_fd, raw, outcome, tg.cancel_scope.cancel)
+            tg.start_soon(
+                _follow_signals, stream, in_fd, raw, outcome, tg.cancel_scope.cancel, ctrl_c_detaches
+            )
             while (msg := await stream.read_out()) is not None:
                 _write_all(err_fd if msg.fileno == 2 else out_fd, msg.data)
             tg.cancel_scope.cancel()
@@ -175,44 +189,57 @@ async def _attach(opts: Options, job_id: str, interactive: bool) -> int:
         if raw:
             note(f"attached to {job_id}; Ctrl-] detaches", dim=True)
         outcome = await _session(
-            stream, interactive=interactive, raw=raw, detach_key=DETACH_KEY if raw else None
+            stream,
+            interactive=interactive,
+            raw=raw,
+            detach_key=DETACH_KEY if raw else None,
+            ctrl_c_detaches=not raw,
         )
         if outcome.signal is not None:
+            word = SIGNAL_WORDS.get(signal.Signals(outcome.signal), "signal")
+            note(f"{word}: detached from {job_id}; it goes on", dim=True)
             return 128 + outcome.signal
         if outcome.detached:
-            note(f"detached from {job_id}; it goes on", dim=True)
+            note(f"detached from {job_id}; it goes on (aiofarm attach {job_id} re-attaches)", dim=True)
             return 0
         return 0 if stream.exit_code is None else shell_status(stream.exit_code)
 
 
-def _parse_ports(spec: str) -> tuple[int, int]:
+def parse_ports(spec: str) -> tuple[int, int]:
+    """``LOCAL:REMOTE``; ``:REMOTE`` or ``0:REMOTE`` a free local port; ``PORT`` alone
+    the same port on both sides (as kubectl)."""
     local, sep, remote = spec.rpartition(":")
     if not sep:
-        local, remote = "0", spec
+        local = remote
     try:
         return int(local or "0"), int(remote)
     except ValueError:
-        raise InvalidSpec("ports", f"{spec!r} is not LOCAL:REMOTE (e.g. 8080:80 or :80)") from None
+        raise InvalidSpec("ports", f"{spec!r} is not LOCAL:REMOTE (e.g. 8080:80, :80 or 80)") from None
 
 
-async def _port_forward(opts: Options, job_id: str, ports: str) -> int:
+async def _port_forward(opts: Options, job_id: str, specs: tuple[str, ...], addresses: list[str]) -> int:
     from ..portforward import ForwardError
 
-    local, remote = _parse_ports(ports)
+    pairs = [parse_ports(spec) for spec in specs]  # all checked before connecting
+
     def on_error(err: ForwardError) -> None:
         peer = f"{err.peer[0]}:{err.peer[1]}" if err.peer else "?"
         note(f"connection {err.connection} from {peer}: {err.error}", fg="yellow")
 
-    async with (
-        opts.client() as farm,
-        farm.jobs.port_forward(job_id, local_port=local, job_port=remote, on_error=on_error) as fwd,
-    ):
-        note(
-            f"forwarding {fwd.host}:{fwd.local_port} -> port {remote} of job {job_id} "
-            "(Ctrl-C stops)"
-        )
+    async with opts.client() as farm, contextlib.AsyncExitStack() as stack:
+        for local, remote in pairs:
+            for address in addresses:
+                fwd = await stack.enter_async_context(
+                    farm.jobs.port_forward(
+                        job_id, local_port=local, job_port=remote, on_error=on_error, host=address
+                    )
+                )
+                # stdout, one line each (kubectl's words): a script can read the free port
+                click.echo(f"Forwarding from {fwd.host}:{fwd.local_port} -> {remote}")
+        sys.stdout.flush()
+        note(f"forwarding to job {job_id} (Ctrl-C stops)", dim=True)
         result = await farm.jobs.wait(job_id)
-        note(f"job {job_id} ended ({result.status}); stopped forwarding")
+        note(f"job {job_id} ended ({result.status.value}); stopped forwarding")
     return 0
 
 
@@ -237,7 +264,7 @@ def exec_(opts: Options, interactive: bool, tty: bool, job_id: str, command: tup
         command = command[1:]
     if not command:
         raise click.UsageError("COMMAND is missing after --")
-    sys.exit(run_command(lambda: _exec(opts, job_id, command, interactive, tty)))
+    sys.exit(run_command(lambda: _exec(opts, job_id, command, interactive, tty), signals=False))
 
 
 @click.command("attach")
@@ -250,19 +277,29 @@ def attach(opts: Options, interactive: bool, job_id: str) -> None:
     On a tty job with -i this terminal goes raw: Ctrl-] detaches. Otherwise Ctrl-C
     detaches. Detaching never stops the job.
     """
-    sys.exit(run_command(lambda: _attach(opts, job_id, interactive)))
+    sys.exit(run_command(lambda: _attach(opts, job_id, interactive), signals=False))
 
 
 @click.command("port-forward")
 @click.argument("job_id")
-@click.argument("ports", metavar="LOCAL:REMOTE")
+@click.argument("ports", metavar="[LOCAL]:REMOTE...", nargs=-1, required=True)
+@click.option(
+    "--address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Addresses to listen on, comma-separated (0.0.0.0: every interface).",
+)
 @click.pass_obj
-def port_forward(opts: Options, job_id: str, ports: str) -> None:
-    """Listen on 127.0.0.1:LOCAL and relay connections to port REMOTE of job JOB_ID.
+def port_forward(opts: Options, job_id: str, ports: tuple[str, ...], address: str) -> None:
+    """Listen on LOCAL and relay connections to port REMOTE of job JOB_ID.
 
-    LOCAL empty or 0 picks a free port. Runs until Ctrl-C or the job ends.
+    \b
+      aiofarm port-forward JOB_ID 8080:80 :9000      # :9000 picks a free local port
+      aiofarm port-forward --address 0.0.0.0 JOB_ID 8888
+    Waits for a pending job to start; runs until Ctrl-C or the job ends.
     """
-    sys.exit(run_command(lambda: _port_forward(opts, job_id, ports)))
+    addresses = [a.strip() for a in address.split(",") if a.strip()] or ["127.0.0.1"]
+    sys.exit(run_command(lambda: _port_forward(opts, job_id, ports, addresses), stopped="stopped forwarding"))
 
 
 def register(group: click.Group) -> None:

@@ -202,9 +202,9 @@ async def test_port_forward_command(owner) -> None:  # type: ignore[no-untyped-d
         await farm.jobs.cancel(job)  # the forward stops by itself once the job ends
         with anyio.fail_after(30):
             assert await proc.wait() == 0
-        assert proc.stderr is not None
-        err = (await proc.stderr.receive()).decode()
-        assert f"127.0.0.1:{local}" in err
+        assert proc.stdout is not None
+        out = (await proc.stdout.receive()).decode()  # kubectl's words, on stdout
+        assert f"Forwarding from 127.0.0.1:{local} -> {port}" in out
     finally:
         if proc.returncode is None:
             proc.kill()
