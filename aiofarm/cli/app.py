@@ -25,6 +25,7 @@ from . import (
     reads,
     run,
     submit,
+    top,
     waiting,
 )
 from .common import COLOR_MODE, Options
@@ -44,6 +45,7 @@ COMMAND_GROUPS: tuple[ModuleType, ...] = (
     deadline,
     farm,
     admin,
+    top,
     contexts,
 )
 

@@ -213,3 +213,16 @@ async def test_run_detach_prints_the_id_and_leaves_the_job(farm: Farm) -> None:
     waited = await farm("wait", job_id)
     assert waited.code == 0, waited
     assert (await farm("logs", job_id)).stdout == "late\n"
+
+
+async def test_a_dead_slurm_port_is_an_unreachable_host_not_a_missing_token(farm: Farm) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in farm.env().items() if k != "SLURM_JWT"}
+    done = await farm("--url", f"slurm+http://127.0.0.1:{port}", "ls", url=False, env=env)
+    assert done.code == 2, done
+    assert f"cannot reach slurmrestd at http://127.0.0.1:{port}" in done.stderr, done
+    assert "JWT" not in done.stderr

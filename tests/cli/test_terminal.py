@@ -174,3 +174,18 @@ async def test_attach_detaches_on_ctrl_c_with_exit_0(farm: Farm) -> None:
     assert f"detached from {job_id}".encode() in err
     assert (await _job(farm))["status"] == "running"
     await farm("cancel", job_id)
+
+
+async def test_top_takes_the_screen_and_gives_it_back(farm: Farm) -> None:
+    await farm.run_ok("true", options=["--name", "seen-by-top"])
+    with terminal(farm, "top", "--interval", "0.2") as term:
+        await term.until(b"seen-by-top")
+        term.proc.send_signal(signal.SIGTERM)
+        code = await term.exit_code()
+    assert code == 128 + signal.SIGTERM, term.out
+    assert b"\x1b[?1049h" in term.out and term.out.rfind(b"\x1b[?1049l") > term.out.rfind(b"seen-by-top")
+    assert term.out.rfind(SHOW_CURSOR) > term.out.rfind(HIDE_CURSOR)
+    with terminal(farm, "top", "--interval", "0.2") as term:
+        await term.until(b"seen-by-top")
+        term.proc.send_signal(signal.SIGINT)
+        assert await term.exit_code() == 0  # Ctrl-C is how one leaves a viewer

@@ -131,6 +131,8 @@ class SlurmDriver(Driver):
 
     async def open(self, task_group: anyio.abc.TaskGroup) -> None:
         if not self.config.token:
+            # a dead host or port is the first thing to say: no token would help there
+            await self._reachable()
             raise AuthError(
                 "no Slurm JWT: pass token= or token_file= in the URL/options, or set SLURM_JWT "
                 "(get one with `scontrol token username=<user>`)"
@@ -151,6 +153,25 @@ class SlurmDriver(Driver):
                 os.chmod(self.log_dir, 0o1777)
         except OSError as exc:
             raise InvalidSpec("options.log_dir", f"cannot create {self.log_dir}: {exc.strerror}") from None
+
+    async def _reachable(self) -> None:
+        """Raise ConnectionLost when nothing listens at slurmrestd's address."""
+        import anyio
+        import yarl
+
+        http = self.http
+        try:
+            with anyio.fail_after(http.timeout):
+                if http.unix_path is not None:
+                    stream: anyio.abc.ByteStream = await anyio.connect_unix(http.unix_path)
+                else:
+                    url = yarl.URL(http.base_url)
+                    stream = await anyio.connect_tcp(url.host or "localhost", url.port or 80)
+                await stream.aclose()
+        except (OSError, TimeoutError) as exc:
+            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc  # anyio's "all attempts failed"
+            what = (cause.strerror if isinstance(cause, OSError) else None) or str(exc) or "timed out"
+            raise ConnectionLost(f"cannot reach slurmrestd at {http.unix_path or http.base_url}: {what}") from None
 
     async def aclose(self) -> None:
         await self.http.aclose()
