@@ -5,7 +5,8 @@ their widest cell, a header in bold and the status in its colour when colour is 
 On a terminal long cells are cut to fit a column's limit; off a terminal (a pipe, a
 file) nothing is ever cut, so ``grep`` sees whole ids and names.
 
-``json`` prints one JSON document (an array for lists, an object for one item);
+``json`` prints one JSON document (an array for lists, one item a line; an indented
+object for one item);
 ``yaml`` the same as YAML; ``name`` the ids, one a line (``aiofarm wait $(aiofarm ls
 -o name -s active)``). Streams (``logs -o json``, ``wait -o json``) print JSON lines,
 each an object with a ``type`` field.
@@ -120,6 +121,18 @@ def _yaml(data: Any) -> str:
     return str(yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True))
 
 
+def _json(data: Any) -> str:
+    """An object indented; a list one item a line: json's C encoder works only without
+    ``indent`` (10,000 jobs: 20 ms instead of a second), and a line per item is what
+    ``grep`` wants."""
+    if not isinstance(data, list):
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if not data:
+        return "[]\n"
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    return "[\n" + ",\n".join(f"  {encode(item)}" for item in data) + "\n]\n"
+
+
 def emit(
     items: Sequence[T],
     fmt: str,
@@ -138,7 +151,7 @@ def emit(
         if single:
             data = data[0]
         if fmt == "json":
-            sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+            sys.stdout.write(_json(data))
         else:
             sys.stdout.write(_yaml(data))
     else:

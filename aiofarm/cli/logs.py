@@ -156,15 +156,18 @@ def logs(
             stream_args["attempt"] = attempt
         async with opts.client() as farm:
             named, matched = await select_jobs(farm, job_ids, expr)  # unknown ids: an error
-            ids = [j.id for j in named + matched]
-            printer = _Printer(as_json=fmt == "json", prefix=prefix if prefix is not None else len(ids) > 1)
+            jobs = named + matched
+            printer = _Printer(as_json=fmt == "json", prefix=prefix if prefix is not None else len(jobs) > 1)
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(printer.out.ticker)
                     async with anyio.create_task_group() as readers:
-                        for job_id in ids:
+                        for job in jobs:
+                            # a job already finished has nothing more to come: read it
+                            # to its end without holding a follow open
+                            live = follow and not job.status.is_finished
                             readers.start_soon(
-                                partial(_one, farm, job_id, printer, follow=follow, tail=tail, stream_args=stream_args)
+                                partial(_one, farm, job.id, printer, follow=live, tail=tail, stream_args=stream_args)
                             )
                     tg.cancel_scope.cancel()
             finally:
