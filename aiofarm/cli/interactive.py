@@ -9,7 +9,8 @@ Decisions are in docs/interactive.md:
 - ``attach``: output from now on; ``-i`` also forwards input. On a tty job with a
   local terminal the terminal goes raw and Ctrl-] detaches (Ctrl-C goes to the job);
   otherwise Ctrl-C detaches. Detaching never stops the job.
-- ``port-forward ID LOCAL:REMOTE`` (LOCAL empty or 0: a free port, printed) runs until
+- ``port-forward ID LOCAL:REMOTE...`` (``:REMOTE`` a free port; ``PORT`` the same on both
+  sides; the listening address printed on stdout; ``--address``) runs until
   Ctrl-C or the job ends; each failed connection is printed on stderr.
 """
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from .conftest import Farm
+from .conftest import COMMAND, Farm
 
 pytestmark = pytest.mark.anyio
 
@@ -226,3 +226,46 @@ async def test_a_dead_slurm_port_is_an_unreachable_host_not_a_missing_token(farm
     assert done.code == 2, done
     assert f"cannot reach slurmrestd at http://127.0.0.1:{port}" in done.stderr, done
     assert "JWT" not in done.stderr
+
+
+ECHO = (
+    "import socket, sys\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('127.0.0.1', 0)); s.listen(); print(s.getsockname()[1], flush=True)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.sendall(c.recv(100).upper()); c.close()\n"
+)
+
+
+async def test_port_forward_several_ports_and_an_address(farm: Farm) -> None:
+    import anyio
+
+    job_id = (await farm("run", "-d", "--", "python3", "-c", ECHO)).stdout.strip()
+    follow = [*COMMAND, "--url", farm.url, "logs", "-f", job_id]
+    async with await anyio.open_process(follow, env=farm.env(), cwd=farm.cwd) as follower:
+        assert follower.stdout is not None
+        with anyio.fail_after(30):
+            first = b""
+            while b"\n" not in first:
+                first += await follower.stdout.receive()
+        follower.terminate()
+    port = first.decode().split()[0]
+    argv = [*COMMAND, "--url", farm.url, "port-forward", "--address", "127.0.0.1", job_id, f":{port}", f"0:{port}"]
+    async with await anyio.open_process(argv, env=farm.env(), cwd=farm.cwd) as proc:
+        assert proc.stdout is not None
+        with anyio.fail_after(30):
+            out = b""
+            while out.count(b"\n") < 2:
+                out += await proc.stdout.receive()
+            lines = out.decode().splitlines()
+            assert all(line.startswith("Forwarding from 127.0.0.1:") for line in lines), lines
+            locals_ = {int(line.split(":")[1].split()[0]) for line in lines}
+            assert len(locals_) == 2 and all(line.endswith(f"-> {port}") for line in lines)
+            for local in locals_:
+                async with await anyio.connect_tcp("127.0.0.1", local) as conn:
+                    await conn.send(b"hello")
+                    assert await conn.receive() == b"HELLO"
+            await farm("cancel", job_id)  # the forward ends with the job
+            assert await proc.wait() == 0
+    bad = await farm("port-forward", job_id, "x:80")
+    assert bad.code == 2 and "LOCAL:REMOTE" in bad.stderr
