@@ -15,11 +15,9 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import anyio
@@ -27,14 +25,8 @@ import anyio
 from aiofarm import Client, JobSpec
 from aiofarm.drivers.local.connect import stop_service
 
-
-def median_ms(argv: list[str], runs: int, env: dict[str, str]) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cli_latency import median_ms
 
 
 async def fill(url: str, n: int) -> None:

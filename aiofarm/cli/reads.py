@@ -122,7 +122,9 @@ async def _quick_list(
     query = build_query(statuses, None, (), (), None, None, None, expr, True)
     query = attrs.evolve(query, sort=parse_sort(sort))
     driver: Driver = quick
-    return [job async for job in iterate(driver, query, limit=want, page_size=5000)]
+    # a page as big as the answer (a filter the service cannot apply may need more)
+    size = 5000 if want is None else max(1, min(want, 5000))
+    return [job async for job in iterate(driver, query, limit=want, page_size=size)]
 
 
 @click.command()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import attrs
 import pytest
 
@@ -59,6 +60,20 @@ class Farm:
 
     async def with_input(self, text: str, *args: str) -> Result:
         return await self(*args, stdin=text)
+
+    async def spawn(self, *args: str) -> anyio.abc.Process:
+        """The CLI on this farm as a running child process (pipes for stdio)."""
+        return await anyio.open_process([*COMMAND, "--url", self.url, *args], env=self.env(), cwd=self.cwd)
+
+
+async def read_until(stream: anyio.abc.ByteReceiveStream | None, needle: bytes, timeout: float = 30) -> bytes:
+    """What ``stream`` gave until ``needle`` came (fails after ``timeout``)."""
+    assert stream is not None
+    got = b""
+    with anyio.fail_after(timeout):
+        while needle not in got:
+            got += await stream.receive()
+    return got
 
     async def run_ok(self, *command: str, options: Sequence[str] = ()) -> str:
         """``aiofarm run`` a command that must succeed; the job's id."""

@@ -11,7 +11,7 @@ import anyio
 import psutil
 import pytest
 
-from .conftest import COMMAND, Farm
+from .conftest import COMMAND, Farm, read_until
 
 pytestmark = pytest.mark.anyio
 
@@ -337,13 +337,10 @@ async def test_other_commands_follow_a_job_another_run_owns(farm: Farm, tmp_path
         assert timed_out.code == 124  # as timeout(1)
         assert "timed out after 0.3s" in timed_out.stderr and "Traceback" not in timed_out.stderr
 
-        follow_argv = [*COMMAND, "--url", farm.url, "logs", "-f", job["id"]]
-        async with await anyio.open_process(follow_argv, env=farm.env(), cwd=farm.cwd) as follower:
+        async with await farm.spawn("logs", "-f", job["id"]) as follower:
             assert follower.stdout is not None
+            seen = await read_until(follower.stdout, b"start\n")
             with anyio.fail_after(30):
-                seen = b""
-                while b"start\n" not in seen:
-                    seen += await follower.stdout.receive()
                 gate.touch()
                 async for chunk in follower.stdout:
                     seen += chunk

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from .conftest import COMMAND, Farm
+from .conftest import Farm, read_until
 
 pytestmark = pytest.mark.anyio
 
@@ -241,22 +241,15 @@ async def test_port_forward_several_ports_and_an_address(farm: Farm) -> None:
     import anyio
 
     job_id = (await farm("run", "-d", "--", "python3", "-c", ECHO)).stdout.strip()
-    follow = [*COMMAND, "--url", farm.url, "logs", "-f", job_id]
-    async with await anyio.open_process(follow, env=farm.env(), cwd=farm.cwd) as follower:
-        assert follower.stdout is not None
-        with anyio.fail_after(30):
-            first = b""
-            while b"\n" not in first:
-                first += await follower.stdout.receive()
+    async with await farm.spawn("logs", "-f", job_id) as follower:
+        first = await read_until(follower.stdout, b"\n")
         follower.terminate()
     port = first.decode().split()[0]
-    argv = [*COMMAND, "--url", farm.url, "port-forward", "--address", "127.0.0.1", job_id, f":{port}", f"0:{port}"]
-    async with await anyio.open_process(argv, env=farm.env(), cwd=farm.cwd) as proc:
-        assert proc.stdout is not None
+    async with await farm.spawn("port-forward", "--address", "127.0.0.1", job_id, f":{port}", f"0:{port}") as proc:
+        out = await read_until(proc.stdout, b"\n")
+        while out.count(b"\n") < 2:  # one line per listener
+            out += await read_until(proc.stdout, b"\n")
         with anyio.fail_after(30):
-            out = b""
-            while out.count(b"\n") < 2:
-                out += await proc.stdout.receive()
             lines = out.decode().splitlines()
             assert all(line.startswith("Forwarding from 127.0.0.1:") for line in lines), lines
             locals_ = {int(line.split(":")[1].split()[0]) for line in lines}

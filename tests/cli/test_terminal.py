@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from .conftest import COMMAND, Farm
+from .conftest import COMMAND, Farm, read_until
 
 pytestmark = pytest.mark.anyio
 
@@ -160,13 +160,10 @@ async def test_changing_many_jobs_asks_on_a_terminal(farm: Farm) -> None:
 
 async def test_attach_detaches_on_ctrl_c_with_exit_0(farm: Farm) -> None:
     job_id = (await farm("run", "-d", "--", "sh", "-c", "while :; do echo tick; sleep 0.1; done")).stdout.strip()
-    argv = [*COMMAND, "--url", farm.url, "attach", job_id]
-    async with await anyio.open_process(argv, env=farm.env(), cwd=farm.cwd) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
+    async with await farm.spawn("attach", job_id) as proc:
+        assert proc.stderr is not None
+        await read_until(proc.stdout, b"tick")
         with anyio.fail_after(30):
-            got = b""
-            while b"tick" not in got:
-                got += await proc.stdout.receive()
             proc.send_signal(signal.SIGINT)
             code = await proc.wait()
             err = b"".join([chunk async for chunk in proc.stderr])
