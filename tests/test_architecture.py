@@ -67,6 +67,8 @@ PURE_FILTER_MAY_IMPORT = ("aiofarm.models", "aiofarm.errors", "aiofarm.where.fie
 #: back-end command groups of the CLI and the one driver each may import
 CLI_DRIVER_IMPORTS = {
     "aiofarm.cli.farm": "aiofarm.drivers.local",
+    # ls/status on a local farm: the service's plain requests without a Client (speed)
+    "aiofarm.cli.quick": "aiofarm.drivers.local",
     "aiofarm.cli.deadline": "aiofarm.drivers.deadline",
 }
 

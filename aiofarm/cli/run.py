@@ -140,9 +140,7 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
 def _outlives_us(farm: Client) -> bool:
     """Whether the farm's jobs go on when this process exits (all but an embedded
     local farm)."""
-    from ..drivers.local.embedded import EmbeddedDriver
-
-    return not isinstance(farm.driver, EmbeddedDriver)
+    return farm.driver.jobs_outlive_client
 
 
 def _how_to_reattach(job_id: str) -> str:

@@ -90,6 +90,7 @@ class EmbeddedDriver(Submit):
     name: ClassVar[str] = "local"
     capabilities: ClassVar[frozenset[Capability]] = CAPABILITIES
     max_batch_get: ClassVar[int] = 900  # SQLite's bound-parameter budget per IN (...)
+    jobs_outlive_client: ClassVar[bool] = False  # the farm lives in the client's process
 
     def __init__(
         self,
