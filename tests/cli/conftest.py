@@ -65,6 +65,13 @@ class Farm:
         """The CLI on this farm as a running child process (pipes for stdio)."""
         return await anyio.open_process([*COMMAND, "--url", self.url, *args], env=self.env(), cwd=self.cwd)
 
+    async def run_ok(self, *command: str, options: Sequence[str] = ()) -> str:
+        """``aiofarm run`` a command that must succeed; the job's id."""
+        done = await self("run", "-q", *options, "--", *command)
+        assert done.code == 0, done
+        (job,) = (await self("ls", "--limit", "1", "--json")).json()
+        return str(job["id"])
+
 
 async def read_until(stream: anyio.abc.ByteReceiveStream | None, needle: bytes, timeout: float = 30) -> bytes:
     """What ``stream`` gave until ``needle`` came (fails after ``timeout``)."""
@@ -74,13 +81,6 @@ async def read_until(stream: anyio.abc.ByteReceiveStream | None, needle: bytes, 
         while needle not in got:
             got += await stream.receive()
     return got
-
-    async def run_ok(self, *command: str, options: Sequence[str] = ()) -> str:
-        """``aiofarm run`` a command that must succeed; the job's id."""
-        done = await self("run", "-q", *options, "--", *command)
-        assert done.code == 0, done
-        (job,) = (await self("ls", "--limit", "1", "--json")).json()
-        return str(job["id"])
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import (
     BackendError,
@@ -35,7 +35,9 @@ from ...models import (
 from ..base import JobUpdate, ListQuery, LogQuery
 from . import filtering
 from .codec import from_dt, spec_from_data, spec_to_json, to_dt
-from .model import DEFAULT_POOL, FarmJob, job_model
+
+if TYPE_CHECKING:
+    from .model import FarmJob
 
 #: bumped whenever a request or an answer changes shape
 PROTOCOL = 3  # 3: listings carry their native ``where`` and ``sort``; ``count``
@@ -136,6 +138,8 @@ def submitted_to(jobs: Sequence[FarmJob]) -> dict[str, Any]:
     """The answer to a submit, compact for big batches: what a new job's model holds
     beyond its spec, as lists only where a batch's jobs differ; a job whose status
     already changed (a failed dependency) travels whole."""
+    from .model import job_model  # the service's side only: asyncio stays out of the CLI
+
     if not jobs:
         return {"ids": []}
     first = jobs[0]
@@ -154,6 +158,8 @@ def submitted_to(jobs: Sequence[FarmJob]) -> dict[str, Any]:
 
 
 def submitted_from(specs: Sequence[JobSpec], d: Mapping[str, Any]) -> list[Job]:
+    from .model import DEFAULT_POOL
+
     ids = d["ids"]
     if not ids:
         return []
