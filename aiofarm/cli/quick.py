@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..drivers.base import Driver, ListPlan
+from ..drivers.base import Driver
 from ..errors import ConnectionLost, FarmError
 
 if TYPE_CHECKING:
-    from ..drivers.base import ListQuery
+    from ..drivers.base import ListPlan, ListQuery
     from ..models import Job
     from .common import Options
 
@@ -47,9 +47,9 @@ class QuickReader(Driver):
         return answer
 
     def plan_list(self, query: ListQuery) -> ListPlan:
-        # the service filters the structured fields it is sent; the client re-checks the
-        # whole query, as for the service driver
-        return ListPlan(native=None, remainder=query.where)
+        from ..drivers.local import filtering
+
+        return filtering.plan(query)  # the service driver's own plan: SQL where it can
 
     async def list_page(
         self, query: ListQuery, page_token: str | None, page_size: int
