@@ -92,7 +92,8 @@ def ls(
         else:
             async with (
                 opts.client() as farm,
-                farm.jobs.list(statuses=statuses, where=expr, reverse=True, limit=want, sort=sort) as it,
+                # --sort says the order itself (the library's reverse would flip it)
+                farm.jobs.list(statuses=statuses, where=expr, reverse=sort is None, limit=want, sort=sort) as it,
             ):
                 jobs = [job async for job in it]
         more = want is not None and len(jobs) > limit
@@ -119,7 +120,7 @@ async def _quick_list(
     from ..listing import iterate, parse_sort
     from ..query import build_query
 
-    query = build_query(statuses, None, (), (), None, None, None, expr, True)
+    query = build_query(statuses, None, (), (), None, None, None, expr, sort is None)
     query = attrs.evolve(query, sort=parse_sort(sort))
     driver: Driver = quick
     # a page as big as the answer (a filter the service cannot apply may need more)
