@@ -37,8 +37,8 @@ async def test_every_read_command_takes_output_formats(farm: Farm) -> None:
             assert yaml.safe_load(as_yaml.stdout) == data, args
             wide = await farm(*args, "-o", "wide")
             assert wide.code == 0 and wide.stdout, args
-    by_priority = await farm("ls", "--sort", "priority", "-o", "name")
-    assert by_priority.stdout.split() == [first, second]  # both 50: then oldest first
+    assert (await farm("ls", "--sort", "name", "-o", "name")).stdout.split() == [first, second]
+    assert (await farm("ls", "--sort", "-name", "-o", "name")).stdout.split() == [second, first]
     ls = (await farm("ls", "-o", "json")).json()
     assert [j["id"] for j in ls] == [second, first]
     assert ls[1]["tags"] == ["t"] and "labels" in ls[1]
