@@ -61,6 +61,11 @@ _LAZY = {
     "Task": "models",
     "TransferProgress": "models",
     "Worker": "models",
+    # notebook display
+    "JobList": "display",
+    "TaskList": "display",
+    "PoolList": "display",
+    "LogLines": "display",
     # errors
     "AuthError": "errors",
     "BackendError": "errors",
@@ -75,6 +80,7 @@ _LAZY = {
     "RemoteError": "errors",
     "StateError": "errors",
     "StateLocked": "errors",
+    "StatusNotReached": "errors",
     "TransientError": "errors",
     "UnsupportedError": "errors",
     "WaitTimeout": "errors",
@@ -116,6 +122,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .client import Client
+    from .display import JobList, LogLines, PoolList, TaskList
     from .errors import (
         AuthError,
         BackendError,
@@ -130,6 +137,7 @@ if TYPE_CHECKING:
         RemoteError,
         StateError,
         StateLocked,
+        StatusNotReached,
         TransientError,
         UnsupportedError,
         WaitTimeout,

@@ -45,6 +45,7 @@ NEUTRAL: Mapping[Capability, object] = MappingProxyType(
         Capability.LOGS_TIMESTAMPS: False,
         Capability.LOGS_STREAMS: _STREAMS,
         Capability.LOGS_TASK: None,
+        Capability.LOGS_ATTEMPT: None,
         Capability.ATTACH_BATCH_STEP: None,
         Capability.EXEC_TTY: False,
         Capability.WORKERS_STOP_WORK: False,

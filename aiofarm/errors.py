@@ -21,6 +21,7 @@ __all__ = [
     "RemoteError",
     "StateError",
     "StateLocked",
+    "StatusNotReached",
     "TransientError",
     "UnsupportedError",
     "WaitTimeout",
@@ -73,6 +74,23 @@ class JobNotRunning(FarmError):
         self.status = status
         self.operation = operation
         super().__init__(f"cannot {operation} job {job_id!r}: it is {status}")
+
+
+class StatusNotReached(JobNotRunning):
+    """``jobs.wait(job_id, until=...)`` met a job that finished without reaching any
+    status asked for. ``wanted`` is what was asked, ``status`` what the job reached,
+    ``job`` its final state. A ``JobNotRunning``, so waiting for RUNNING and attaching
+    fail alike."""
+
+    def __init__(self, job_id: str, wanted: object, status: object, job: object = None) -> None:
+        super().__init__(job_id, status, "wait")
+        self.wanted = wanted
+        self.job = job
+        names = ", ".join(sorted(str(s) for s in wanted)) if isinstance(wanted, (set, frozenset)) else str(wanted)
+        self.args = (f"job {job_id!r} finished as {status} without reaching {names}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class WaitTimeout(FarmError, TimeoutError):

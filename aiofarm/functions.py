@@ -219,12 +219,15 @@ class Function:
         tags: Sequence[str] = (),
         batch_size: int = 1000,
         environments: Iterable[Mapping[str, str]] | None = None,
+        progress: bool | None = False,
     ) -> BulkResult:
         """Submit one job per item of ``args`` (each an iterable of positional
         arguments; ``kwargs`` and ``environments``, if given, have one mapping per item;
         an item's environment is merged over the Function's ``env``). Items that cannot
         be pickled, and batches the farm refuses, end up in ``errors``; the first batch
-        failing as a whole raises, as Descartes Labs' ``map`` does."""
+        failing as a whole raises, as Descartes Labs' ``map`` does. ``progress=True``
+        shows how many are submitted (HTML in Jupyter, a bar on stderr elsewhere; None:
+        only in Jupyter); ``fn.as_completed(..., progress=True)`` then shows them finish."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= _MAX_BATCH:
             raise InvalidSpec("batch_size", f"must be an integer in 1..{_MAX_BATCH}")
         if isinstance(tags, str):
@@ -264,6 +267,10 @@ class Function:
 
         # Pickling and writing thousands of input files is blocking work: off the loop.
         await anyio.to_thread.run_sync(stage_all)
+        from .progress import count_display
+
+        counter = count_display(len(items), "submitted", progress)
+        counter.add(len(errors), failed=len(errors))
         jobs: list[Job] = []
         indices: list[int] = []
         first = True
@@ -274,11 +281,14 @@ class Function:
                 created = await self._functions.client.jobs.submit(specs)
             except FarmError as exc:
                 if first:
+                    counter.close()
                     raise
                 errors.extend(BulkError(i, exc) for i, _ in batch)
+                counter.add(len(batch), failed=len(batch))
                 continue
             finally:
                 first = False
+            counter.add(len(batch))
             jobs.extend(created)
             indices.extend(i for i, _ in batch)
             self.job_ids.extend(job.id for job in created)
@@ -286,13 +296,13 @@ class Function:
         return BulkResult(tuple(jobs), tuple(indices), tuple(errors))
 
     async def as_completed(
-        self, jobs: Iterable[Job | str], timeout: float | None = None
+        self, jobs: Iterable[Job | str], timeout: float | None = None, *, progress: bool | None = False
     ) -> AsyncIterator[Job]:
         """Yield each job as it finishes (succeeded, failed or canceled)."""
         ids = _ids(jobs)
         if not ids:
             return
-        async for job in self._functions.client.jobs.as_completed(ids, timeout=timeout):
+        async for job in self._functions.client.jobs.as_completed(ids, timeout=timeout, progress=progress):
             yield job
 
     async def wait_for_completion(self, timeout: float | None = None) -> None:

@@ -37,11 +37,17 @@ async def as_completed(
     *,
     timeout: float | None,
     max_interval: float,
+    progress: bool | None = False,
 ) -> AsyncIterator[Job]:
     """Yield each job as it finishes, in the order they finish."""
     ids = as_ids(job_ids, "job_ids")
     limit = check_timeout(timeout)
     interval = check_interval(max_interval)
+    counter = None
+    if progress is not False:
+        from .progress import count_display
+
+        counter = count_display(len(ids), "finished", progress)
     send, receive = anyio.create_memory_object_stream[Job | BaseException](math.inf)
     done: set[str] = set()
 
@@ -72,9 +78,13 @@ async def as_completed(
                     raise WaitTimeout([i for i in ids if i not in done], limit or 0.0) from None
                 if isinstance(item, BaseException):
                     raise item
+                if counter is not None:
+                    counter.add(failed=int(item.status is not JobStatus.SUCCEEDED))
                 yield item
     finally:
         hub.unregister(sub)
+        if counter is not None:
+            counter.close()
 
 
 @asynccontextmanager

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import builtins
-import inspect
 import math
 import signal as _signal
-import time
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
     Callable,
+    Coroutine,
     Iterable,
     Mapping,
     Sequence,
 )
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import attrs
 
 from .capabilities import native_value, require_spec
-from .errors import InvalidSpec, JobNotFound, WaitTimeout
+from .display import JobList, TaskList
+from .errors import InvalidSpec, JobNotFound
 from .models import (
     Capability,
     CompletionResult,
@@ -40,14 +38,13 @@ from .query import build_query
 from .validation import (
     as_ids,
     check_id,
-    check_interval,
     check_priority,
     check_text,
-    check_timeout,
     dependency_order,
     validate_spec,
 )
-from .watch import DEFAULT_MAX_INTERVAL, Waiter, batched_get
+from .waiting import StatusCallback
+from .watch import DEFAULT_MAX_INTERVAL, batched_get
 
 if TYPE_CHECKING:
     from .client import Client
@@ -60,25 +57,6 @@ __all__ = ["Jobs"]
 
 
 
-class _NoTimeout:
-    """The ``with`` target of a wait without a timeout. Its methods are static, so
-    entering binds no method object: with ``contextlib.nullcontext`` that cost 64 B
-    per concurrent wait (P5)."""
-
-    __slots__ = ()
-
-    @staticmethod
-    def __enter__() -> None:
-        return None
-
-    @staticmethod
-    def __exit__(*exc_info: object) -> None:
-        return None
-
-
-_NO_TIMEOUT = _NoTimeout()
-
-StatusCallback = Callable[[Job], "bool | Awaitable[bool | None] | None"]
 
 
 class Jobs:
@@ -99,6 +77,7 @@ class Jobs:
         cwd: str | Path | None = None,
         pool: str | None = None,
         tags: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
         description: str | None = None,
         priority: int = 50,
         resources: Resources | None = None,
@@ -115,8 +94,9 @@ class Jobs:
             raise InvalidSpec("command", f"must be a sequence of strings or a string, got {type(command).__name__}")
         if isinstance(tags, str):
             raise InvalidSpec("tags", "must be a sequence of strings, not one string")
-        if env is not None and not isinstance(env, Mapping):
-            raise InvalidSpec("env", f"must be a mapping of str to str, got {type(env).__name__}")
+        for field, mapping in (("env", env), ("labels", labels)):
+            if mapping is not None and not isinstance(mapping, Mapping):
+                raise InvalidSpec(field, f"must be a mapping of str to str, got {type(mapping).__name__}")
         spec = JobSpec(
             command=command,
             name=name,
@@ -124,6 +104,7 @@ class Jobs:
             cwd=str(cwd) if isinstance(cwd, Path) else cwd,
             pool=pool,
             tags=tags,
+            labels=labels or {},
             description=description,
             priority=priority,
             resources=resources if resources is not None else Resources(),
@@ -196,7 +177,7 @@ class Jobs:
         result: list[Job | None] = [None] * len(checked)
         for pos, i in enumerate(order):
             result[i] = created[pos]
-        return [job for job in result if job is not None]
+        return JobList(job for job in result if job is not None)
 
     async def submit_bundle(
         self,
@@ -323,7 +304,7 @@ class Jobs:
         for job_id in wanted:
             if job_id not in found:
                 raise JobNotFound(job_id, driver=self._driver.name)
-        return [found[i] for i in wanted]
+        return JobList(found[i] for i in wanted)
 
     @asynccontextmanager
     async def list(
@@ -391,7 +372,7 @@ class Jobs:
     async def tasks(self, job_id: str) -> builtins.list[Task]:
         check_id(job_id, "job_id")
         self._client.require(Capability.TASKS)
-        return await self._driver.tasks(job_id)
+        return TaskList(await self._driver.tasks(job_id))
 
     async def explain(self, job_id: str) -> str:
         """In words, why a pending job is not running (Smedge's dispatch log)."""
@@ -400,54 +381,37 @@ class Jobs:
         return await self._driver.explain(job_id)
 
     # -- wait --------------------------------------------------------------------
-    async def wait(
+    def wait(
         self,
         job_id: str,
         *,
         timeout: float | None = None,
         max_interval: float = DEFAULT_MAX_INTERVAL,
         on_status: StatusCallback | None = None,
-    ) -> CompletionResult:
-        """Wait until the job is finished. Push drivers wake on the event; polling
-        drivers share one batched poller per client (0.5 s doubling to ``max_interval``).
-        ``on_status(job)`` is called with the first state seen and on every status change."""
-        check_id(job_id, "job_id")
-        limit = check_timeout(timeout)
-        interval = check_interval(max_interval)
-        started = time.monotonic()
-        hub = self._client.hub
-        waiter = Waiter(job_id, interval)
-        hub.register(waiter)
-        # one coroutine frame per wait, no cancel scope unless a timeout is asked
-        try:
-            with _NO_TIMEOUT if limit is None else anyio.fail_after(limit):
-                while True:
-                    # `state` is rebound to the next future before any await, so no
-                    # Job stays alive per waiting coroutine
-                    state = waiter.next()
-                    if not isinstance(state, Job):
-                        await state
-                        continue
-                    if on_status is not None:
-                        outcome = on_status(state)
-                        if inspect.isawaitable(outcome):
-                            await outcome
-                    if state.status.is_finished:
-                        job = state
-                        break
-        except TimeoutError:
-            raise WaitTimeout(job_id, limit or 0.0, waiter.seen) from None
-        finally:
-            hub.unregister(waiter)
-        failed: tuple[Task, ...] = ()
-        if job.status in (JobStatus.FAILED, JobStatus.CANCELED) and Capability.TASKS in self._client.capabilities:
-            failed = tuple(t for t in await self._driver.tasks(job_id) if t.status is JobStatus.FAILED)
-            if job.exit_code is None and job.status is JobStatus.FAILED:
-                # the job's exit code is its (last) failed task's
-                code = next((t.exit_code for t in reversed(failed) if t.exit_code is not None), None)
-                if code is not None:
-                    job = attrs.evolve(job, exit_code=code)
-        return CompletionResult(job, job.status, failed, timedelta(seconds=time.monotonic() - started))
+        until: JobStatus | str | Iterable[JobStatus | str] | None = None,
+        progress: bool | None = False,
+    ) -> Coroutine[Any, Any, CompletionResult]:
+        """``await farm.jobs.wait(job_id)``: wait until the job is finished, or until
+        it reaches a status of ``until`` (one status or several: ``until="running"``).
+        A job that finishes without reaching one raises ``StatusNotReached`` (a
+        ``JobNotRunning``) saying what it reached; ``WaitTimeout`` after ``timeout`` s.
+
+        Push drivers wake on the event; polling drivers share one batched poller per
+        client (0.5 s doubling to ``max_interval``). ``on_status(job)`` is called with
+        the first state seen and on every status change. ``progress=True`` shows the
+        job's status as it changes (HTML in Jupyter, a line on stderr elsewhere;
+        None: only in Jupyter)."""
+        from .waiting import wait
+
+        shown = None
+        if progress is not False:
+            from .progress import status_display
+
+            shown = status_display(job_id, progress)
+        return wait(
+            self._client.hub, self._driver, job_id, until=until, timeout=timeout,
+            max_interval=max_interval, on_status=on_status, progress=shown,
+        )  # fmt: skip
 
     def as_completed(
         self,
@@ -455,12 +419,14 @@ class Jobs:
         *,
         timeout: float | None = None,
         max_interval: float = DEFAULT_MAX_INTERVAL,
+        progress: bool | None = False,
     ) -> AsyncIterator[Job]:
         """``async for job in farm.jobs.as_completed(ids):`` each job as it finishes, in
-        the order they finish."""
+        the order they finish. ``progress=True`` shows how many have finished (HTML
+        in Jupyter, a bar on stderr elsewhere; None: only in Jupyter)."""
         from .jobevents import as_completed
 
-        return as_completed(self._client, job_ids, timeout=timeout, max_interval=max_interval)
+        return as_completed(self._client, job_ids, timeout=timeout, max_interval=max_interval, progress=progress)
 
     def watch(
         self,

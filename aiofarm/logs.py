@@ -9,22 +9,27 @@ lost, none repeated) and ends when the job is finished and its output drained.
 from __future__ import annotations
 
 import collections
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import anyio
 import attrs
 
 from .backoff import Backoff
 from .errors import ConnectionLost, InvalidSpec, JobNotFound, TransientError
 from .models import Capability, Job, LogLine, LogPage
-from .validation import check_id
+from .validation import as_ids, check_id
 from .watch import CallbackSubscription
 
 if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectSendStream
+
     from .client import Client
     from .drivers.base import LogQuery
+    from .where import Expr
 
 __all__ = ["Logs"]
 
@@ -40,6 +45,7 @@ def _query(
     start_time: datetime | None,
     end_time: datetime | None,
     limit: int,
+    attempt: int | None = None,
 ) -> LogQuery:
     from .drivers.base import LogQuery
 
@@ -55,7 +61,12 @@ def _query(
         raise InvalidSpec("task", "must be a task id")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise InvalidSpec("limit", f"must be an integer >= 1, got {limit!r}")
-    return LogQuery(task=task, streams=frozenset(streams), start_time=start_time, end_time=end_time, limit=limit)
+    if attempt is not None and (isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1):
+        raise InvalidSpec("attempt", f"must be None or an integer >= 1 (1 = the first run), got {attempt!r}")
+    return LogQuery(
+        task=task, streams=frozenset(streams), start_time=start_time, end_time=end_time, limit=limit,
+        attempt=attempt,
+    )  # fmt: skip
 
 
 def _require(client: Client, query: LogQuery, *, timestamps: bool, follow: bool) -> None:
@@ -67,12 +78,128 @@ def _require(client: Client, query: LogQuery, *, timestamps: bool, follow: bool)
     client.require(Capability.LOGS_TIMESTAMPS, timestamps)
     client.require(Capability.LOGS_STREAMS, query.streams)
     client.require(Capability.LOGS_TASK, query.task)
+    client.require(Capability.LOGS_ATTEMPT, query.attempt)
 
 
 def _stamp(line: LogLine) -> LogLine:
     if line.time is None:
         return line
-    return LogLine(line.time, line.stream, f"{line.time.isoformat()} {line.text}", line.task_id)
+    return attrs.evolve(line, text=f"{line.time.isoformat()} {line.text}")
+
+
+async def _job_lines(
+    client: Client, job_id: str, query: LogQuery, *, timestamps: bool
+) -> AsyncGenerator[LogLine, None]:
+    """One job's lines (followed when ``query.follow``): resumed from the last cursor
+    after a dropped connection, ended when the job is finished and drained."""
+    driver = client.driver
+    follow = query.follow
+    # A follower learns that the job ended from the client's hub (push, or the one
+    # shared batched poller), not from a status request of its own per idle read.
+    ended: list[BaseException | None] = []
+
+    def on_job(job: Job) -> None:
+        if job.status.is_finished and not ended:
+            ended.append(None)
+
+    def on_error(job_id: str, exc: BaseException) -> None:
+        ended.append(exc)
+
+    token: str | None = None
+    idle = Backoff(0.05, 1.0)
+    drained_after_finish = False
+    sub = CallbackSubscription((job_id,), FOLLOW_MAX_INTERVAL, on_job, on_error)
+    polled = follow and not driver.log_push
+    if polled:
+        client.hub.register(sub)
+    try:
+        if follow and driver.log_push:
+            # the back end pushes lines; a dropped connection resumes from the
+            # last page's token, and the stream ends when the driver's does
+            while True:
+                try:
+                    async with driver.follow_log(job_id, token, query) as pages:
+                        async for page in pages:
+                            for line in page.lines:
+                                yield _stamp(line) if timestamps else line
+                            if page.next_token is not None:
+                                token = page.next_token
+                            idle.reset()
+                    return
+                except (ConnectionLost, TransientError):
+                    await idle.sleep()
+        while True:
+            try:
+                page = await driver.read_log(job_id, token, query)
+            except (ConnectionLost, TransientError):
+                if not follow:
+                    raise
+                await idle.sleep()  # the back end is away: resume from the same cursor
+                continue
+            for line in page.lines:
+                yield _stamp(line) if timestamps else line
+            if page.next_token is not None:
+                token = page.next_token
+            if page.lines:
+                idle.reset()
+                continue
+            if not follow or drained_after_finish:
+                return
+            if ended:
+                if ended[0] is not None:
+                    raise ended[0]
+                # one more read: output written before the end may still be landing
+                drained_after_finish = True
+                continue
+            await idle.sleep()
+    finally:
+        if polled:
+            client.hub.unregister(sub)
+
+
+#: lines of a multi-job stream buffered ahead of the reader (a slow reader slows the pumps)
+MERGE_BUFFER = 1024
+
+
+@asynccontextmanager
+async def _merged(
+    client: Client, ids: Sequence[str], query: LogQuery, *, timestamps: bool
+) -> AsyncIterator[AsyncIterator[LogLine]]:
+    """The lines of several jobs in arrival order, each with its job id. One task per
+    job pumps into one bounded channel; a job's error travels through it too, so the
+    reader gets a FarmError, never an exception group."""
+    send, receive = anyio.create_memory_object_stream[LogLine | BaseException](MERGE_BUFFER)
+
+    async def pump(job_id: str, out: MemoryObjectSendStream[LogLine | BaseException]) -> None:
+        async with out:
+            lines = _job_lines(client, job_id, query, timestamps=timestamps)
+            try:
+                async for line in lines:
+                    await out.send(attrs.evolve(line, job_id=job_id))
+            except anyio.get_cancelled_exc_class():
+                raise
+            except Exception as exc:  # handed to the reader, which raises it
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await out.send(exc)
+            finally:
+                await lines.aclose()
+
+    async def read() -> AsyncGenerator[LogLine, None]:
+        async for item in receive:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async with anyio.create_task_group() as tg, receive:
+        async with send:
+            for job_id in ids:
+                tg.start_soon(pump, job_id, send.clone())
+        it = read()
+        try:
+            yield it
+        finally:
+            await it.aclose()
+            tg.cancel_scope.cancel()
 
 
 class Logs:
@@ -82,106 +209,74 @@ class Logs:
     @asynccontextmanager
     async def stream(
         self,
-        job_id: str,
+        job_id: str | Sequence[str] | None = None,
         *,
+        where: Expr | str | None = None,
         follow: bool = True,
         since: datetime | None = None,
         timestamps: bool = False,
         task: str | None = None,
+        attempt: int | None = None,
         streams: Sequence[str] = ("stdout", "stderr"),
     ) -> AsyncIterator[AsyncIterator[LogLine]]:
         """``async with farm.logs.stream(id) as lines: async for line in lines``
 
+        Several jobs (a sequence of ids, or ``where=``: the jobs that match when the
+        stream opens, as ``kubectl logs -l`` does) give their lines interleaved in the
+        order they arrive, each with its ``LogLine.job_id``; a followed stream ends
+        when every job has. ``attempt=N`` keeps the lines of the N-th run of each
+        task (1 = the first; where the back end records it: ``logs.attempt``).
+
         ``timestamps=True`` also puts each line's time (ISO 8601, UTC) in front of
         its text, as ``kubectl logs --timestamps`` does; ``LogLine.time`` is always set
         where the back end knows it."""
-        check_id(job_id, "job_id")
-        query = _query(task, streams, since, None, 1000)
+        many = not isinstance(job_id, str)
+        if many and job_id is None and where is None:
+            raise InvalidSpec("job_id", "give a job id, several ids, or where=")
+        if isinstance(job_id, str) and where is not None:
+            raise InvalidSpec("where", "give job ids or where=, not both")
+        query = _query(task, streams, since, None, 1000, attempt)
         if follow:
             query = attrs.evolve(query, follow=True)
         client = self._client
-        driver = client.driver
         _require(client, query, timestamps=timestamps, follow=follow)
-        if not follow:
-            await client.jobs.get(job_id)  # JobNotFound before the first line, not after
-
-        # A follower learns that the job ended from the client's hub (push, or the one
-        # shared batched poller), not from a status request of its own per idle read.
-        ended: list[BaseException | None] = []
-
-        def on_job(job: Job) -> None:
-            if job.status.is_finished and not ended:
-                ended.append(None)
-
-        def on_error(job_id: str, exc: BaseException) -> None:
-            ended.append(exc)
-
-        async def lines() -> AsyncGenerator[LogLine, None]:
-            token: str | None = None
-            idle = Backoff(0.05, 1.0)
-            drained_after_finish = False
-            sub = CallbackSubscription((job_id,), FOLLOW_MAX_INTERVAL, on_job, on_error)
-            polled = follow and not driver.log_push
-            if polled:
-                client.hub.register(sub)
+        if not many:
+            assert isinstance(job_id, str)
+            check_id(job_id, "job_id")
+            if not follow:
+                await client.jobs.get(job_id)  # JobNotFound before the first line, not after
+            it = _job_lines(client, job_id, query, timestamps=timestamps)
             try:
-                if follow and driver.log_push:
-                    # the back end pushes lines; a dropped connection resumes from the
-                    # last page's token, and the stream ends when the driver's does
-                    while True:
-                        try:
-                            async with driver.follow_log(job_id, token, query) as pages:
-                                async for page in pages:
-                                    for line in page.lines:
-                                        yield _stamp(line) if timestamps else line
-                                    if page.next_token is not None:
-                                        token = page.next_token
-                                    idle.reset()
-                            return
-                        except (ConnectionLost, TransientError):
-                            await idle.sleep()
-                while True:
-                    try:
-                        page = await driver.read_log(job_id, token, query)
-                    except (ConnectionLost, TransientError):
-                        if not follow:
-                            raise
-                        await idle.sleep()  # the back end is away: resume from the same cursor
-                        continue
-                    for line in page.lines:
-                        yield _stamp(line) if timestamps else line
-                    if page.next_token is not None:
-                        token = page.next_token
-                    if page.lines:
-                        idle.reset()
-                        continue
-                    if not follow or drained_after_finish:
-                        return
-                    if ended:
-                        if ended[0] is not None:
-                            raise ended[0]
-                        # one more read: output written before the end may still be landing
-                        drained_after_finish = True
-                        continue
-                    await idle.sleep()
+                yield it
             finally:
-                if polled:
-                    client.hub.unregister(sub)
-
-        it = lines()
-        try:
-            yield it
-        finally:
-            await it.aclose()
+                await it.aclose()
+            return
+        if where is not None:
+            if job_id is not None:
+                raise InvalidSpec("where", "give job ids or where=, not both")
+            async with client.jobs.list(where=where) as found:
+                ids = [job.id async for job in found]
+        else:
+            assert job_id is not None
+            ids = as_ids(job_id, "job_id")
+            await client.jobs.get_many(ids)  # JobNotFound before the first line
+        async with _merged(client, ids, query, timestamps=timestamps) as lines:
+            yield lines
 
     async def read(
-        self, job_id: str, *, tail: int | None = None, task: str | None = None, timestamps: bool = False
+        self,
+        job_id: str,
+        *,
+        tail: int | None = None,
+        task: str | None = None,
+        timestamps: bool = False,
+        attempt: int | None = None,
     ) -> str:
         """The job's whole log so far as text (the last ``tail`` lines if given)."""
         if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 0):
             raise InvalidSpec("tail", f"must be None or an integer >= 0, got {tail!r}")
         keep: collections.deque[str] = collections.deque(maxlen=tail)
-        async with self.stream(job_id, follow=False, task=task, timestamps=timestamps) as lines:
+        async with self.stream(job_id, follow=False, task=task, timestamps=timestamps, attempt=attempt) as lines:
             async for line in lines:
                 keep.append(line.text)
         return "".join(text + "\n" for text in keep)
@@ -196,11 +291,12 @@ class Logs:
         next_token: str | None = None,
         task: str | None = None,
         streams: Sequence[str] = ("stdout", "stderr"),
+        attempt: int | None = None,
     ) -> LogPage:
         """One page of lines (Deadline's ``get_session_logs`` paging): pass the
         returned ``next_token`` back for the next page."""
         check_id(job_id, "job_id")
-        query = _query(task, streams, start_time, end_time, limit)
+        query = _query(task, streams, start_time, end_time, limit, attempt)
         if next_token is not None and not isinstance(next_token, str):
             raise InvalidSpec("next_token", "must be a token from a previous page")
         driver = self._client.driver

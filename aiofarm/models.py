@@ -149,6 +149,7 @@ class Capability(str, enum.Enum):
     LOGS_TIMESTAMPS = "logs.timestamps"  # each line's time is known
     LOGS_STREAMS = "logs.streams"  # stdout and stderr apart
     LOGS_TASK = "logs.task"  # one task's lines
+    LOGS_ATTEMPT = "logs.attempt"  # one attempt's lines (each line knows its attempt)
     ATTACH_BATCH_STEP = "attach.batch_step"  # attach reaches the job's own process
     EXEC_TTY = "exec.tty"
     WORKERS_STOP_WORK = "workers.stop_work"  # disable(stop_work=True)
@@ -200,6 +201,9 @@ class JobSpec:
     cwd: str | None = None
     pool: str | None = None
     tags: tuple[str, ...] = attrs.field(factory=tuple, converter=as_tuple)
+    #: key/value labels to select jobs by (``where.labels["team"] == "fx"``); the key and
+    #: value syntax is Kubernetes' (docs/labels.md)
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map)
     description: str | None = None
     priority: int = 50
     resources: Resources = attrs.field(factory=Resources)
@@ -246,6 +250,12 @@ class Job:
     task_counts: Mapping[str, int] = attrs.field(factory=dict, converter=frozen_map)
     depends_on: tuple[str, ...] = attrs.field(factory=tuple, converter=as_tuple)
     raw: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map, repr=False, eq=False)
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map)
+
+    def _repr_html_(self) -> str:
+        from .display import job_html
+
+        return job_html(self)
 
 
 @attrs.frozen
@@ -278,6 +288,11 @@ class CompletionResult:
     def succeeded(self) -> bool:
         return self.status is JobStatus.SUCCEEDED
 
+    def _repr_html_(self) -> str:
+        from .display import completion_html
+
+        return completion_html(self)
+
 
 @attrs.frozen
 class JobEvent:
@@ -293,12 +308,21 @@ class LogLine:
     stream: str  # "stdout" | "stderr" | driver-specific (e.g. a session id)
     text: str
     task_id: str | None = None
+    #: the job the line belongs to (set by streams over several jobs, else None)
+    job_id: str | None = None
+    #: the attempt of the task that wrote it (1 = first run), where the back end records it
+    attempt: int | None = None
 
 
 @attrs.frozen
 class LogPage:
     lines: tuple[LogLine, ...]
     next_token: str | None  # opaque cursor; pass back to continue after the last line
+
+    def _repr_html_(self) -> str:
+        from .display import lines_html
+
+        return lines_html(self.lines)
 
 
 @attrs.frozen
@@ -308,6 +332,11 @@ class Pool:
     slots: int | None = None
     driver: str = ""
     raw: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map, repr=False, eq=False)
+
+    def _repr_html_(self) -> str:
+        from .display import pools_html
+
+        return pools_html([self])
 
 
 @attrs.frozen

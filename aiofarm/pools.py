@@ -28,7 +28,9 @@ class Pools:
 
     async def list(self) -> list[Pool]:
         self._client.require(Capability.POOLS)
-        return await self._client.driver.list_pools()
+        from .display import PoolList
+
+        return PoolList(await self._client.driver.list_pools())
 
     async def get(self, name_or_id: str | Pool) -> Pool:
         if isinstance(name_or_id, Pool):

@@ -159,7 +159,7 @@ class HoldMixin(Driver):
             now = _now()
             reason = f"held by the client until {', '.join(deps)} succeeded"
             job = Job(
-                id=job_id, status=JobStatus.PENDING, driver=self.name, name=spec.name, tags=spec.tags,
+                id=job_id, status=JobStatus.PENDING, driver=self.name, name=spec.name, tags=spec.tags, labels=spec.labels,
                 description=spec.description, priority=spec.priority, created_at=now, reason=reason,
                 history=(StatusTransition(JobStatus.PENDING, now, reason),), task_counts={"pending": 1},
                 depends_on=deps, raw={"held": True},

@@ -30,9 +30,9 @@ from contextlib import asynccontextmanager
 import anyio
 
 from .drivers.base import Driver, StdioChannel
-from .errors import ConnectionLost, FarmError, InvalidSpec, JobNotFound, JobNotRunning
+from .errors import ConnectionLost, FarmError, InvalidSpec, JobNotFound, JobNotRunning, WaitTimeout
 from .models import Job, JobStatus, Message, command_argv
-from .watch import CallbackSubscription, Hub
+from .watch import Hub
 
 # user-facing: StdStream. open_attach / open_exec / check_running are the entry points
 # Jobs delegates to (importable, documented above, not re-exported by the package).
@@ -197,34 +197,18 @@ async def check_running(
         return job
     if job.status.is_finished or hub is None or start_timeout <= 0:
         raise JobNotRunning(job_id, job.status, operation)
-    outcome: list[Job | BaseException] = []
-    decided = anyio.Event()
+    from .waiting import wait
 
-    def on_job(seen: Job) -> None:
-        if not outcome and (seen.status is JobStatus.RUNNING or seen.status.is_finished):
-            outcome.append(seen)
-            decided.set()
-
-    def on_error(_: str, exc: BaseException) -> None:
-        if not outcome:
-            outcome.append(exc)
-            decided.set()
-
-    sub = CallbackSubscription((job_id,), START_POLL_INTERVAL, on_job, on_error)
-    hub.register(sub)
     try:
-        with anyio.move_on_after(start_timeout):
-            await decided.wait()
-    finally:
-        hub.unregister(sub)
-    if not outcome:
-        raise JobNotRunning(job_id, job.status, operation)
-    result = outcome[0]
-    if isinstance(result, BaseException):
-        raise result
-    if result.status is not JobStatus.RUNNING:
-        raise JobNotRunning(job_id, result.status, operation)
-    return result
+        result = await wait(
+            hub, driver, job_id, until=JobStatus.RUNNING, timeout=start_timeout,
+            max_interval=START_POLL_INTERVAL,
+        )  # fmt: skip
+    except WaitTimeout as exc:
+        raise JobNotRunning(job_id, exc.last or job.status, operation) from None
+    except JobNotRunning as exc:
+        raise JobNotRunning(job_id, exc.status, operation) from None
+    return result.job
 
 
 @asynccontextmanager

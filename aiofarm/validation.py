@@ -19,6 +19,7 @@ __all__ = [
     "MAX_PRIORITY",
     "as_ids",
     "check_interval",
+    "check_labels",
     "check_priority",
     "check_timeout",
     "dependency_order",
@@ -27,6 +28,13 @@ __all__ = [
 
 MAX_PRIORITY = 100  # Deadline Cloud and Smedge both use 0..100
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+# label syntax: Kubernetes' (so labels carry over to and from Ray metadata, k8s and
+# apolo unchanged): a name of at most 63 of [A-Za-z0-9-_.] starting and ending with
+# an alphanumeric, optionally after a DNS-subdomain prefix and a slash; a value is
+# such a name or empty
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
+_LABEL_PREFIX = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+MAX_LABELS = 64
 
 
 def as_ids(ids: str | Iterable[str], field: str = "ids") -> list[str]:
@@ -95,6 +103,45 @@ def check_text(value: object, field: str) -> str:
     return value  # type: ignore[return-value]
 
 
+def check_label_key(key: object, field: str) -> str:
+    """A label key (``team``, ``example.com/team``), as Kubernetes spells them."""
+    if not isinstance(key, str):
+        raise InvalidSpec(field, f"a label key is a string, got {type(key).__name__}")
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _LABEL_PREFIX.fullmatch(prefix)):
+        raise InvalidSpec(field, f"{key!r}: the prefix before '/' must be a lower-case DNS name of at most 253 characters")
+    if not _LABEL_NAME.fullmatch(name):
+        raise InvalidSpec(
+            field,
+            f"{key!r}: a label name is 1-63 characters of letters, digits and -_. "
+            "starting and ending with a letter or digit (an optional 'prefix/' before it)",
+        )
+    return key
+
+
+def check_labels(labels: object, field: str) -> dict[str, str]:
+    """Labels: a mapping of label keys to values (values: empty, or the syntax of a
+    label name)."""
+    if not isinstance(labels, Mapping):
+        raise InvalidSpec(field, f"must be a mapping of str to str, got {type(labels).__name__}")
+    if len(labels) > MAX_LABELS:
+        raise InvalidSpec(field, f"at most {MAX_LABELS} labels, got {len(labels)}")
+    out: dict[str, str] = {}
+    for key, value in labels.items():
+        check_label_key(key, field)
+        where = f"{field}[{key!r}]"
+        if not isinstance(value, str):
+            raise InvalidSpec(where, f"a label value is a string, got {type(value).__name__}")
+        if value and not _LABEL_NAME.fullmatch(value):
+            raise InvalidSpec(
+                where,
+                f"{value!r}: a label value is empty or 1-63 characters of letters, digits and -_. "
+                "starting and ending with a letter or digit",
+            )
+        out[key] = value
+    return out
+
+
 def _check_number(value: object, field: str, *, minimum: float, strict: bool, allow_none: bool) -> None:
     if value is None and allow_none:
         return
@@ -145,6 +192,7 @@ def validate_spec(spec: object, field: str) -> JobSpec:
         _check_str(spec.pool, f"{field}.pool")
     for i, tag in enumerate(spec.tags):
         _check_str(tag, f"{field}.tags[{i}]")
+    check_labels(spec.labels, f"{field}.labels")
     if spec.description is not None:
         _check_str(spec.description, f"{field}.description", empty=True)
     check_priority(spec.priority, f"{field}.priority")

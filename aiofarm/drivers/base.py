@@ -228,6 +228,8 @@ class LogQuery:
     start_time: datetime | None = None
     end_time: datetime | None = None
     limit: int = 1000
+    #: only the lines of this attempt of the task(s) (1 = the first run; Capability.LOGS_ATTEMPT)
+    attempt: int | None = None
     #: the caller follows the log: a back end that can hold an empty read open until
     #: the next line (the local farm service) may do so, briefly
     follow: bool = False

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from .fields import FIELDS, UnknownField, unknown_field
+from .fields import FIELDS, LABELS, UnknownField, kind_of, unknown_field
 from .nodes import Compare, Expr
 
-__all__ = ["Field", "where"]
+__all__ = ["Field", "Labels", "where"]
 
 
 class Field:
@@ -17,7 +17,7 @@ class Field:
     __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
-        if name not in FIELDS:
+        if kind_of(name) is None:
             raise UnknownField(f"where.{name}", unknown_field(name))
         self.name = name
 
@@ -59,6 +59,21 @@ class Field:
 _FieldType = Field
 
 
+class Labels:
+    """``where.labels``: ``where.labels["team"] == "fx"`` tests one label (a job
+    without it has None there: ``where.labels["team"] != None`` says it has one)."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> Field:
+        if not isinstance(key, str):
+            raise UnknownField("where.labels", f"a label key is a string, got {type(key).__name__}")
+        return Field(LABELS + key)
+
+    def __repr__(self) -> str:
+        return "where.labels"
+
+
 class _Where:
     """The public ``where`` object: ``where.<field>`` starts an expression,
     ``where.parse(text)`` reads one from text."""
@@ -68,10 +83,12 @@ class _Where:
     def __getattr__(self, name: str) -> Field:
         if name.startswith("_"):
             raise AttributeError(name)
+        if name == "labels":
+            return Labels()  # type: ignore[return-value]
         return Field(name)
 
     def __dir__(self) -> list[str]:
-        return sorted({*super().__dir__(), *FIELDS})
+        return sorted({*super().__dir__(), *FIELDS, "labels"})
 
     def __repr__(self) -> str:
         return "aiofarm.where"
@@ -98,6 +115,7 @@ class _Where:
         owner: _FieldType
         pool: _FieldType
         tags: _FieldType
+        labels: Labels
         description: _FieldType
         priority: _FieldType
         exit_code: _FieldType

@@ -30,11 +30,13 @@ __all__ = [
     "UnknownField",
     "build_test",
     "coerce",
+    "kind_of",
+    "label_key",
     "unknown_field",
 ]
 
 Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "contains", "matches"]
-Kind = Literal["str", "status", "int", "time", "tags"]
+Kind = Literal["str", "status", "int", "time", "tags", "label"]
 
 OPERATORS: frozenset[str] = frozenset(
     {"==", "!=", "<", "<=", ">", ">=", "in", "contains", "matches"}
@@ -68,6 +70,7 @@ KIND_OPERATORS: Mapping[Kind, frozenset[str]] = MappingProxyType(
         "int": frozenset({"==", "!=", "<", "<=", ">", ">=", "in"}),
         "time": frozenset({"==", "!=", "<", "<=", ">", ">=", "in"}),
         "tags": frozenset({"contains", "in", "matches"}),
+        "label": OPERATORS,
     }
 )
 OPERATOR_HINTS: Mapping[Kind, str] = MappingProxyType(
@@ -76,6 +79,26 @@ OPERATOR_HINTS: Mapping[Kind, str] = MappingProxyType(
         "status": "; status takes ==, != or in",
     }
 )
+
+
+#: a label is the field ``labels.<key>``: its value, or None (null) where the job has no such label
+LABELS = "labels."
+
+
+def label_key(field: str) -> str | None:
+    """``team`` for the field ``labels.team``; None for any other field."""
+    return field[len(LABELS) :] if field.startswith(LABELS) else None
+
+
+def kind_of(field: str) -> Kind | None:
+    """The kind of a filterable field (``labels.<key>`` included), None if it is not one."""
+    kind = FIELDS.get(field)
+    if kind is None and field.startswith(LABELS):
+        from ..validation import check_label_key
+
+        check_label_key(field[len(LABELS) :], f"where.{field}")
+        return "label"
+    return kind
 
 
 class UnknownField(InvalidSpec, AttributeError):
@@ -152,7 +175,7 @@ def _coerce_time(field: str, value: object) -> datetime:
 
 
 def coerce(field: str, op: str, value: object) -> Any:
-    kind = FIELDS.get(field)
+    kind = kind_of(field)
     if kind is None:
         raise UnknownField(f"where.{field}", unknown_field(field))
     if op not in OPERATORS:
@@ -164,7 +187,7 @@ def coerce(field: str, op: str, value: object) -> Any:
             value = (value,)
         return tuple(_coerce_one(field, kind, v) for v in cast("Iterable[object]", value))
     if value is None:
-        if op in ("==", "!=") and field in NULLABLE:
+        if op in ("==", "!=") and (field in NULLABLE or kind == "label"):
             return None
         if op in ("==", "!="):
             raise _bad(field, f"{field} is always set, so None (null) cannot match it")
@@ -191,8 +214,14 @@ def build_test(field: str, op: str, value: Any) -> Callable[[Job], bool]:
     """The predicate for ``Compare(field, op, value)`` (value already coerced).
 
     Unset fields are SQL-like: only ``==``/``!=`` can match them."""
-    kind = FIELDS[field]
+    kind = kind_of(field)
     get: Callable[[Any], Any] = operator.attrgetter(field)
+    key = label_key(field)
+    if key is not None:
+
+        def get(job: Any) -> Any:
+            return job.labels.get(key)
+
     if kind == "time":
         raw_get = get
 
@@ -236,5 +265,5 @@ def build_test(field: str, op: str, value: Any) -> Callable[[Job], bool]:
 
 
 def unknown_field(name: str) -> str:
-    return f"unknown field {name!r} (one of {', '.join(FIELDS)})"
+    return f"unknown field {name!r} (one of {', '.join(FIELDS)}, labels.<key>)"
 

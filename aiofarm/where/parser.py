@@ -11,7 +11,7 @@ from typing import NoReturn, cast
 import attrs
 
 from ..errors import InvalidSpec
-from .fields import FIELDS, KIND_OPERATORS, OPERATOR_HINTS, Op, unknown_field
+from .fields import KIND_OPERATORS, OPERATOR_HINTS, Kind, Op, kind_of, unknown_field
 from .nodes import And, Compare, Expr, Not, Or
 
 __all__ = ["WhereSyntaxError", "parse"]
@@ -165,8 +165,13 @@ class _Parser:
         tok = self.tok
         if tok.kind != "word":
             self.error(f"expected a field name, found {_describe(tok)}")
-        if tok.text not in FIELDS:
+        try:
+            known: Kind | None = kind_of(tok.text)
+        except InvalidSpec as e:  # a label key of the wrong shape
+            self.error(e.reason, tok, e.field)
+        if known is None:
             self.error(unknown_field(tok.text), tok, f"where.{tok.text}")
+        kind = known
         field = self.take().text
         negate = False
         if self.at("kw", "not"):  # `x not in (...)`, `tags not contains y`
@@ -186,7 +191,6 @@ class _Parser:
                 f"expected an operator (== != < <= > >= in contains matches) after {field}, "
                 f"found {_describe(op_tok)}"
             )
-        kind = FIELDS[field]
         if op not in KIND_OPERATORS[kind]:
             self.error(
                 f"operator {op} does not apply to {field}{OPERATOR_HINTS.get(kind, '')}",

@@ -153,6 +153,7 @@ def job_from_wire(item: Mapping[str, Any], queue_id: str | None = None) -> Job:
         pool=item.get("queueId") or queue_id,
         description=description,
         tags=tuple(meta.get("tags") or ()),
+        labels=_labels(meta.get("labels")),
         depends_on=tuple(meta.get("depends") or ()),
         # every task of a succeeded job exited 0; a failed job's codes are per task
         exit_code=0 if status is JobStatus.SUCCEEDED else None,
@@ -298,13 +299,20 @@ def log_line(event: Mapping[str, Any], task_id: str | None) -> LogLine:
 
 # -- what Deadline job records cannot carry ----------------------------------------------
 #
-# A Deadline job record has no tags (resource tags need one ListTagsForResource per job)
-# and no dependencies on other jobs. aiofarm keeps both, and the reason it canceled a job
-# whose dependency failed, in one marked line at the end of the job description, which
-# BatchGetJob returns with the status: ``[aiofarm]{"tags": [...], "depends": [...]}``.
+# A Deadline job record has no tags or labels (resource tags need one
+# ListTagsForResource per job, and CreateJob takes none) and no dependencies on other
+# jobs. aiofarm keeps them, and the reason it canceled a job whose dependency failed, in
+# one marked line at the end of the job description, which BatchGetJob returns with the
+# status: ``[aiofarm]{"tags": [...], "labels": {...}, "depends": [...]}`` (docs/labels.md).
 
 MARKER = "[aiofarm]"
 _DESCRIPTION_MAX = 2048
+
+
+def _labels(value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
 
 
 def split_description(text: str | None) -> tuple[str | None, dict[str, Any]]:
@@ -334,7 +342,7 @@ def join_description(
     if len(text) > _DESCRIPTION_MAX:
         raise InvalidSpec(
             field,
-            f"description, tags and dependencies exceed Deadline's {_DESCRIPTION_MAX} characters",
+            f"description, tags, labels and dependencies exceed Deadline's {_DESCRIPTION_MAX} characters",
         )
     return text or None
 
@@ -547,7 +555,7 @@ def create_job_request(
         if len(spec.name) > 512:
             raise InvalidSpec("name", "is longer than 512 characters")
         req["nameOverride"] = spec.name
-    meta: dict[str, Any] = {"tags": list(spec.tags), "depends": list(depends_on)}
+    meta: dict[str, Any] = {"tags": list(spec.tags), "labels": dict(spec.labels), "depends": list(depends_on)}
     if depends_on:
         meta["hold"] = True
         meta["paused"] = spec.paused

@@ -285,6 +285,7 @@ class ServiceDriver(Driver):
                 start=from_dt(query.start_time) if query.start_time else None,
                 end=from_dt(query.end_time) if query.end_time else None,
                 task_ids=ids,
+                attempt=query.attempt,
             )
             offset += used
             # a full read whose records all were filtered out: look further

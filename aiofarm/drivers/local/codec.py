@@ -115,6 +115,7 @@ def job_from_row(row: Sequence[Any], history: Iterable[StatusTransition], driver
         depends_on,
         task_counts,
         updated,
+        labels,
     ) = row
     return Job(
         id=job_id,
@@ -135,4 +136,5 @@ def job_from_row(row: Sequence[Any], history: Iterable[StatusTransition], driver
         task_counts=json.loads(task_counts),
         depends_on=tuple(json.loads(depends_on)),
         raw={"seq": seq, "paused": bool(paused), "slots": slots, "updated": updated},
+        labels=json.loads(labels),
     )

@@ -69,6 +69,7 @@ CAPABILITIES = frozenset(
         Capability.LOGS_TIMESTAMPS,
         Capability.LOGS_STREAMS,
         Capability.LOGS_TASK,
+        Capability.LOGS_ATTEMPT,
         Capability.ATTACH_BATCH_STEP,
         Capability.EXEC_TTY,
         Capability.WORKERS_STOP_WORK,

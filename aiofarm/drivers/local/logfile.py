@@ -2,12 +2,14 @@
 
 Record (bytes, ``\\n``-terminated)::
 
-    <unix time, 6 decimals> <kind><task index> <text>\\n
-    1763922000.123456 o0 hello world
+    <unix time, 6 decimals> <kind><task index>[.<attempt>] <text>\\n
+    1763922000.123456 o0.1 hello world
 
 ``kind`` is ``o`` (stdout), ``e`` (stderr) or ``x`` (a message from the farm itself,
 stream name ``aiofarm``: timeouts, cancels, start failures). ``task index`` is the
-task's number within the job (``tasks()`` maps it to the task id). ``text`` is the
+task's number within the job (``tasks()`` maps it to the task id), ``attempt`` the
+run of the task that wrote it (1 = the first; records written before attempts were
+recorded have none, and no ``attempt=`` filter matches them). ``text`` is the
 line exactly as the process wrote it, without its newline (decoded as UTF-8 with
 replacement on read). A line longer than :data:`MAX_LINE` is split into several
 records. Records are appended with one ``write`` each on an ``O_APPEND`` fd, and a
@@ -56,8 +58,13 @@ def decode_token(token: str | None) -> int:
     return int(token[1:])
 
 
-def format_records(kind: bytes, task_index: int, lines: list[bytes], now: float) -> bytes:
-    head = b"%.6f %s%d " % (now, kind, task_index)
+def format_records(
+    kind: bytes, task_index: int, lines: list[bytes], now: float, attempt: int | None = None
+) -> bytes:
+    if attempt is None:
+        head = b"%.6f %s%d " % (now, kind, task_index)
+    else:
+        head = b"%.6f %s%d.%d " % (now, kind, task_index, attempt)
     return b"".join(head + line + b"\n" for line in lines)
 
 
@@ -70,6 +77,7 @@ def parse_records(
     start: float | None,
     end: float | None,
     task_ids: Mapping[int, str] | Callable[[int], str | None],
+    attempt: int | None = None,
 ) -> tuple[list[LogLine], int]:
     """The matching lines of the whole records in ``data`` (at most ``limit``), and how
     many bytes of ``data`` were looked at (a trailing partial record is not)."""
@@ -90,12 +98,19 @@ def parse_records(
         kind = rec[sp1 + 1]
         if kind not in kinds:
             continue
+        where = rec[sp1 + 2 : sp2]
+        dot = where.find(b".")
         try:
-            idx = int(rec[sp1 + 2 : sp2])
+            if dot < 0:
+                idx, run = int(where), None
+            else:
+                idx, run = int(where[:dot]), int(where[dot + 1 :])
             t = float(rec[:sp1])
         except ValueError:
             continue
         if task_index is not None and idx != task_index:
+            continue
+        if attempt is not None and run != attempt:
             continue
         if start is not None and t < start:
             continue
@@ -107,6 +122,7 @@ def parse_records(
                 stream=STREAM_OF_KIND[kind],
                 text=rec[sp2 + 1 :].decode("utf-8", "replace"),
                 task_id=lookup(idx),
+                attempt=run,
             )
         )
     return out, pos
@@ -136,6 +152,7 @@ def read_page(
     start: float | None,
     end: float | None,
     task_ids: Mapping[int, str] | Callable[[int], str | None],
+    attempt: int | None = None,
 ) -> tuple[list[LogLine], int]:
     """Lines of ``path`` from byte ``offset``: at most ``limit`` matching ones, and the
     offset just after the last record looked at."""
@@ -156,6 +173,7 @@ def read_page(
                 start=start,
                 end=end,
                 task_ids=task_ids,
+                attempt=attempt,
             )
             out.extend(lines)
             pos += used

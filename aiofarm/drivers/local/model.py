@@ -244,6 +244,7 @@ def job_model(job: FarmJob) -> Job:
         task_counts={k: v for k, v in job.counts.items() if v},
         depends_on=job.depends_on,
         raw={"seq": job.seq, "paused": job.paused, "slots": job.slots},
+        labels=job.spec.labels,
     )
 
 

@@ -89,6 +89,7 @@ class RunningTask:
         job_id: str,
         task_id: str,
         argv: Sequence[str],
+        attempt: int | None = None,
         cwd: str | None,
         env: Mapping[bytes, bytes],
         tty: bool,
@@ -101,6 +102,7 @@ class RunningTask:
         self.job_id = job_id
         self.task_id = task_id
         self.task_index = task_index
+        self.attempt = attempt  # recorded on each log line (logs.attempt)
         self.argv = tuple(argv)
         self.cwd = cwd
         self.envb = env
@@ -183,7 +185,7 @@ class RunningTask:
 
     def log_message(self, text: str) -> None:
         """A line from the farm itself (stream ``aiofarm``) in the task's log."""
-        self._write(logfile.format_records(b"x", self.task_index, [text.encode()], time.time()))
+        self._write(logfile.format_records(b"x", self.task_index, [text.encode()], time.time(), self.attempt))
 
     # -- internals ---------------------------------------------------------------
     def _write(self, data: bytes) -> None:
@@ -237,7 +239,7 @@ class RunningTask:
         if self.tty:
             lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
         if lines:
-            self._write(logfile.format_records(kind, self.task_index, lines, time.time()))
+            self._write(logfile.format_records(kind, self.task_index, lines, time.time(), self.attempt))
             if self.line_hook is not None and b"openjd_" in buf:
                 self.line_hook(lines)
 
@@ -259,7 +261,7 @@ class RunningTask:
             if rest:
                 self._bufs[fd] = b""
                 _, kind = self._outputs[fd]
-                self._write(logfile.format_records(kind, self.task_index, [rest], time.time()))
+                self._write(logfile.format_records(kind, self.task_index, [rest], time.time(), self.attempt))
 
     def _close_output(self, fd: int) -> None:
         rest = self._bufs.pop(fd, b"")
@@ -267,7 +269,7 @@ class RunningTask:
         if rest:
             if self.tty and rest.endswith(b"\r"):
                 rest = rest[:-1]
-            self._write(logfile.format_records(kind, self.task_index, [rest], time.time()))
+            self._write(logfile.format_records(kind, self.task_index, [rest], time.time(), self.attempt))
             if self.line_hook is not None and b"openjd_" in rest:
                 self.line_hook([rest])
         if self._armed:
@@ -338,6 +340,7 @@ def spawn(
     task_index: int,
     on_exit: Callable[[RunningTask], None],
     pass_fds: Sequence[int] = (),
+    attempt: int | None = None,
 ) -> RunningTask:
     """Start one task attempt. Raises OSError when the program cannot be started.
     ``pass_fds``: more descriptors the child keeps (an OpenJD session's results pipe)."""
@@ -407,6 +410,7 @@ def spawn(
         job_id=job_id,
         task_id=task_id,
         argv=argv,
+        attempt=attempt,
         cwd=cwd,
         env=env,
         tty=tty,

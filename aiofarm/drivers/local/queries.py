@@ -147,6 +147,7 @@ class Queries(Scheduler):
             start=from_dt(query.start_time) if query.start_time else None,
             end=from_dt(query.end_time) if query.end_time else None,
             task_ids=ids,
+            attempt=query.attempt,
         )
         return LogPage(tuple(lines), logfile.encode_token(end))
 

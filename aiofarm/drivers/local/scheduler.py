@@ -362,6 +362,7 @@ class Scheduler(StateWriter):
                 job_id=job.id,
                 task_id=t.id,
                 task_index=t.idx,
+                attempt=t.attempts,
                 on_exit=(
                     functools.partial(self._on_exit, t)
                     if session is None

@@ -240,6 +240,7 @@ def session_feed(sched: Scheduler, session: Session, t: FarmTask) -> bool:
         sched._check(job)
         return False
     proc.task_index = t.idx
+    proc.attempt = t.attempts
     proc.task_id = t.id
     t.proc = proc
     t.pid = t.pgid = proc.pid

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     owner TEXT,
     pool TEXT NOT NULL,
     tags TEXT NOT NULL DEFAULT '[]',
+    labels TEXT NOT NULL DEFAULT '{}',
     description TEXT,
     priority INTEGER NOT NULL,
     created_at REAL NOT NULL,
@@ -100,7 +101,7 @@ CREATE TABLE IF NOT EXISTS launches (
 
 JOB_COLUMNS = (
     "seq, id, name, status, owner, pool, tags, description, priority, created_at, "
-    "started_at, finished_at, exit_code, reason, paused, slots, depends_on, task_counts, updated"
+    "started_at, finished_at, exit_code, reason, paused, slots, depends_on, task_counts, updated, labels"
 )
 
 
@@ -156,6 +157,9 @@ def init_schema(db: sqlite3.Connection) -> None:
         for column, kind in (("progress", "REAL"), ("status_message", "TEXT")):
             if column not in have:
                 db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}")
+        # ... and from before jobs had labels
+        if "labels" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
+            db.execute("ALTER TABLE jobs ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'")
         db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
@@ -325,8 +329,8 @@ def insert_jobs(
     with transaction(db):
         db.executemany(
             "INSERT INTO jobs (seq, id, name, status, owner, pool, tags, description, priority,"
-            " created_at, paused, slots, depends_on, task_counts, updated, spec)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_at, paused, slots, depends_on, task_counts, updated, spec, labels)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             job_rows,
         )
         db.executemany("INSERT INTO steps (job_seq, idx, name, depends_on) VALUES (?, ?, ?, ?)", step_rows)

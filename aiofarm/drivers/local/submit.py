@@ -89,7 +89,7 @@ class Submit(Control):
                 (
                     job.seq, job.id, job.name, job.status.value, job.owner, job.pool, dumps(job.tags),
                     job.description, job.priority, t0, int(job.paused), job.slots, dumps(job.depends_on),
-                    dumps(job.counts), upd, text,
+                    dumps(job.counts), upd, text, dumps(job.spec.labels),
                 )
             )
             for step in job.steps:

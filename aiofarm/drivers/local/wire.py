@@ -73,12 +73,13 @@ def job_to(job: Job) -> list[Any]:
         dict(job.task_counts),
         list(job.depends_on),
         dict(job.raw),
+        dict(job.labels),
     ]
 
 
 def job_from(data: Sequence[Any]) -> Job:
     (job_id, status, name, owner, pool, tags, description, priority, created, started, finished,
-     code, reason, history, counts, depends_on, raw) = data
+     code, reason, history, counts, depends_on, raw, labels) = data
     return Job(
         id=job_id,
         status=JobStatus(status),
@@ -98,6 +99,7 @@ def job_from(data: Sequence[Any]) -> Job:
         task_counts=counts,
         depends_on=tuple(depends_on),
         raw=raw,
+        labels=labels,
     )
 
 
@@ -198,6 +200,7 @@ def submitted_from(specs: Sequence[JobSpec], d: Mapping[str, Any]) -> list[Job]:
                 task_counts=task_counts,
                 depends_on=spec.depends_on,
                 raw={"seq": seq + i, "paused": spec.paused, "slots": 1 if slots is None else slots[i]},
+                labels=spec.labels,
             )
         jobs.append(job)
     return jobs
@@ -223,13 +226,15 @@ def task_from(d: Sequence[Any]) -> Task:
 
 def page_to(page: LogPage) -> dict[str, Any]:
     return {
-        "lines": [[_t(x.time), x.stream, x.text, x.task_id] for x in page.lines],
+        "lines": [[_t(x.time), x.stream, x.text, x.task_id, x.attempt] for x in page.lines],
         "next": page.next_token,
     }
 
 
 def page_from(d: Mapping[str, Any]) -> LogPage:
-    return LogPage(tuple(LogLine(to_dt(t), s, x, tid) for t, s, x, tid in d["lines"]), d["next"])
+    return LogPage(
+        tuple(LogLine(to_dt(t), s, x, tid, attempt=n) for t, s, x, tid, n in d["lines"]), d["next"]
+    )
 
 
 def pool_to(p: Pool) -> dict[str, Any]:

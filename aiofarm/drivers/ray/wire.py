@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from ...errors import InvalidSpec
 from ...models import Job, JobSpec, JobStatus, LogLine, Pool, StatusTransition, Worker
 
 __all__ = [
@@ -48,6 +49,11 @@ META_DEPENDS = "aiofarm.depends_on"
 META_TIMEOUT = "aiofarm.timeout"
 #: what the job asked for (Ray's job records do not echo entrypoint_num_cpus & co.)
 META_RESOURCES = "aiofarm.resources"
+#: metadata keys that are not labels: aiofarm's own, and the id Ray may copy in; every
+#: other metadata key is a label (as `ray job submit --metadata-json` writes them)
+RESERVED_META = frozenset(
+    {META_NAME, META_TAGS, META_OWNER, META_PRIORITY, META_DESCRIPTION, "job_submission_id"}
+)
 #: coreutils timeout's exit code when the limit was reached
 TIMED_OUT = 124
 
@@ -72,6 +78,10 @@ def entrypoint(command: Sequence[str] | str, timeout: float | None = None) -> st
 
 def _metadata(spec: JobSpec, owner: str | None, depends_on: Sequence[str]) -> dict[str, str]:
     meta: dict[str, str] = {META_PRIORITY: str(spec.priority)}
+    for key, value in spec.labels.items():
+        if key in RESERVED_META or key.startswith("aiofarm."):
+            raise InvalidSpec(f"labels[{key!r}]", "is a Ray metadata key aiofarm keeps for itself")
+        meta[key] = value  # natively: a label is a metadata entry
     if spec.name is not None:
         meta[META_NAME] = spec.name
     if spec.tags:
@@ -200,6 +210,10 @@ def job_from_record(rec: Mapping[str, Any], driver: str = "ray") -> Job:
         owner=owner if isinstance(owner, str) else None,
         pool=pool if isinstance(pool, str) else None,
         tags=_json_list(meta.get(META_TAGS)),
+        labels={
+            k: v for k, v in meta.items()
+            if k not in RESERVED_META and not k.startswith("aiofarm.") and isinstance(v, str)
+        },
         description=desc if isinstance(desc, str) else None,
         priority=_priority(meta.get(META_PRIORITY, 50)),
         created_at=created,

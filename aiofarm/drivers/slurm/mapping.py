@@ -35,7 +35,8 @@ __all__ = [
 ]
 
 DRIVER = "slurm"
-#: tags and description ride in the job's ``comment`` (Slurm has no tags)
+#: tags, labels and description ride in the job's ``comment`` (Slurm has no tags;
+#: docs/labels.md)
 COMMENT_PREFIX = "aiofarm:"
 
 _FINISHED_STATES: dict[str, JobStatus] = {
@@ -116,6 +117,12 @@ def parse_meta(comment: Any) -> dict[str, Any]:
             return {}
         return data if isinstance(data, dict) else {}
     return {}
+
+
+def comment_labels(comment: Any) -> dict[str, str]:
+    """The labels stored in the comment by :func:`make_comment`."""
+    labels = parse_meta(comment).get("labels")
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
 
 def make_comment(tags: Sequence[str], description: str | None, **meta: Any) -> str:
@@ -356,6 +363,7 @@ def job_from_records(job_id: str, records: Sequence[Rec]) -> Job:
         owner=head.user_name or None,
         pool=head.partition or None,
         tags=tags,
+        labels=comment_labels(head.comment),
         description=description,
         priority=priority,
         created_at=created,

@@ -101,7 +101,7 @@ def job_description(
     partition = spec.pool or default_partition
     if partition:
         job["partition"] = partition
-    comment = make_comment(spec.tags, spec.description, **(meta or {}))
+    comment = make_comment(spec.tags, spec.description, labels=dict(spec.labels) or None, **(meta or {}))
     if comment:
         job["comment"] = comment
     if spec.timeout is not None:

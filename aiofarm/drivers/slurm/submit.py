@@ -159,6 +159,7 @@ async def submit_specs(
                     name=name if head is None else f"{name}.{st.name}",
                     timeout=st.timeout,
                     tags=spec.tags if head is None else (),
+                    labels=spec.labels if head is None else {},
                     description=spec.description if head is None else None,
                 )
                 desc = job_description(
@@ -180,7 +181,7 @@ async def submit_specs(
             if multi:
                 # the head job names every step job, so one id finds them all
                 comment = make_comment(
-                    spec.tags, spec.description, step=steps[0].name, submit=token,
+                    spec.tags, spec.description, labels=dict(spec.labels) or None, step=steps[0].name, submit=token,
                     steps=[[st.name, step_ids[st.name]] for st in steps],
                 )
                 await http.call("POST", api.path(f"/job/{head[0]}"), body=api.wire.update_body({"comment": comment}))
@@ -209,6 +210,7 @@ async def submit_specs(
                 owner=config.user,
                 pool=desc.get("partition"),
                 tags=spec.tags,
+                labels=spec.labels,
                 description=spec.description,
                 priority=spec.priority,
                 created_at=now,
