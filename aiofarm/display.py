@@ -18,24 +18,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .models import CompletionResult, Job, JobStatus, LogLine, Pool, Task
-
 if TYPE_CHECKING:
-    from .models import LogPage
+    from .models import CompletionResult, Job, JobStatus, LogLine, LogPage, Pool, Task
 
 __all__ = ["JobList", "LogLines", "PoolList", "TaskList"]
 
 #: rows shown before "... and N more" (a notebook cell is not a spreadsheet)
 MAX_ROWS = 200
 
-_COLORS: Mapping[JobStatus, str] = {
-    JobStatus.PENDING: "#6c757d",
-    JobStatus.RUNNING: "#0d6efd",
-    JobStatus.SUSPENDED: "#fd7e14",
-    JobStatus.SUCCEEDED: "#198754",
-    JobStatus.FAILED: "#dc3545",
-    JobStatus.CANCELED: "#6f42c1",
-    JobStatus.UNKNOWN: "#adb5bd",
+#: by status value (the models import this module lazily, so it imports none of theirs)
+_COLORS: Mapping[str, str] = {
+    "pending": "#6c757d",
+    "running": "#0d6efd",
+    "suspended": "#fd7e14",
+    "succeeded": "#198754",
+    "failed": "#dc3545",
+    "canceled": "#6f42c1",
+    "unknown": "#adb5bd",
 }
 _TABLE = '<table class="aiofarm" style="border-collapse:collapse;font-size:90%">'
 
@@ -52,7 +51,7 @@ def _e(value: object) -> str:
 
 def badge(status: JobStatus | str) -> str:
     """A status as a coloured label."""
-    color = _COLORS.get(status, "#adb5bd") if isinstance(status, JobStatus) else "#adb5bd"
+    color = _COLORS.get(str(status), "#adb5bd")
     return (
         f'<span class="aiofarm-status aiofarm-{_e(status)}" style="background:{color};color:white;'
         f'padding:0 .4em;border-radius:.3em">{_e(status)}</span>'
@@ -172,7 +171,7 @@ def lines_html(lines: Sequence[LogLine]) -> str:
     return '<pre class="aiofarm-log" style="font-size:85%">' + "\n".join(out) + "</pre>"
 
 
-class JobList(list[Job]):
+class JobList(list["Job"]):
     """A list of jobs that shows as a table in a notebook."""
 
     __slots__ = ()
@@ -181,7 +180,7 @@ class JobList(list[Job]):
         return jobs_html(self)
 
 
-class TaskList(list[Task]):
+class TaskList(list["Task"]):
     """A list of tasks that shows as a table in a notebook."""
 
     __slots__ = ()
@@ -190,7 +189,7 @@ class TaskList(list[Task]):
         return tasks_html(self)
 
 
-class PoolList(list[Pool]):
+class PoolList(list["Pool"]):
     """A list of pools that shows as a table in a notebook."""
 
     __slots__ = ()
@@ -199,7 +198,7 @@ class PoolList(list[Pool]):
         return pools_html(self)
 
 
-class LogLines(list[LogLine]):
+class LogLines(list["LogLine"]):
     """Log lines that show as a log (stderr in red; job id and time where known)."""
 
     __slots__ = ()

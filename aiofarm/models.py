@@ -7,6 +7,7 @@ the driver that speaks it (``drivers/<name>/wire.py``), never here.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -70,6 +71,38 @@ def command_argv(command: Sequence[str] | str) -> tuple[str, ...]:
     if isinstance(command, str):
         return (SHELL, "-c", command)
     return tuple(command)
+
+
+# Label syntax: Kubernetes' (labels carry over to and from Ray metadata, k8s and apolo
+# unchanged): a name of at most 63 of [A-Za-z0-9-_.] starting and ending with an
+# alphanumeric, optionally after a DNS-subdomain prefix and a slash; a value is such a
+# name or empty. The client checks it (validation.py, where/fields.py).
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
+_LABEL_PREFIX = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+MAX_LABELS = 64
+
+
+def label_key_problem(key: str) -> str | None:
+    """What is wrong with a label key (``team``, ``example.com/team``), None if nothing."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _LABEL_PREFIX.fullmatch(prefix)):
+        return f"{key!r}: the prefix before '/' must be a lower-case DNS name of at most 253 characters"
+    if not _LABEL_NAME.fullmatch(name):
+        return (
+            f"{key!r}: a label name is 1-63 characters of letters, digits and -_. "
+            "starting and ending with a letter or digit (an optional 'prefix/' before it)"
+        )
+    return None
+
+
+def label_value_problem(value: str) -> str | None:
+    """What is wrong with a label value, None if nothing (empty is fine)."""
+    if value and not _LABEL_NAME.fullmatch(value):
+        return (
+            f"{value!r}: a label value is empty or 1-63 characters of letters, digits and -_. "
+            "starting and ending with a letter or digit"
+        )
+    return None
 
 
 class JobStatus(str, enum.Enum):

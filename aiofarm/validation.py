@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .errors import InvalidSpec
-from .models import JobSpec, Resources
+from .models import MAX_LABELS, JobSpec, Resources, label_key_problem, label_value_problem
 
 __all__ = [
     "MAX_PRIORITY",
@@ -28,13 +28,6 @@ __all__ = [
 
 MAX_PRIORITY = 100  # Deadline Cloud and Smedge both use 0..100
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
-# label syntax: Kubernetes' (so labels carry over to and from Ray metadata, k8s and
-# apolo unchanged): a name of at most 63 of [A-Za-z0-9-_.] starting and ending with
-# an alphanumeric, optionally after a DNS-subdomain prefix and a slash; a value is
-# such a name or empty
-_LABEL_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
-_LABEL_PREFIX = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
-MAX_LABELS = 64
 
 
 def as_ids(ids: str | Iterable[str], field: str = "ids") -> list[str]:
@@ -107,15 +100,9 @@ def check_label_key(key: object, field: str) -> str:
     """A label key (``team``, ``example.com/team``), as Kubernetes spells them."""
     if not isinstance(key, str):
         raise InvalidSpec(field, f"a label key is a string, got {type(key).__name__}")
-    prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _LABEL_PREFIX.fullmatch(prefix)):
-        raise InvalidSpec(field, f"{key!r}: the prefix before '/' must be a lower-case DNS name of at most 253 characters")
-    if not _LABEL_NAME.fullmatch(name):
-        raise InvalidSpec(
-            field,
-            f"{key!r}: a label name is 1-63 characters of letters, digits and -_. "
-            "starting and ending with a letter or digit (an optional 'prefix/' before it)",
-        )
+    problem = label_key_problem(key)
+    if problem is not None:
+        raise InvalidSpec(field, problem)
     return key
 
 
@@ -132,12 +119,9 @@ def check_labels(labels: object, field: str) -> dict[str, str]:
         where = f"{field}[{key!r}]"
         if not isinstance(value, str):
             raise InvalidSpec(where, f"a label value is a string, got {type(value).__name__}")
-        if value and not _LABEL_NAME.fullmatch(value):
-            raise InvalidSpec(
-                where,
-                f"{value!r}: a label value is empty or 1-63 characters of letters, digits and -_. "
-                "starting and ending with a letter or digit",
-            )
+        problem = label_value_problem(value)
+        if problem is not None:
+            raise InvalidSpec(where, problem)
         out[key] = value
     return out
 

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ..errors import InvalidSpec
-from ..models import JobStatus
+from ..models import JobStatus, label_key_problem
 
 if TYPE_CHECKING:
     from ..models import Job
@@ -94,9 +94,9 @@ def kind_of(field: str) -> Kind | None:
     """The kind of a filterable field (``labels.<key>`` included), None if it is not one."""
     kind = FIELDS.get(field)
     if kind is None and field.startswith(LABELS):
-        from ..validation import check_label_key
-
-        check_label_key(field[len(LABELS) :], f"where.{field}")
+        problem = label_key_problem(field[len(LABELS) :])
+        if problem is not None:
+            raise InvalidSpec(f"where.{field}", problem)
         return "label"
     return kind
 

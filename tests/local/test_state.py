@@ -46,9 +46,9 @@ async def test_state_is_sqlite_wal_with_tables(tmp_path: Path) -> None:
     finally:
         db.close()
     log = (tmp_path / "logs").iterdir().__next__().read_bytes()
-    # <time> <kind><task index> <text>
+    # <time> <kind><task index>.<attempt> <text>
     stamp, kind, text = log.rstrip(b"\n").split(b" ", 2)
-    assert float(stamp) > 0 and kind == b"o0" and text == b"hi"
+    assert float(stamp) > 0 and kind == b"o0.1" and text == b"hi"
 
 
 async def test_history_and_pending_jobs_survive_a_restart(tmp_path: Path) -> None:
