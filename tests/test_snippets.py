@@ -4,7 +4,7 @@
   own (``$XDG_DATA_HOME``), and prints what it promises.
 - Each page of :data:`PAGES` has its ````python`` blocks run in order in one namespace
   (a later block uses what an earlier one made), with ``farm`` an open client of the
-  page's back end(s) at the start of each block: ``local://`` (a farm service on a temporary state dir) and/or
+  page's back end(s) (again after a block closed the one it had): ``local://`` (a farm service on a temporary state dir) and/or
   ``dummy://`` (jobs "run" by the contract suite's simulated scheduler). ``Client()``
   in a block reaches the same farm (``AIOFARM_URL``). Top-level ``await`` works, as in
   a notebook; a block that calls ``anyio.run`` runs as a script of its own.
@@ -141,7 +141,9 @@ async def test_page_snippets_run(page: str, backend: str, monkeypatch: pytest.Mo
         namespace: dict[str, Any] = {"__name__": "__main__", "farm": farm}
         for line, code in found:
             where = f"{page}:{line}"
-            namespace["farm"] = farm  # a block's own `async with Client() as farm` has closed its farm
+            if getattr(namespace.get("farm"), "_driver", None) is None:
+                # a block's own `async with Client() as farm` (or `aclose()`) closed it
+                namespace["farm"] = farm
             if "anyio.run(" in code:
                 proc = await anyio.run_process(
                     [sys.executable, "-c", code], env=os.environ.copy(), check=False
