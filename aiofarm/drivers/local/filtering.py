@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ...models import JobStatus
-from ...where.fields import FIELDS
+from ...where.fields import FIELDS, label_key
 from ...where.native import conjoin, conjuncts
 from ...where.nodes import And, Compare, Expr, Not, Or
 from ..base import ListPlan, ListQuery, SortKey
@@ -103,10 +103,17 @@ class _Builder:
 
     def _compare(self, cmp: Compare) -> str:
         field, op, value = cmp.field, cmp.op, cmp.value
-        kind = FIELDS[field]
+        key = label_key(field)
+        if key is not None:
+            # a label is a key of the labels column's JSON object (NULL where absent);
+            # the key's syntax (letters, digits, -_./) was checked when Compare was made
+            kind: str = "label"
+            col = f"json_extract(labels, '$.\"{key}\"')"
+        else:
+            kind = FIELDS[field]
+            col = field  # the jobs table names its columns as the Job fields
         if kind == "tags":
             return self._tags(op, value)
-        col = field  # the jobs table names its columns as the Job fields
         # what the Job's value is, in SQL: a time as its microseconds
         term = _micros(col) if kind == "time" else col
         if op == "==":
