@@ -77,13 +77,15 @@ DRIVER_IMPORT_EXEMPT_PACKAGES: tuple[str, ...] = ()
 #: (driver module, imported module) pairs still to be removed by the drivers' own work
 DRIVER_IMPORT_EXEMPT: frozenset[tuple[str, str]] = frozenset(
     {
-        # dependency release paced by Backoff: to become a Hub subscription (aiofarm/release.py)
+        # Deadline's dependency release paced by Backoff: to move onto the Hub and
+        # aiofarm/release.py (the Deadline driver's own work)
         ("aiofarm.drivers.deadline.holds", "aiofarm.backoff"),
-        # the local farm service itself (the back end, not a driver call) retries a state
-        # write that failed (disk full) until it succeeds
+        # not a driver call: the local farm itself (the back end, in the service or an
+        # embedded farm) retries a state write that failed (disk full) until it succeeds
         ("aiofarm.drivers.local.writer", "aiofarm.backoff"),
-        # the local client driver re-opens its push stream after the service went away
-        # (push has no poller to fall back on)
+        # the local service client re-opens its push stream after the service went
+        # away; to go once the Hub owns push streams as it owns polling (a driver
+        # handing the Hub a stream to follow, resumed like a log follow)
         ("aiofarm.drivers.local.client", "aiofarm.backoff"),
     }
 )

@@ -65,6 +65,7 @@ __all__ = [
     "LogQuery",
     "StdioChannel",
     "SubmitAttempt",
+    "page_number",
     "transfer_progress",
 ]
 
@@ -111,6 +112,18 @@ def option_seconds(options: Mapping[str, Any], key: str, default: float) -> floa
     if not out > 0 or out == float("inf"):
         raise InvalidSpec(f"options.{key}", "must be a finite number > 0")
     return out
+
+
+def page_number(token: str | None, driver: str, prefix: str = "") -> int | None:
+    """The number a page token made of ``prefix`` and an integer carries (an offset, a
+    sequence number); None for the first page. Any other token is ``InvalidSpec``."""
+    if token is None:
+        return None
+    digits = token[len(prefix) :] if token.startswith(prefix) else ""
+    try:
+        return int(digits)
+    except ValueError:
+        raise InvalidSpec("page_token", f"not a page token of the {driver} driver: {token!r}") from None
 
 
 class Action(str, enum.Enum):

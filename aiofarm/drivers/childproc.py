@@ -59,6 +59,7 @@ __all__ = [
     "Child",
     "ChildChannel",
     "ChildStdio",
+    "Wakeup",
     "acquire_ctty",
     "describe_exit",
     "exit_code",
@@ -368,7 +369,7 @@ def _stdin_closed(detail: str) -> ConnectionLost:
     return ConnectionLost(f"stdin is closed: {detail}")
 
 
-class _Wakeup:
+class Wakeup:
     """Parks the one reader of a queue until its producer has news. A fresh Event per
     wait: a set() with nobody parked must not be remembered past the next check."""
 
@@ -405,7 +406,7 @@ class ChildStdio:
         self._paused = False
         self._open: dict[int, int] = {}  # output fd -> fileno tag, until its EOF
         self._owned: set[int] = set()
-        self._wakeup = _Wakeup()
+        self._wakeup = Wakeup()
         self._input_fd = input_fd
         self._pty_fd = pty_fd
         self._closed = False

@@ -51,6 +51,18 @@ def stop(home: Path, conn: Path) -> None:
     assert not conn.exists()
 
 
+def long_run(home: Path, conn: Path) -> subprocess.Popen[str]:
+    """A ``daemon run`` of a long render, once its first progress line is out."""
+    run = popen(
+        AIOFARM, "daemon", "run", "--connection-file", str(conn),
+        "--run-data", '{"frame": 1, "steps": 1000, "delay": 0.05}', home=home,
+    )  # fmt: skip
+    assert run.stdout is not None
+    while "openjd_progress" not in run.stdout.readline():
+        pass
+    return run
+
+
 def test_connection_file_token_and_modes(tmp_path: Path) -> None:
     with reaped(str(tmp_path)):
         secret = "s3cr3t-init-value"
@@ -104,19 +116,7 @@ def test_output_is_forwarded_as_it_happens(tmp_path: Path) -> None:
 def test_killed_frontend_cancels_the_run(tmp_path: Path) -> None:
     with reaped(str(tmp_path)):
         conn = start(tmp_path)
-        run = popen(
-            AIOFARM,
-            "daemon",
-            "run",
-            "--connection-file",
-            str(conn),
-            "--run-data",
-            '{"frame": 1, "steps": 1000, "delay": 0.05}',
-            home=tmp_path,
-        )
-        assert run.stdout is not None
-        while "openjd_progress" not in run.stdout.readline():
-            pass
+        run = long_run(tmp_path, conn)
         run.kill()
         run.communicate()
         # the daemon is free again at once: the next task runs (the official backend
@@ -132,19 +132,7 @@ def test_killed_frontend_cancels_the_run(tmp_path: Path) -> None:
 def test_stop_during_a_run_cancels_it(tmp_path: Path) -> None:
     with reaped(str(tmp_path)):
         conn = start(tmp_path)
-        run = popen(
-            AIOFARM,
-            "daemon",
-            "run",
-            "--connection-file",
-            str(conn),
-            "--run-data",
-            '{"frame": 1, "steps": 1000, "delay": 0.05}',
-            home=tmp_path,
-        )
-        assert run.stdout is not None
-        while "openjd_progress" not in run.stdout.readline():
-            pass
+        run = long_run(tmp_path, conn)
         backend = backend_of(conn)
         everything = [backend, *backend.children(recursive=True)]
         stop(tmp_path, conn)  # the official backend answers 400 here and keeps running
@@ -169,19 +157,7 @@ def test_second_sigterm_shuts_down(tmp_path: Path) -> None:
     with reaped(str(tmp_path)):
         conn = start(tmp_path)
         backend = backend_of(conn)
-        run = popen(
-            AIOFARM,
-            "daemon",
-            "run",
-            "--connection-file",
-            str(conn),
-            "--run-data",
-            '{"frame": 1, "steps": 1000, "delay": 0.05}',
-            home=tmp_path,
-        )
-        assert run.stdout is not None
-        while "openjd_progress" not in run.stdout.readline():
-            pass
+        run = long_run(tmp_path, conn)
         backend.send_signal(signal.SIGTERM)  # first: cancels the run, the daemon stays
         run.communicate(timeout=30)
         assert run.returncode == 0

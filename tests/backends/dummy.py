@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 import attrs
 
 from aiofarm import Client, Job, JobSpec, JobStatus
-from aiofarm.drivers.base import Action
+from aiofarm.drivers.base import Action, SubmitAttempt
 from aiofarm.drivers.dummy import DummyDriver
 from aiofarm.models import command_argv
 
@@ -66,8 +66,8 @@ class Scheduler:
         self.commands: dict[str, tuple[str, ...]] = {}
         submit, control = driver.submit, driver.control
 
-        async def submit_and_schedule(specs: Sequence[JobSpec]) -> list[Job]:
-            jobs = await submit(specs)
+        async def submit_and_schedule(specs: Sequence[JobSpec], attempt: SubmitAttempt | None = None) -> list[Job]:
+            jobs = await submit(specs, attempt)
             for spec, job in zip(specs, jobs, strict=True):
                 if spec.command is not None:
                     self.commands[job.id] = command_argv(spec.command)

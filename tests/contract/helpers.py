@@ -13,14 +13,13 @@ import anyio
 import pytest
 
 from aiofarm import Capability, Client, Job, JobStatus, UnsupportedError
+from tests.waits import tag, until_status
+
+__all__ = ["LONG", "OK", "executes", "finish", "missing_id", "refused", "running", "tag", "until_status"]
 
 #: runs until canceled (the dummy back end's scheduler reads it the same way)
 LONG = ["sleep", "300"]
 OK = ["true"]
-
-
-def tag() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
 
 
 def executes(backend: ModuleType) -> bool:
@@ -31,20 +30,9 @@ def missing_id(backend: ModuleType) -> str:
     return str(getattr(backend, "MISSING_ID", f"job-{uuid.uuid4().hex}"))
 
 
-async def until_status(farm: Client, job_id: str, status: JobStatus, timeout: float = 60) -> Job:
-    """Wait for ``status`` through the client's own watch (an event, not a sleep)."""
-    with anyio.fail_after(timeout):
-        async with farm.jobs.watch(job_id, max_interval=1) as events:
-            async for ev in events:
-                if ev.status is status:
-                    return ev.job
-                assert not ev.status.is_finished, f"{job_id} finished as {ev.status} before {status}"
-    raise AssertionError(f"the watch of {job_id} ended")
-
-
 async def running(farm: Client, command: list[str] | None = None, **kw: Any) -> Job:
     job = await farm.jobs.start(command or LONG, **kw)
-    return await until_status(farm, job.id, JobStatus.RUNNING)
+    return await until_status(farm, job.id, JobStatus.RUNNING, max_interval=1)
 
 
 async def refused(farm: Client, capability: Capability, call: Callable[[], object]) -> None:

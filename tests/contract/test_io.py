@@ -12,7 +12,8 @@ from types import ModuleType
 import anyio
 import pytest
 
-from aiofarm import Capability, Client, JobStatus, PoolNotFound, StdStream
+from aiofarm import Capability, Client, JobStatus, PoolNotFound
+from tests.streams import read_all, read_until
 
 from .helpers import LONG, executes, finish, refused, running, tag
 
@@ -32,24 +33,6 @@ ECHO_SERVER = (
     "    c.sendall(c.recv(1024).upper())\n"
     "    c.close()\n"
 )
-
-
-async def read_all(stream: StdStream, timeout: float = 60) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    with anyio.fail_after(timeout):
-        while (msg := await stream.read_out()) is not None:
-            out[msg.fileno] = out.get(msg.fileno, b"") + msg.data
-    return out
-
-
-async def read_until(stream: StdStream, needle: bytes, timeout: float = 60) -> bytes:
-    got = b""
-    with anyio.fail_after(timeout):
-        while needle not in got:
-            msg = await stream.read_out()
-            assert msg is not None, f"EOF before {needle!r}: {got!r}"
-            got += msg.data
-    return got
 
 
 async def test_logs_read_stream_and_page(farm: Client, backend: ModuleType) -> None:

@@ -1,6 +1,6 @@
 """The job contract every driver keeps (parametrised over tests/backends/ in
 conftest.py): submit, batches with dependencies, get, list/filter/sort/count, wait,
-as_completed, watch, and control. A behaviour a driver does not declare in its
+as_completed, watch, control, and idempotent submits where declared. A behaviour a driver does not declare in its
 capabilities must raise UnsupportedError naming it; a declared one behaves the same
 on every driver."""
 
@@ -27,6 +27,7 @@ from aiofarm import (
     where,
 )
 from aiofarm.capabilities import NEUTRAL, native_value
+from aiofarm.drivers.base import SubmitAttempt
 
 from .helpers import LONG, OK, executes, finish, missing_id, refused, running, tag, until_status
 
@@ -100,6 +101,21 @@ async def test_unknown_ids_raise_job_not_found(farm: Client, backend: ModuleType
         await farm.jobs.wait(missing, timeout=30)
     with pytest.raises(InvalidSpec):
         await farm.jobs.start(OK, depends_on=[missing])
+
+
+async def test_a_repeated_submit_attempt_makes_nothing_twice(farm: Client) -> None:
+    # what lets the client layer retry a submit (aiofarm/retry.py): the same attempt
+    # tokens find the jobs the first attempt made, whose answer may have been lost
+    driver = farm.driver
+    if not driver.idempotent_submit:
+        pytest.skip(f"the {driver.name} driver declares its submit not idempotent: never retried")
+    t = tag()
+    specs = [JobSpec(command=OK, name=f"{t}-a", tags=[t]), JobSpec(command=OK, name=f"{t}-b", tags=[t])]
+    first = SubmitAttempt.new(len(specs))
+    made = await driver.submit(specs, first)
+    again = await driver.submit(specs, SubmitAttempt(first.tokens, retry=True))
+    assert [j.id for j in again] == [j.id for j in made]
+    assert await farm.jobs.count(tags=[t]) == 2
 
 
 async def test_list_filter_sort_and_count(farm: Client) -> None:

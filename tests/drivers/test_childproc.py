@@ -17,29 +17,11 @@ from aiofarm.drivers.childproc import ChildChannel, describe_exit, invalid_comma
 from aiofarm.errors import ConnectionLost, InvalidSpec
 from aiofarm.models import command_argv
 from tests.conftest import open_fds
+from tests.streams import read_all, read_until
 
 pytestmark = pytest.mark.anyio
 
 PY = sys.executable
-
-
-async def read_until(channel: ChildChannel, needle: bytes, timeout: float = 10) -> bytes:
-    got = b""
-    with anyio.fail_after(timeout):
-        while needle not in got:
-            msg = await channel.receive()
-            if msg is None:
-                raise AssertionError(f"EOF before {needle!r}; got {got!r}")
-            got += msg.data
-    return got
-
-
-async def read_all(channel: ChildChannel, timeout: float = 10) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    with anyio.fail_after(timeout):
-        while (msg := await channel.receive()) is not None:
-            out[msg.fileno] = out.get(msg.fileno, b"") + msg.data
-    return out
 
 
 async def until_gone(pid: int, timeout: float = 10) -> None:

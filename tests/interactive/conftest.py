@@ -16,6 +16,7 @@ import pytest
 from aiofarm import Client
 from aiofarm.models import Job, JobStatus
 from tests.conftest import open_fds
+from tests.streams import read_all, read_until
 
 PY = sys.executable
 
@@ -67,25 +68,6 @@ class Farm:
 async def farm(tmp_path: Path) -> AsyncIterator[Farm]:
     async with Client(f"local://{tmp_path}/state") as client:
         yield Farm(client)
-
-
-async def read_until(stream: Any, needle: bytes, timeout: float = 10) -> bytes:
-    got = b""
-    with anyio.fail_after(timeout):
-        while needle not in got:
-            msg = await stream.read_out()
-            if msg is None:
-                raise AssertionError(f"EOF before {needle!r}; got {got!r}")
-            got += msg.data
-    return got
-
-
-async def read_all(stream: Any, timeout: float = 10) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    with anyio.fail_after(timeout):
-        while (msg := await stream.read_out()) is not None:
-            out[msg.fileno] = out.get(msg.fileno, b"") + msg.data
-    return out
 
 
 async def until(predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 10) -> None:

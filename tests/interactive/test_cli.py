@@ -20,6 +20,7 @@ from aiofarm import Client
 from aiofarm.drivers.local.interactive import open_job_pty
 from aiofarm.errors import JobNotFound
 from aiofarm.models import JobStatus, Message
+from tests.streams import receive_to_eof
 
 from .conftest import gone, until
 
@@ -191,13 +192,7 @@ async def test_port_forward_command(owner) -> None:  # type: ignore[no-untyped-d
         async with await anyio.connect_tcp("127.0.0.1", local) as s:
             await s.send(b"hello")
             await s.send_eof()
-            got = b""
-            with anyio.fail_after(10):
-                try:
-                    while True:
-                        got += await s.receive()
-                except anyio.EndOfStream:
-                    pass
+            got = await receive_to_eof(s)
         assert got == b"hello<eof>"
         await farm.jobs.cancel(job)  # the forward stops by itself once the job ends
         with anyio.fail_after(30):

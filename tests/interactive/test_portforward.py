@@ -19,6 +19,7 @@ from aiofarm.errors import (
     UnsupportedError,
 )
 from aiofarm.portforward import ForwardError, ForwardEvent, port_forward
+from tests.streams import receive_to_eof
 
 from .conftest import PY, Farm, open_sockets, until
 
@@ -132,12 +133,7 @@ async def test_half_close_is_relayed(farm: Farm) -> None:
     ):
         await s.send(b"ping " * 1000)
         await s.send_eof()  # the server sees EOF, and still answers through the relay
-        got = b""
-        try:
-            while True:
-                got += await s.receive()
-        except anyio.EndOfStream:
-            pass
+        got = await receive_to_eof(s)
     assert got == b"ping " * 1000 + b"<eof>"
     await farm.jobs.cancel(job)
 
@@ -287,13 +283,7 @@ async def test_relay_over_a_drivers_byte_stream(
     ):
         await s.send(b"half")
         await s.send_eof()
-        got = b""
-        with anyio.fail_after(10):
-            try:
-                while True:
-                    got += await s.receive()
-            except anyio.EndOfStream:
-                pass
+        got = await receive_to_eof(s)
     assert got == b"half<eof>"
     assert open_sockets() == before
     await farm.jobs.cancel(echo)

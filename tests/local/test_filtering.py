@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from aiofarm import Client, JobSpec, JobStatus, where
-from aiofarm.drivers.base import ListQuery, SortKey, sort_jobs
+from aiofarm import Client, InvalidSpec, JobSpec, JobStatus, where
+from aiofarm.drivers.base import ListQuery, SortKey, page_number, sort_jobs
 from aiofarm.drivers.local import filtering, store
 from aiofarm.models import Job
 from aiofarm.where import And, Compare, Expr, Not, Or
@@ -211,3 +211,12 @@ async def _listed(farm: Client, **kw: Any) -> AsyncIterator[str]:
     async with farm.jobs.list(**kw) as it:
         async for job in it:
             yield job.id
+
+
+def test_page_tokens_are_checked() -> None:
+    assert page_number(None, "local") is None
+    assert page_number("o40", "local", "o") == 40 and page_number("17", "local") == 17
+    for bad in ("x", "o", "40", "o4x"):
+        with pytest.raises(InvalidSpec, match="page_token") as info:
+            page_number(bad, "local", "o")
+        assert info.value.field == "page_token"

@@ -17,9 +17,10 @@ import anyio
 import pytest
 import yarl
 
+from aiofarm import Client
 from aiofarm.drivers.base import Action, LogQuery
 from aiofarm.drivers.local import EmbeddedDriver, LocalDriver
-from aiofarm.errors import InvalidSpec, JobNotFound, PoolNotFound, StateLocked
+from aiofarm.errors import InvalidSpec, JobNotFound, PoolNotFound, StateLocked, UnsupportedError
 from aiofarm.models import Capability, Job, JobSpec, JobStatus, Resources
 from tests.conftest import open_fds
 
@@ -170,6 +171,16 @@ async def test_sigkilled_owner_reopened_marks_lost_and_leaves_no_orphan(tmp_path
         assert await wait_gone(child) and await wait_gone(grandchild)
 
 
+async def test_a_reader_client_waits_through_the_poller(tmp_path: Path) -> None:
+    url = f"local://{tmp_path}?embedded=true"
+    async with Client(url) as owner, Client(url) as reader:
+        assert isinstance(reader.driver, EmbeddedDriver) and reader.driver.role == "reader"
+        job = await owner.jobs.start(["sh", "-c", "exit 3"])
+        result = await reader.jobs.wait(job.id, timeout=30, max_interval=0.5)
+        assert (result.status, result.job.exit_code) == (JobStatus.FAILED, 3)
+        assert reader.hub.rounds >= 1  # polled: a reader pushes nothing
+
+
 async def test_two_drivers_on_one_state_dir(tmp_path: Path) -> None:
     before = open_fds()
     async with open_driver(tmp_path) as owner:
@@ -179,19 +190,12 @@ async def test_two_drivers_on_one_state_dir(tmp_path: Path) -> None:
                 pass
         async with open_driver(tmp_path) as reader:
             assert reader.role == "reader"
-            seen: list[Job] = []
-            finished = anyio.Event()
-
-            def on_job(job: Job) -> None:
-                seen.append(job)
-                if job.status.is_finished:
-                    finished.set()
-
-            reader.subscribe(on_job)
+            # a reader cannot hear the owner: it is polled, not a push driver
+            assert Capability.PUSH not in reader.capabilities and Capability.PUSH in owner.capabilities
+            with pytest.raises(UnsupportedError, match="push"):
+                reader.subscribe(lambda job: None)
             [job] = await owner.submit([JobSpec(command="echo shared")])
-            with anyio.fail_after(10):
-                await finished.wait()
-            assert seen[-1].id == job.id and seen[-1].status is JobStatus.SUCCEEDED
+            await wait_for(owner, job.id)
             got = (await reader.get_jobs([job.id]))[job.id]
             assert got.status is JobStatus.SUCCEEDED
             assert [ln.text for ln in (await reader.read_log(job.id, None, LogQuery())).lines] == ["shared"]

@@ -26,30 +26,9 @@ from aiofarm import (
 from aiofarm.drivers.ray import wire
 from aiofarm.drivers.ray.http import RayHTTP
 from tests.backends.ray import Head
+from tests.waits import tag, until_status
 
 pytestmark = [pytest.mark.anyio, pytest.mark.ray]
-
-
-def _tag() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
-
-
-async def _until(farm: Client, job_id: str, status: JobStatus, timeout: float = 60) -> None:
-    with anyio.fail_after(timeout):
-        async with farm.jobs.watch(job_id, max_interval=0.5) as events:
-            async for ev in events:
-                if ev.status is status:
-                    return
-                assert not ev.status.is_finished, f"{job_id} finished as {ev.status} before {status}"
-
-
-async def _until_log(farm: Client, job_id: str, text: str, timeout: float = 60) -> None:
-    with anyio.fail_after(timeout):
-        async with farm.logs.stream(job_id, follow=True) as lines:
-            async for line in lines:
-                if text in line.text:
-                    return
-    raise AssertionError(f"{text!r} never appeared in the log of {job_id}")
 
 
 @pytest.mark.parametrize(
@@ -71,20 +50,20 @@ async def test_exit_codes(farm: Client, command: list[str], status: JobStatus, c
 
 
 async def test_metadata_env_resources_and_quoting(farm: Client, ray_head: Head) -> None:
-    tag = _tag()
+    label = tag()
     job = await farm.jobs.start(
         ["sh", "-c", 'echo "$GREETING" "$1"', "sh", "it's a 'quoted' $HOME"],
-        name=f"{tag}-named", tags=[tag, "b"], description="what it does", priority=70,
+        name=f"{label}-named", tags=[label, "b"], description="what it does", priority=70,
         env={"GREETING": "hi there"}, resources=Resources(cpu=0.5, memory_mb=64),
     )  # fmt: skip
     await farm.jobs.wait(job.id, timeout=90, max_interval=0.5)
     assert (await farm.logs.read(job.id)).splitlines() == ["hi there it's a 'quoted' $HOME"]
     got = await farm.jobs.get(job.id)
-    assert (got.name, got.tags, got.description, got.priority) == (f"{tag}-named", (tag, "b"), "what it does", 70)
+    assert (got.name, got.tags, got.description, got.priority) == (f"{label}-named", (label, "b"), "what it does", 70)
     assert got.owner and got.created_at and got.finished_at and got.finished_at >= got.created_at
     assert wire.requested(got.raw) == {"cpu": 0.5, "memory_mb": 64}
     # Ray's own view of it: metadata as tags, env in runtime_env
-    assert got.raw["metadata"]["tags"] == f'["{tag}", "b"]'
+    assert got.raw["metadata"]["tags"] == f'["{label}", "b"]'
     assert got.raw["runtime_env"]["env_vars"] == {"GREETING": "hi there"}
     # a str command runs through /bin/sh -c as given
     shell = await farm.jobs.start("echo $((6 * 7)) | tr 4 X")
@@ -116,7 +95,7 @@ async def test_working_dir_over_rays_limit_is_refused(farm: Client, tmp_path: Pa
 
 
 async def test_duplicate_submit_is_one_job(farm: Client) -> None:
-    job_id = f"dup-{_tag()}"
+    job_id = f"dup-{tag()}"
     spec = JobSpec(command=["sh", "-c", "echo once"], id=job_id, name="dup")
     (first,) = await farm.jobs.submit([spec])
     assert first.id == job_id
@@ -138,7 +117,7 @@ async def test_duplicate_submit_is_one_job(farm: Client) -> None:
 
 async def test_stop_running_and_pending_jobs_reports_the_truth(farm: Client, ray_head: Head) -> None:
     running = await farm.jobs.start(["sleep", "300"])
-    await _until(farm, running.id, JobStatus.RUNNING)
+    await until_status(farm, running.id, JobStatus.RUNNING)
     await farm.jobs.cancel(running.id)
     # cancel returns once the stop held: the state is final already
     got = await farm.jobs.get(running.id)
@@ -164,18 +143,18 @@ async def test_stop_running_and_pending_jobs_reports_the_truth(farm: Client, ray
 
 async def test_delete_stops_then_forgets(farm: Client) -> None:
     job = await farm.jobs.start(["sleep", "300"])
-    await _until(farm, job.id, JobStatus.RUNNING)
+    await until_status(farm, job.id, JobStatus.RUNNING)
     await farm.jobs.delete(job.id)  # Ray refuses to delete a running job: stopped first
     with pytest.raises(JobNotFound):
         await farm.jobs.get(job.id)
     with pytest.raises(JobNotFound):
-        await farm.jobs.cancel(f"nope-{_tag()}")
+        await farm.jobs.cancel(f"nope-{tag()}")
 
 
 async def test_unsupported_operations_name_the_driver(farm: Client) -> None:
     job = await farm.jobs.start(["sleep", "300"])
     try:
-        await _until(farm, job.id, JobStatus.RUNNING)
+        await until_status(farm, job.id, JobStatus.RUNNING)
         for call in (
             lambda: farm.jobs.pause(job.id),
             lambda: farm.jobs.resume(job.id),

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import anyio
@@ -25,30 +24,10 @@ from aiofarm.drivers.slurm import SlurmDriver
 from aiofarm.drivers.slurm.http import SlurmAPIError
 from aiofarm.stdio import StdStream
 from tests.backends.slurm import Cluster
+from tests.streams import read_all
+from tests.waits import tag, until_log, until_status
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slurm]
-
-
-def _tag() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
-
-
-async def _until(farm: Client, job_id: str, status: JobStatus, timeout: float = 60) -> None:
-    with anyio.fail_after(timeout):
-        async with farm.jobs.watch(job_id, max_interval=0.5) as events:
-            async for ev in events:
-                if ev.status is status:
-                    return
-                assert not ev.status.is_finished, f"{job_id} finished as {ev.status} before {status}"
-
-
-async def _until_log(farm: Client, job_id: str, text: str, timeout: float = 60) -> None:
-    with anyio.fail_after(timeout):
-        async with farm.logs.stream(job_id, follow=True) as lines:
-            async for line in lines:
-                if text in line.text:
-                    return
-    raise AssertionError(f"{text!r} never appeared in the log of {job_id}")
 
 
 # -- arrays ----------------------------------------------------------------------
@@ -156,12 +135,12 @@ async def test_multi_step_failure_and_cancel(farm: Client) -> None:
 
 
 async def test_dependency_chain_is_afterok(farm: Client) -> None:
-    tag = _tag()
+    label = tag()
     a, b, c = await farm.jobs.submit(
         [
-            JobSpec(command=["sh", "-c", "sleep 1"], id=f"{tag}-a"),
-            JobSpec(command=["true"], id=f"{tag}-b", depends_on=[f"{tag}-a"]),
-            JobSpec(command=["true"], id=f"{tag}-c", depends_on=[f"{tag}-b"]),
+            JobSpec(command=["sh", "-c", "sleep 1"], id=f"{label}-a"),
+            JobSpec(command=["true"], id=f"{label}-b", depends_on=[f"{label}-a"]),
+            JobSpec(command=["true"], id=f"{label}-c", depends_on=[f"{label}-b"]),
         ]
     )
     # batch-local ids were mapped to Slurm's numeric ids
@@ -196,7 +175,7 @@ async def test_hold_and_release(farm: Client) -> None:
 async def test_cancel_running_and_pending(farm: Client) -> None:
     running = await farm.jobs.start(["sleep", "300"])
     pending = await farm.jobs.start(["true"], depends_on=[running.id])
-    await _until(farm, running.id, JobStatus.RUNNING)
+    await until_status(farm, running.id, JobStatus.RUNNING)
     await farm.jobs.cancel(pending.id)
     assert (await farm.jobs.wait(pending.id, timeout=30, max_interval=0.5)).status is JobStatus.CANCELED
     assert (await farm.jobs.get(running.id)).status is JobStatus.RUNNING
@@ -229,8 +208,8 @@ async def test_exit_codes(farm: Client, command: list[str], status: JobStatus, c
 async def test_signal_reaches_a_trap(farm: Client) -> None:
     script = "trap 'echo got USR1; exit 7' USR1; echo ready; while :; do sleep 0.1; done"
     job = await farm.jobs.start(["sh", "-c", script])
-    await _until(farm, job.id, JobStatus.RUNNING)
-    await _until_log(farm, job.id, "ready")
+    await until_status(farm, job.id, JobStatus.RUNNING)
+    await until_log(farm, job.id, "ready")
     await farm.jobs.send_signal(job.id, signal.SIGUSR1)
     result = await farm.jobs.wait(job.id, timeout=30, max_interval=0.5)
     assert result.job.exit_code == 7
@@ -251,24 +230,17 @@ async def test_str_command_runs_through_sh_and_argv_is_quoted(farm: Client) -> N
 
 
 async def _collect(stream: StdStream) -> bytes:
-    return b"".join((await _collect_by_fd(stream)).values())
-
-
-async def _collect_by_fd(stream: StdStream) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    while (msg := await stream.read_out()) is not None:
-        out[msg.fileno] = out.get(msg.fileno, b"") + msg.data
-    return out
+    return b"".join((await read_all(stream)).values())
 
 
 async def test_exec_without_and_with_tty(farm: Client) -> None:
     job = await farm.jobs.start(["sleep", "120"])
-    await _until(farm, job.id, JobStatus.RUNNING)
+    await until_status(farm, job.id, JobStatus.RUNNING)
     try:
         with anyio.fail_after(60):
             command = ["sh", "-c", "tty; echo job=$SLURM_JOB_ID; echo oops >&2; exit 4"]
             async with farm.jobs.exec(job.id, command, stdin=False) as s:
-                out = await _collect_by_fd(s)
+                out = await read_all(s)
                 assert await s.wait() == 4
             assert out[1] == f"not a tty\njob={job.id}\n".encode()
             assert out[2] == b"oops\n"  # and not srun's own "task 0: Exited with exit code 4"
@@ -295,7 +267,7 @@ async def test_exec_without_and_with_tty(farm: Client) -> None:
 
 async def test_exec_tty_resize(farm: Client) -> None:
     job = await farm.jobs.start(["sleep", "120"])
-    await _until(farm, job.id, JobStatus.RUNNING)
+    await until_status(farm, job.id, JobStatus.RUNNING)
     try:
         with anyio.fail_after(60):
             async with farm.jobs.exec(job.id, ["sh"], tty=True, stdin=True, size=(30, 100)) as s:
@@ -340,7 +312,7 @@ async def test_port_forward_reaches_the_job(farm: Client) -> None:
     )
     job = await farm.jobs.start(["/usr/bin/python3", "-c", server])
     try:
-        await _until_log(farm, job.id, "ready")
+        await until_log(farm, job.id, "ready")
         with anyio.fail_after(30):
             async with (
                 farm.jobs.port_forward(job.id, job_port=port) as fwd,
@@ -362,7 +334,7 @@ async def test_exec_runs_as_the_jobs_owner(slurm_cluster: Cluster) -> None:
         job = await farm.jobs.start(["sleep", "120"], cwd="/tmp")
         assert job.owner == slurm_cluster.job_user
         try:
-            await _until(farm, job.id, JobStatus.RUNNING)
+            await until_status(farm, job.id, JobStatus.RUNNING)
             with anyio.fail_after(60):
                 async with farm.jobs.exec(job.id, ["id", "-un"]) as s:
                     out = await _collect(s)
@@ -377,7 +349,7 @@ async def test_attach_is_refused_and_the_driver_attaches_to_srun_steps(farm: Cli
     loop = "for i in $(seq 1 300); do echo tick $i; sleep 0.2; done"
     job = await farm.jobs.start(["srun", "--quiet", "sh", "-c", loop])
     try:
-        await _until_log(farm, job.id, "tick 2")  # step 0 exists and writes
+        await until_log(farm, job.id, "tick 2")  # step 0 exists and writes
         with pytest.raises(UnsupportedError, match="attach"):
             async with farm.jobs.attach(job.id):
                 pass

@@ -16,6 +16,7 @@ from aiofarm.drivers.slurm import SlurmDriver
 from aiofarm.drivers.slurm.http import SlurmAPIError
 from aiofarm.drivers.slurm.wire import KNOWN_VERSIONS
 from tests.backends.slurm import Cluster
+from tests.waits import until_status
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slurm]
 
@@ -24,14 +25,6 @@ def _driver(farm: Client) -> SlurmDriver:
     driver = farm.driver
     assert isinstance(driver, SlurmDriver) and driver.api is not None
     return driver
-
-
-async def _until(farm: Client, job_id: str, status: JobStatus, timeout: float = 60) -> None:
-    with anyio.fail_after(timeout):
-        async with farm.jobs.watch(job_id, max_interval=0.5) as events:
-            async for ev in events:
-                if ev.status is status:
-                    return
 
 
 async def test_negotiates_the_newest_version_both_speak(farm: Client, slurm_cluster: Cluster) -> None:
@@ -75,7 +68,7 @@ async def test_one_request_per_poll_round_for_many_jobs_and_array_tasks(farm: Cl
     array = await farm.jobs.submit_template(template)
     ids = [j.id for j in jobs] + [array.id]
     try:
-        await _until(farm, array.id, JobStatus.RUNNING)
+        await until_status(farm, array.id, JobStatus.RUNNING)
         await driver.get_jobs(ids)
         for _ in range(3):
             before = driver.http.requests
@@ -132,13 +125,13 @@ async def test_retries_requeue_until_the_command_succeeds(farm: Client, slurm_cl
 async def test_pause_with_stop_work_requeues_and_holds(farm: Client) -> None:
     job = await farm.jobs.start(["sleep", "300"])
     try:
-        await _until(farm, job.id, JobStatus.RUNNING)
+        await until_status(farm, job.id, JobStatus.RUNNING)
         await farm.jobs.pause(job.id, stop_work=True)
-        await _until(farm, job.id, JobStatus.SUSPENDED)
+        await until_status(farm, job.id, JobStatus.SUSPENDED)
         await anyio.sleep(1.5)  # several scheduler ticks: it must stay held
         assert (await farm.jobs.get(job.id)).status is JobStatus.SUSPENDED
         await farm.jobs.resume(job.id)
-        await _until(farm, job.id, JobStatus.RUNNING)
+        await until_status(farm, job.id, JobStatus.RUNNING)
     finally:
         await farm.jobs.cancel(job.id)
 
@@ -154,7 +147,7 @@ async def test_a_retried_submit_finds_what_the_first_attempt_made(farm: Client) 
     assert [j.id for j in again] == [j.id for j in made]
     # a cancelled one (what a failed attempt deletes on its way out) is submitted anew
     await farm.jobs.cancel(made[1].id)
-    await _until(farm, made[1].id, JobStatus.CANCELED)
+    await until_status(farm, made[1].id, JobStatus.CANCELED)
     third = await driver.submit(specs, SubmitAttempt(first.tokens, retry=True))
     assert third[0].id == made[0].id and third[1].id != made[1].id
 

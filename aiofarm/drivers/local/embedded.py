@@ -139,7 +139,9 @@ class EmbeddedDriver(Submit):
             await task_group.start(self._scheduler)
             await task_group.start(self._flusher)
         else:
-            await task_group.start(self._reader_watch)
+            # a reader cannot hear the owner's changes: it is polled by the client's
+            # one poller (the Hub), like a remote back end, instead of pushing
+            self.capabilities = CAPABILITIES - {Capability.PUSH}  # type: ignore[misc]
 
     def _take_lock(self) -> str:
         if self.wanted_role == "reader":

@@ -47,7 +47,7 @@ from ...errors import (
 )
 from ...models import JobStatus, Message, Task
 from ..base import StdioChannel
-from ..childproc import ChildChannel, invalid_command, set_winsize
+from ..childproc import ChildChannel, Wakeup, invalid_command, set_winsize
 from ..childproc import open_pty as open_job_pty
 
 #: bytes queued for one attacher before it is cut off (the job never waits for it)
@@ -61,25 +61,6 @@ def veof(fd: int) -> bytes:
         return ch if isinstance(ch, bytes) else bytes([ch])
     except (termios.error, OSError):
         return b"\x04"
-
-
-class Wakeup:
-    """Parks the one reader of a queue until its producer has news. A fresh Event per
-    wait: a set() with nobody parked must not be remembered past the next check."""
-
-    __slots__ = ("_event",)
-
-    def __init__(self) -> None:
-        self._event: anyio.Event | None = None
-
-    def set(self) -> None:
-        if self._event is not None:
-            self._event.set()
-            self._event = None
-
-    async def wait(self) -> None:
-        event = self._event = anyio.Event()
-        await event.wait()
 
 
 def start_exec(

@@ -4,14 +4,14 @@ and the hooks the interactive layer uses (live tasks, the job's port address).""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ...errors import ConnectionLost, InvalidSpec, JobNotFound, StateLocked
-from ...models import Job, JobStatus, LogPage, Task
-from ..base import ListPlan, ListQuery, LogQuery, StdioChannel
+from ...models import Job, LogPage, Task
+from ..base import ListPlan, ListQuery, LogQuery, StdioChannel, page_number
 from . import filtering, logfile, store
 from .codec import from_dt, to_dt
 from .model import PENDING, SUCCEEDED, job_model
@@ -31,6 +31,12 @@ class Queries(Scheduler):
             raise StateLocked(
                 f"cannot {what}: {self.state_dir} is owned by another process; this client only reads it"
             )
+
+    def subscribe(self, callback: Callable[[Job], None]) -> None:
+        if self.role == "reader":
+            # a reader hears nothing of the owner's changes: the client polls it
+            raise self._unsupported("push")
+        super().subscribe(callback)
 
     def _sync(self) -> sqlite3.Connection:
         db = self._require_db()
@@ -74,7 +80,7 @@ class Queries(Scheduler):
             return [], None
         size = max(1, int(page_size))
         if query.where is None and not query.sort:
-            after = _page_token(page_token, "")
+            after = page_number(page_token, "local")
             jobs = store.list_jobs(self._sync(), query, after, size + 1)
             token = None
             if len(jobs) > size:
@@ -82,7 +88,7 @@ class Queries(Scheduler):
                 token = str(jobs[-1].raw["seq"])
             return jobs, token
         # a native filter or sort: pages by offset into one ordered answer
-        offset = _page_token(page_token, "o") or 0
+        offset = page_number(page_token, "local", "o") or 0
         where, params = self._native_where(query)
         order = filtering.order_by(query.sort, query.reverse)
         jobs = store.jobs_where(self._sync(), where, params, f"{order} LIMIT {size + 1} OFFSET {offset}")
@@ -161,39 +167,6 @@ class Queries(Scheduler):
         if seq is None:
             raise JobNotFound(job_id, driver="local")
         return self._log_path(seq), store.task_ids(db, seq)
-
-
-    async def _reader_watch(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """A reader cannot hear the owner's changes: it watches the database's
-        ``data_version`` (4 times a second, a cheap pragma) and pushes status changes
-        of jobs the owner wrote since."""
-        db = self._require_db()
-        last = store.max_updated(db)
-        known: dict[str, JobStatus] = {}
-        version = store.data_version(db)
-        with anyio.CancelScope() as scope:
-            self._scopes.append(scope)
-            task_status.started()
-            while True:
-                await anyio.sleep(0.25)
-                if self._db is None:
-                    return
-                if not self._subscribers:
-                    continue
-                try:
-                    now_version = store.data_version(self._db)
-                    if now_version == version:
-                        continue
-                    version = now_version
-                    changed = store.changed_since(self._db, last)
-                except sqlite3.Error:
-                    continue
-                for job in changed:
-                    last = max(last, int(job.raw["updated"]))
-                    if known.get(job.id) is not job.status:
-                        known[job.id] = job.status
-                        for callback in tuple(self._subscribers):
-                            callback(job)
 
     async def connect_port(self, job_id: str, port: int) -> anyio.abc.ByteStream:
         # a byte stream for the generic relay; the address comes from interactive.py
@@ -306,14 +279,3 @@ def task_index_of(job_id: str, query: LogQuery, ids: dict[int, str]) -> int | No
         raise InvalidSpec("task", f"job {job_id} has no task {query.task!r} (tasks: {', '.join(ids.values())})")
     return matches[0]
 
-
-def _page_token(token: str | None, prefix: str) -> int | None:
-    """The number a page token of this driver carries (None for the first page)."""
-    if token is None:
-        return None
-    try:
-        if not token.startswith(prefix):
-            raise ValueError(token)
-        return int(token[len(prefix) :])
-    except ValueError:
-        raise InvalidSpec("page_token", f"not a token of the local driver: {token!r}") from None

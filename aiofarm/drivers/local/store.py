@@ -442,18 +442,6 @@ def count_where(db: sqlite3.Connection, where: str, params: Sequence[Any]) -> in
     return int(db.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()[0])
 
 
-def changed_since(db: sqlite3.Connection, updated: int) -> list[Job]:
-    return jobs_where(db, "updated > ?", (updated,), "ORDER BY updated")
-
-
-def max_updated(db: sqlite3.Connection) -> int:
-    return int(db.execute("SELECT max(updated) FROM jobs").fetchone()[0] or 0)
-
-
-def data_version(db: sqlite3.Connection) -> int:
-    return int(db.execute("PRAGMA data_version").fetchone()[0])
-
-
 # -- pools, workers ---------------------------------------------------------------
 
 

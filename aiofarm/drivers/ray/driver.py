@@ -41,6 +41,7 @@ from ..base import (
     SubmitAttempt,
     option_seconds,
     option_text,
+    page_number,
     url_options,
 )
 from . import wire
@@ -256,10 +257,7 @@ class RayDriver(Driver):
     async def list_page(
         self, query: ListQuery, page_token: str | None, page_size: int
     ) -> tuple[list[Job], str | None]:
-        try:
-            offset = int(page_token) if page_token is not None else 0
-        except ValueError:
-            raise InvalidSpec("page_token", "not a token of this driver") from None
+        offset = page_number(page_token, self.name) or 0
         jobs = [wire.job_from_record(rec, self.name) for rec in await self._all()]
         # native pre-filtering (the client re-applies the whole query)
         if query.statuses:

@@ -29,7 +29,16 @@ from ...errors import (
     UnsupportedError,
 )
 from ...models import Capability, Job, JobSpec, JobStatus, LogPage, Pool, Task, Worker
-from ..base import Action, Driver, JobUpdate, ListQuery, LogQuery, StdioChannel, SubmitAttempt
+from ..base import (
+    Action,
+    Driver,
+    JobUpdate,
+    ListQuery,
+    LogQuery,
+    StdioChannel,
+    SubmitAttempt,
+    page_number,
+)
 from . import mapping
 from .commands import INVALID_JOB_ID, CommandFailed, SlurmCommands
 from .config import SlurmConfig, parse_url, read_token
@@ -203,10 +212,7 @@ class SlurmDriver(Driver):
     async def list_page(
         self, query: ListQuery, page_token: str | None, page_size: int
     ) -> tuple[list[Job], str | None]:
-        try:
-            offset = int(page_token) if page_token is not None else 0
-        except ValueError:
-            raise InvalidSpec("page_token", "not a token of this driver") from None
+        offset = page_number(page_token, self.name) or 0
         store = self.store
         if page_token is None:
             await store.refresh(force=True)
