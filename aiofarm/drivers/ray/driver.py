@@ -57,13 +57,17 @@ __all__ = ["RayDriver"]
 _OPTIONS = ("token", "token_file", "headers", "owner", "timeout")
 #: how long after a stop its effect is looked at again (Ray stops a job with SIGTERM,
 #: then SIGKILL 3 s later)
-STOP_CHECK_INTERVAL = 1.0
+STOP_CHECK_INTERVAL = 1.5
 _PAGE_LINES = 1_000_000
 
 
 class RayDriver(Driver):
     name: ClassVar[str] = "ray"
     idempotent_submit: ClassVar[bool] = True
+    #: a stop is confirmed through the client layer's retries (see _stop): 12 attempts
+    #: at least STOP_CHECK_INTERVAL apart give a job about 25 s to take it, which a
+    #: loaded head needs
+    retry_attempts = 12
     #: a repeated delete of a job this driver deleted is done: deletes may be repeated
     repeatable_actions: ClassVar[frozenset[Action]] = frozenset(
         {Action.CANCEL, Action.PAUSE, Action.RESUME, Action.DELETE}
