@@ -77,9 +77,6 @@ DRIVER_IMPORT_EXEMPT_PACKAGES: tuple[str, ...] = ()
 #: (driver module, imported module) pairs still to be removed by the drivers' own work
 DRIVER_IMPORT_EXEMPT: frozenset[tuple[str, str]] = frozenset(
     {
-        # Deadline's dependency release paced by Backoff: to move onto the Hub and
-        # aiofarm/release.py (the Deadline driver's own work)
-        ("aiofarm.drivers.deadline.holds", "aiofarm.backoff"),
         # not a driver call: the local farm itself (the back end, in the service or an
         # embedded farm) retries a state write that failed (disk full) until it succeeds
         ("aiofarm.drivers.local.writer", "aiofarm.backoff"),
