@@ -1,7 +1,7 @@
 """The example adaptor in real jobs: an OpenJD job on the local farm (daemon start in
-the job environment's onEnter, daemon run per task, daemon stop in onExit), and a
-command job through the Deadline Cloud fake's executing workers (which run a step's
-command only, without environments: the one-shot ``run`` form)."""
+the job environment's onEnter, daemon run per task, daemon stop in onExit), the same job
+through the Deadline Cloud fake's executing workers (a session per task there), and a
+command job there in the one-shot ``run`` form."""
 
 from __future__ import annotations
 
@@ -104,3 +104,24 @@ async def test_adaptor_through_the_deadline_fake_worker(tmp_path: Path) -> None:
     assert "openjd_status: frame 5 done" in text
     assert failed.status == JobStatus.FAILED
     assert "openjd_fail: Error encountered while running adaptor: no license" in fail_text
+
+
+@pytest.mark.deadline
+async def test_adaptor_daemon_mode_through_the_deadline_fake_worker(tmp_path: Path) -> None:
+    # The fake's executing worker runs a session per task: the job environment's onEnter
+    # (daemon start, whose openjd_env line sets OPENJD_ADAPTOR_SOCKET), the task (daemon
+    # run), the onExit (daemon stop), in one session directory, as a Deadline worker does.
+    from tests.backends.deadline import open_client
+
+    async with open_client() as farm:
+        job = await farm.jobs.submit_template(adaptor_template("1-2"))
+        result = await farm.jobs.wait(job.id, timeout=180)
+        text = await farm.logs.read(job.id)
+        tasks = await farm.jobs.tasks(job.id)
+    assert result.status == JobStatus.SUCCEEDED, text[-3000:]
+    assert text.count("INFO: Connected successfully") == 2  # a daemon per session
+    for frame in (1, 2):
+        assert f"openjd_status: frame {frame} done" in text
+    assert {t.status_message for t in tasks} == {"frame 1 done", "frame 2 done"}
+    # each daemon (its connection file in its session directory) is gone with its session
+    assert not [p for p in processes_with("fake-deadline-session-") if "_serve" in p.cmdline()]
