@@ -5,6 +5,7 @@ controls Deadline honours (stop_work) or cannot (UnsupportedError)."""
 from __future__ import annotations
 
 import json
+import sys
 
 import anyio
 import attrs
@@ -121,11 +122,12 @@ async def test_history_and_exit_code_of_a_failed_job(fake: FakeDeadlineProcess, 
         times = [t.time for t in described.history]
         assert times == sorted(times)
         # `aiofarm status` shows the same history and exit code
-        shown = await anyio.to_thread.run_sync(
-            lambda: CliRunner().invoke(cli, ["--url", url, "status", job.id, "--json"])
+        # (a process of its own: the CLI handles signals, which only the main thread can)
+        shown = await anyio.run_process(
+            [sys.executable, "-m", "aiofarm.cli", "--url", url, "status", job.id, "--json"], check=False
         )
-        assert shown.exit_code == 0, shown.output
-        doc = json.loads(shown.output)
+        assert shown.returncode == 0, shown.stderr.decode()
+        doc = json.loads(shown.stdout)
         assert doc["exit_code"] == 7 and len(doc["history"]) == len(described.history)
         ok = await farm.jobs.start(command=["true"])
         fake.advance(2)
