@@ -90,8 +90,26 @@ def _stamp(line: LogLine) -> LogLine:
 async def _job_lines(
     client: Client, job_id: str, query: LogQuery, *, timestamps: bool
 ) -> AsyncGenerator[LogLine, None]:
-    """One job's lines (followed when ``query.follow``): resumed from the last cursor
-    after a dropped connection, ended when the job is finished and drained."""
+    """One job's lines (see :func:`_job_pages`)."""
+    pages = _job_pages(client, job_id, query, timestamps=timestamps)
+    try:
+        async for lines in pages:
+            for line in lines:
+                yield line
+    finally:
+        await pages.aclose()
+
+
+def _stamped(lines: Sequence[LogLine], timestamps: bool) -> Sequence[LogLine]:
+    return [_stamp(line) for line in lines] if timestamps else lines
+
+
+async def _job_pages(
+    client: Client, job_id: str, query: LogQuery, *, timestamps: bool
+) -> AsyncGenerator[Sequence[LogLine], None]:
+    """One job's lines, a page at a time (followed when ``query.follow``): resumed from
+    the last cursor after a dropped connection, ended when the job is finished and
+    drained."""
     driver = client.driver
     follow = query.follow
     # A follower learns that the job ended from the client's hub (push, or the one
@@ -120,8 +138,8 @@ async def _job_lines(
                 try:
                     async with driver.follow_log(job_id, token, query) as pages:
                         async for page in pages:
-                            for line in page.lines:
-                                yield _stamp(line) if timestamps else line
+                            if page.lines:
+                                yield _stamped(page.lines, timestamps)
                             if page.next_token is not None:
                                 token = page.next_token
                             idle.reset()
@@ -136,8 +154,8 @@ async def _job_lines(
                     raise
                 await idle.sleep()  # the back end is away: resume from the same cursor
                 continue
-            for line in page.lines:
-                yield _stamp(line) if timestamps else line
+            if page.lines:
+                yield _stamped(page.lines, timestamps)
             if page.next_token is not None:
                 token = page.next_token
             if page.lines:
@@ -157,8 +175,8 @@ async def _job_lines(
             client.hub.unregister(sub)
 
 
-#: lines of a multi-job stream buffered ahead of the reader (a slow reader slows the pumps)
-MERGE_BUFFER = 1024
+#: pages of a multi-job stream buffered ahead of the reader (a slow reader slows the pumps)
+MERGE_BUFFER = 64
 
 
 @asynccontextmanager
@@ -166,29 +184,33 @@ async def _merged(
     client: Client, ids: Sequence[str], query: LogQuery, *, timestamps: bool
 ) -> AsyncIterator[AsyncIterator[LogLine]]:
     """The lines of several jobs in arrival order, each with its job id. One task per
-    job pumps into one bounded channel; a job's error travels through it too, so the
-    reader gets a FarmError, never an exception group."""
-    send, receive = anyio.create_memory_object_stream[LogLine | BaseException](MERGE_BUFFER)
+    job pumps its pages into one bounded channel (a page per hop, not a line: the
+    channel costs two task switches per item); a job's error travels through it too,
+    so the reader gets a FarmError, never an exception group."""
+    send, receive = anyio.create_memory_object_stream[list[LogLine] | BaseException](MERGE_BUFFER)
 
-    async def pump(job_id: str, out: MemoryObjectSendStream[LogLine | BaseException]) -> None:
+    async def pump(job_id: str, out: MemoryObjectSendStream[list[LogLine] | BaseException]) -> None:
         async with out:
-            lines = _job_lines(client, job_id, query, timestamps=timestamps)
+            pages = _job_pages(client, job_id, query, timestamps=timestamps)
             try:
-                async for line in lines:
-                    await out.send(attrs.evolve(line, job_id=job_id))
+                async for lines in pages:
+                    await out.send(
+                        [LogLine(x.time, x.stream, x.text, x.task_id, job_id, x.attempt) for x in lines]
+                    )
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:  # handed to the reader, which raises it
                 with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                     await out.send(exc)
             finally:
-                await lines.aclose()
+                await pages.aclose()
 
     async def read() -> AsyncGenerator[LogLine, None]:
         async for item in receive:
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            for line in item:
+                yield line
 
     async with anyio.create_task_group() as tg, receive:
         async with send:
