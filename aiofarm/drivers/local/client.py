@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import signal as _signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
     import anyio.abc
     import yarl
 
-#: how long the service holds a followed log read that has nothing new
-FOLLOW_WAIT = 5.0
 #: the most bytes of log records one read asks for
 RAW_PAGE = 4 << 20
 
@@ -75,6 +74,7 @@ class ServiceDriver(Driver):
     name: ClassVar[str] = "local"
     capabilities: ClassVar[frozenset[Capability]] = CAPABILITIES
     max_batch_get: ClassVar[int] = 900
+    log_push: ClassVar[bool] = True
 
     def __init__(self, cfg: config.FarmConfig) -> None:
         self.cfg = cfg
@@ -268,9 +268,10 @@ class ServiceDriver(Driver):
 
         offset = start = logfile.decode_token(token)
         ids = self._task_ids.get(job_id)
-        size = max(64 << 10, min(RAW_PAGE, query.limit * 256))
+        # at least two records of the longest kind, so a read always holds a whole one
+        size = max(2 * logfile.MAX_LINE, min(RAW_PAGE, query.limit * 256))
         while True:
-            data, tasks = await self._raw_log(job_id, offset, size, wait=query.follow and token is not None, tasks=ids is None)
+            data, tasks = await self._raw_log(job_id, offset, size, tasks=ids is None)
             if tasks is not None:
                 ids = {int(k): v for k, v in tasks.items()}
                 if len(self._task_ids) > 1000:
@@ -297,11 +298,11 @@ class ServiceDriver(Driver):
         return page
 
     async def _raw_log(
-        self, job_id: str, offset: int, size: int, *, wait: bool, tasks: bool
+        self, job_id: str, offset: int, size: int, *, tasks: bool
     ) -> tuple[bytes, dict[str, str] | None]:
         import aiohttp
 
-        body = {"id": job_id, "offset": offset, "max": size, "wait": FOLLOW_WAIT if wait else 0, "tasks": tasks}
+        body = {"id": job_id, "offset": offset, "max": size, "tasks": tasks}
         for attempt in range(2):
             session = self._require()
             try:
@@ -320,6 +321,30 @@ class ServiceDriver(Driver):
             except (aiohttp.ClientError, OSError) as exc:
                 raise ConnectionLost(f"the farm service for {self.state_dir} went away during a log read: {exc}") from None
         raise AssertionError("unreachable")
+
+    @asynccontextmanager
+    async def follow_log(self, job_id: str, token: str | None, query: LogQuery) -> AsyncIterator[AsyncIterator[LogPage]]:
+        """New records pushed over a WebSocket as the job writes them (follow.py)."""
+        import aiohttp
+
+        from .follow import follow_pages
+
+        params = {"job": job_id, "token": token or ""}
+        try:
+            ws = await self._require().ws_connect(
+                "http://farm/v1/log_follow", params=params, heartbeat=None, max_msg_size=0
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConnectionLost(f"log follow: cannot reach the farm service: {exc}") from None
+        pages = follow_pages(ws, job_id, token, query)
+        try:
+            yield pages
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConnectionLost(f"log follow of {job_id}: {exc}") from None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pages.aclose()
+                await ws.close()
 
     # -- interactive ---------------------------------------------------------------
     async def open_stdio(

@@ -211,6 +211,10 @@ class EmbeddedDriver(Submit):
             if t.proc is not None:
                 await t.proc.wait()
 
+    def job_active(self, job_id: str) -> bool:
+        """Whether the job is not finished (as this owner knows it)."""
+        return job_id in self._jobs
+
     def active_ids(self) -> list[str]:
         return list(self._jobs)
 

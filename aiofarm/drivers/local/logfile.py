@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from datetime import datetime
 
 from ...errors import InvalidSpec
 from ...models import LogLine
@@ -58,14 +59,46 @@ def decode_token(token: str | None) -> int:
     return int(token[1:])
 
 
+def record_head(kind: bytes, task_index: int, now: float, attempt: int | None) -> bytes:
+    if attempt is None:
+        return b"%.6f %s%d " % (now, kind, task_index)
+    return b"%.6f %s%d.%d " % (now, kind, task_index, attempt)
+
+
 def format_records(
     kind: bytes, task_index: int, lines: list[bytes], now: float, attempt: int | None = None
 ) -> bytes:
-    if attempt is None:
-        head = b"%.6f %s%d " % (now, kind, task_index)
-    else:
-        head = b"%.6f %s%d.%d " % (now, kind, task_index, attempt)
-    return b"".join(head + line + b"\n" for line in lines)
+    if not lines:
+        return b""
+    head = record_head(kind, task_index, now, attempt)
+    # one join for a whole chunk of output: the farm's cost per line is a memcpy
+    return head + (b"\n" + head).join(lines) + b"\n"
+
+
+def split_records(
+    kind: bytes, task_index: int, buf: bytes, now: float, attempt: int | None = None
+) -> tuple[list[bytes | memoryview], bytes] | None:
+    """The records of ``buf``'s whole lines (as buffers to write in one ``writev``) and
+    the partial last line, in C loops over the bytes: no object per line, one copy.
+    None when a line is too long for one record (the caller splits the lines itself)."""
+    cut = buf.rfind(b"\n") + 1
+    if not cut:
+        return None if len(buf) >= MAX_LINE else ([], buf)
+    # every line shorter than MAX_LINE: each MAX_LINE window after a line start holds
+    # a newline (one backward scan per window, most of a window skipped at once)
+    pos = 0
+    while cut - pos > MAX_LINE:
+        nl = buf.rfind(b"\n", pos, pos + MAX_LINE)
+        if nl < 0:
+            return None
+        pos = nl + 1
+    if len(buf) - cut >= MAX_LINE:
+        return None
+    head = record_head(kind, task_index, now, attempt)
+    # every newline becomes newline + head; the head after the last one is left out
+    body = buf.replace(b"\n", b"\n" + head)
+    grown = len(body) - len(buf)
+    return [head, memoryview(body)[: cut + grown - len(head)]], buf[cut:]
 
 
 def parse_records(
@@ -85,46 +118,56 @@ def parse_records(
     lookup = task_ids.get if isinstance(task_ids, Mapping) else task_ids
     out: list[LogLine] = []
     pos = 0
+    # the records of one chunk of output share their head (time, kind, task): it is
+    # parsed once, and each further record costs a prefix check
+    head = b""
+    wanted = False
+    when: datetime | None = None
+    stream = ""
+    task_id: str | None = None
+    run: int | None = None
     while len(out) < limit:
         nl = data.find(b"\n", pos)
         if nl < 0:
             break
-        rec = data[pos:nl]
-        pos = nl + 1
-        sp1 = rec.find(b" ")
-        sp2 = rec.find(b" ", sp1 + 1)
-        if sp1 < 0 or sp2 < 0:
-            continue  # not a record (a torn write from a crashed farm): skip it
-        kind = rec[sp1 + 1]
-        if kind not in kinds:
-            continue
-        where = rec[sp1 + 2 : sp2]
-        dot = where.find(b".")
-        try:
-            if dot < 0:
-                idx, run = int(where), None
-            else:
-                idx, run = int(where[:dot]), int(where[dot + 1 :])
-            t = float(rec[:sp1])
-        except ValueError:
-            continue
-        if task_index is not None and idx != task_index:
-            continue
-        if attempt is not None and run != attempt:
-            continue
-        if start is not None and t < start:
-            continue
-        if end is not None and t > end:
-            continue
-        out.append(
-            LogLine(
-                time=to_dt(t),
-                stream=STREAM_OF_KIND[kind],
-                text=rec[sp2 + 1 :].decode("utf-8", "replace"),
-                task_id=lookup(idx),
-                attempt=run,
+        if head and data.startswith(head, pos):
+            text_at = pos + len(head)
+        else:
+            rec = data[pos:nl]
+            sp1 = rec.find(b" ")
+            sp2 = rec.find(b" ", sp1 + 1)
+            if sp1 < 0 or sp2 < 0:
+                pos = nl + 1
+                head = b""
+                continue  # not a record (a torn write from a crashed farm): skip it
+            head = rec[: sp2 + 1]
+            text_at = pos + sp2 + 1
+            kind = rec[sp1 + 1]
+            where = rec[sp1 + 2 : sp2]
+            dot = where.find(b".")
+            try:
+                if dot < 0:
+                    idx, run = int(where), None
+                else:
+                    idx, run = int(where[:dot]), int(where[dot + 1 :])
+                t = float(rec[:sp1])
+            except ValueError:
+                idx, run, t = -1, None, 0.0
+                kind = -1
+            wanted = (
+                kind in kinds
+                and (task_index is None or idx == task_index)
+                and (attempt is None or run == attempt)
+                and (start is None or t >= start)
+                and (end is None or t <= end)
             )
-        )
+            if wanted:
+                when = to_dt(t)
+                stream = STREAM_OF_KIND[kind]
+                task_id = lookup(idx)
+        if wanted:
+            out.append(LogLine(when, stream, data[text_at:nl].decode("utf-8", "replace"), task_id, attempt=run))
+        pos = nl + 1
     return out, pos
 
 

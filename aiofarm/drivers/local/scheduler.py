@@ -79,6 +79,9 @@ class Scheduler(StateWriter):
         self.hostname = socket.gethostname()
         self._owner = current_user()
         self._next_seq = 1
+        #: jobs someone follows the log of (follow.py): their tasks' output is read from
+        #: the first byte, not after ARM_DELAY
+        self.followed: collections.Counter[str] = collections.Counter()
 
     async def _scheduler(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         assert self._wake is not None
@@ -388,6 +391,8 @@ class Scheduler(StateWriter):
             self._check(job)
             return
         t.proc = proc
+        if job.id in self.followed:
+            proc.watch()
         if session is not None:
             sessions.session_started(self, session, t, proc)
         else:

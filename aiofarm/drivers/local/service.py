@@ -5,10 +5,11 @@ a unix socket (aiohttp). See docs/local-driver.md.
 ``python -m aiofarm.drivers.local.service --state-dir DIR [--detach] [--ready-fd N]
 [--slots N] [--cancel-grace S] [--idle-timeout S]``
 
-Requests are JSON ``POST /v1/<primitive>``; answers are JSON, an error is
-``{"error": type, "args": [...]}`` with status 422. Streams are WebSockets:
-``/v1/events`` (every status change, as committed), ``/v1/attach`` (a running
-task's stdio). The service exits on ``POST /v1/stop``, on SIGTERM/SIGINT, or
+Requests are JSON ``POST /v1/<primitive>`` (a submit: JSON lines, wire.py; a log
+read answers raw records); answers are JSON, an error is ``{"error": type, "args":
+[...]}`` with status 422. Streams are WebSockets: ``/v1/events`` (every status
+change, as committed), ``/v1/attach`` (a running task's stdio, streams.py),
+``/v1/log_follow`` (a job's new log records as they are written, follow.py). The service exits on ``POST /v1/stop``, on SIGTERM/SIGINT, or
 after ``idle_timeout`` seconds with no client connected, no request and no job
 pending or running (0 = never).
 """
@@ -34,6 +35,7 @@ from ...errors import FarmError, InvalidSpec
 from ..base import Action
 from . import config, connect, logfile, wire
 from .embedded import EmbeddedDriver, private_dir
+from .follow import serve_log_follow
 from .streams import serve_attach
 
 if TYPE_CHECKING:
@@ -42,8 +44,6 @@ if TYPE_CHECKING:
 _Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 #: the most events one frame of the event stream carries
 EVENT_FRAME = 1000
-#: the longest a followed log read is held open waiting for a line
-MAX_LOG_WAIT = 10.0
 
 
 class FarmService:
@@ -71,7 +71,6 @@ class FarmService:
             "signal": self.signal,
             "tasks": self.tasks,
             "explain": self.explain,
-            "log": self.read_log,
             "exec_context": self.exec_context,
             "port": self.port,
             "pools": self.pools,
@@ -100,6 +99,7 @@ class FarmService:
             app.router.add_post("/v1/{name}", self._call)
             app.router.add_get("/v1/events", self._events)
             app.router.add_get("/v1/attach", self._attach)
+            app.router.add_get("/v1/log_follow", self._log_follow)
             runner = web.AppRunner(app, handle_signals=False, access_log=None)
             await runner.setup()
             sock = connect.bind_socket(os.path.join(self.cfg.state_dir, connect.SOCKET_NAME))
@@ -235,6 +235,9 @@ class FarmService:
     async def _attach(self, request: web.Request) -> web.StreamResponse:
         return await serve_attach(self.farm, request)
 
+    async def _log_follow(self, request: web.Request) -> web.StreamResponse:
+        return await serve_log_follow(self.farm, request)
+
     # -- primitives ----------------------------------------------------------------
     async def hello(self, body: dict[str, Any]) -> Any:
         if body.get("protocol") != wire.PROTOCOL:
@@ -325,18 +328,9 @@ class FarmService:
     async def explain(self, body: dict[str, Any]) -> Any:
         return {"text": await self.farm.explain(str(body["id"]))}
 
-    async def read_log(self, body: dict[str, Any]) -> Any:
-        job_id = str(body["id"])
-        token = body.get("token")
-        query = wire.log_query_from(body["query"])
-        page = await self.farm.read_log(job_id, token, query)
-        if not page.lines and token is not None and await self._await_output(job_id, body.get("wait")):
-            page = await self.farm.read_log(job_id, page.next_token or token, query)
-        return wire.page_to(page)
-
     async def _log_raw(self, request: web.Request) -> web.StreamResponse:
         """A log's whole records from a byte offset, as they are on disk: the client
-        parses them, so following a busy log costs the service a pread per request."""
+        parses them, so reading a busy log costs the service a pread per request."""
         from aiohttp import web
 
         async def read() -> web.StreamResponse:
@@ -346,37 +340,10 @@ class FarmService:
             size = min(int(body["max"]), 8 << 20)
             path, ids = self.farm.log_source(job_id)
             data = logfile.read_raw(path, offset, size)
-            if not data and await self._await_output(job_id, body.get("wait")):
-                data = logfile.read_raw(path, offset, size)
             headers = {"X-Aiofarm-Tasks": wire.dumps(ids)} if body.get("tasks") else {}
             return web.Response(body=data, headers=headers, content_type="application/octet-stream")
 
         return await _respond(read)
-
-    async def _await_output(self, job_id: str, wait: Any) -> bool:
-        """A follower found nothing new: hold its read until the job writes or ends
-        (at most ``wait`` seconds). True when it may be worth reading again."""
-        wait = min(float(wait or 0), MAX_LOG_WAIT)
-        tasks = [t for t in self.farm.running_tasks(job_id) if not t.exited] if wait > 0 else []
-        if not tasks:
-            return False
-        news = asyncio.Event()
-        removers = [t.add_listener(lambda _f, _d: news.set()) for t in tasks]
-        waiters = [asyncio.ensure_future(t.wait()) for t in tasks]
-        try:
-            with anyio.move_on_after(wait):
-                ended = asyncio.ensure_future(asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED))
-                try:
-                    await asyncio.wait([asyncio.ensure_future(news.wait()), ended], return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    ended.cancel()
-        finally:
-            for remove in removers:
-                remove()
-            for w in waiters:
-                w.cancel()
-        await asyncio.sleep(0)  # the line's log write completes after its listeners run
-        return True
 
     async def exec_context(self, body: dict[str, Any]) -> Any:
         job_id = str(body["id"])
