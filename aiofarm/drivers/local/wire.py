@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .model import FarmJob
 
 #: bumped whenever a request or an answer changes shape
-PROTOCOL = 4  # 3: listings carry their native ``where`` and ``sort``; ``count``; 4: jobs carry labels
+PROTOCOL = 5  # 3: listings carry their native ``where`` and ``sort``; ``count``; 4: jobs carry labels; 5: followed logs over /v1/log_follow
 
 
 def _t(value: Any) -> float | None:
