@@ -61,7 +61,10 @@ def task_dict(task: Task) -> dict[str, Any]:
         "id": task.id,
         "job_id": task.job_id,
         "step": task.step,
-        "parameters": {k: str(v) for k, v in task.parameters.items()},
+        # numbers stay numbers (as the API gives them); a path or other value as its text
+        "parameters": {
+            k: v if isinstance(v, (int, float, str)) else str(v) for k, v in task.parameters.items()
+        },
         "status": task.status.value,
         "attempts": task.attempts,
         "exit_code": task.exit_code,
