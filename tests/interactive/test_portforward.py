@@ -192,7 +192,9 @@ async def test_cancel_in_the_middle_of_a_relay_leaves_nothing(
                 scope.cancel()  # mid-transfer: the relay is moving data right now
                 await anyio.sleep_forever()  # the cancellation lands here at once
     assert scope.cancelled_caught
-    assert open_sockets() == before  # listener, both relayed sockets, client socket: all closed
+    # listener, both relayed sockets, client socket: all closed (a tunnelling driver may
+    # also have used up an idle pooled connection to its service for the tunnel)
+    assert open_sockets() <= before
     with pytest.raises(OSError):
         await anyio.connect_tcp("127.0.0.1", local_port)
 

@@ -381,15 +381,24 @@ class ServiceDriver(Driver):
         return await RemoteAttachChannel.open(ws, job_id, stdin=stdin)
 
     async def port_address(self, job_id: str, port: int) -> tuple[str, int]:
-        data = await self._call("port", {"id": job_id, "port": port})
-        return str(data["host"]), int(data["port"])
+        # the service dials the port where the job runs and tunnels it (connect_port)
+        raise self._unsupported("port_address")
 
     async def connect_port(self, job_id: str, port: int) -> anyio.abc.ByteStream:
-        host, real = await self.port_address(job_id, port)
+        import aiohttp
+
+        from .tunnel import TunnelStream
+
         try:
-            return await anyio.connect_tcp(host, real)
-        except OSError as exc:
-            raise ConnectionLost(f"cannot connect to port {port} of job {job_id}: {exc.strerror or exc}") from None
+            ws = await self._require().ws_connect(
+                "http://farm/v1/port_forward",
+                params={"job": job_id, "port": str(port)},
+                heartbeat=None,
+                max_msg_size=0,
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConnectionLost(f"port forward: cannot reach the farm service: {exc}") from None
+        return await TunnelStream.open(ws, job_id)
 
     # -- pools and workers ---------------------------------------------------------
     async def list_pools(self) -> list[Pool]:

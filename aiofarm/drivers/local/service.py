@@ -9,7 +9,8 @@ Requests are JSON ``POST /v1/<primitive>`` (a submit: JSON lines, wire.py; a log
 read answers raw records); answers are JSON, an error is ``{"error": type, "args":
 [...]}`` with status 422. Streams are WebSockets: ``/v1/events`` (every status
 change, as committed), ``/v1/attach`` (a running task's stdio, streams.py),
-``/v1/log_follow`` (a job's new log records as they are written, follow.py). The service exits on ``POST /v1/stop``, on SIGTERM/SIGINT, or
+``/v1/log_follow`` (a job's new log records as they are written, follow.py),
+``/v1/port_forward`` (a connection the service dials to a job's port, tunnel.py). The service exits on ``POST /v1/stop``, on SIGTERM/SIGINT, or
 after ``idle_timeout`` seconds with no client connected, no request and no job
 pending or running (0 = never).
 """
@@ -37,6 +38,7 @@ from . import config, connect, logfile, wire
 from .embedded import EmbeddedDriver, private_dir
 from .follow import serve_log_follow
 from .streams import serve_attach
+from .tunnel import serve_port_forward
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -72,7 +74,6 @@ class FarmService:
             "tasks": self.tasks,
             "explain": self.explain,
             "exec_context": self.exec_context,
-            "port": self.port,
             "pools": self.pools,
             "pool_create": self.pool_create,
             "pool_rename": self.pool_rename,
@@ -100,6 +101,7 @@ class FarmService:
             app.router.add_get("/v1/events", self._events)
             app.router.add_get("/v1/attach", self._attach)
             app.router.add_get("/v1/log_follow", self._log_follow)
+            app.router.add_get("/v1/port_forward", self._port_forward)
             runner = web.AppRunner(app, handle_signals=False, access_log=None)
             await runner.setup()
             sock = connect.bind_socket(os.path.join(self.cfg.state_dir, connect.SOCKET_NAME))
@@ -201,6 +203,10 @@ class FarmService:
         try:
 
             async def pump() -> None:
+                with contextlib.suppress(ConnectionError, RuntimeError):  # the client went
+                    await send_all()
+
+            async def send_all() -> None:
                 while True:
                     await listener.news.wait()
                     # a burst goes in few frames (one wake-up each on the client), encoded
@@ -237,6 +243,9 @@ class FarmService:
 
     async def _log_follow(self, request: web.Request) -> web.StreamResponse:
         return await serve_log_follow(self.farm, request)
+
+    async def _port_forward(self, request: web.Request) -> web.StreamResponse:
+        return await serve_port_forward(self.farm, request)
 
     # -- primitives ----------------------------------------------------------------
     async def hello(self, body: dict[str, Any]) -> Any:
@@ -351,10 +360,6 @@ class FarmService:
 
         task = await live_task(self.farm, job_id, "exec")
         return {"cwd": task.cwd or self.cfg.state_dir, "env": dict(task.env)}
-
-    async def port(self, body: dict[str, Any]) -> Any:
-        host, port = await self.farm.port_address(str(body["id"]), int(body["port"]))
-        return {"host": host, "port": port}
 
     async def pools(self, body: dict[str, Any]) -> Any:
         return {"pools": [wire.pool_to(p) for p in await self.farm.list_pools()]}

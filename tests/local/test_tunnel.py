@@ -1,0 +1,125 @@
+"""Port forwarding through the farm service with a real listener in a job: the service
+dials the job's port (the connection to it is the service's, not the client's) and
+tunnels it over its WebSocket, both ways, half-close and big transfers included."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sys
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+
+from aiofarm import Client, JobStatus
+from aiofarm.errors import ConnectionLost
+
+from .helpers import eventually
+
+pytestmark = pytest.mark.anyio
+
+# a job that listens, says its port, and answers each connection (once its client has
+# half-closed) with the length and sha256 of what it received
+SERVER = """
+import hashlib, socket, threading
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print("port", s.getsockname()[1], flush=True)
+def serve(c):
+    h, n = hashlib.sha256(), 0
+    while data := c.recv(1 << 16):
+        h.update(data); n += len(data)
+    c.sendall(f"{n} {h.hexdigest()}\\n".encode()); c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+def service_pid(state: Path) -> int:
+    return int((state / "farm.pid").read_text())
+
+
+def holders_of(port: int) -> set[int]:
+    """Pids of processes with a TCP connection to 127.0.0.1:port."""
+    pids = set()
+    for conn in psutil.net_connections("tcp4"):
+        if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED and conn.pid:
+            pids.add(conn.pid)
+    return pids
+
+
+async def exchange(port: int, payload: bytes, opened: anyio.Event | None = None) -> bytes:
+    async with await anyio.connect_tcp("127.0.0.1", port) as conn:
+        if opened is not None:
+            await conn.send(payload[:1])
+            await opened.wait()
+            payload = payload[1:]
+        for i in range(0, len(payload), 1 << 20):
+            await conn.send(payload[i : i + (1 << 20)])
+        await conn.send_eof()
+        answer = b""
+        while not answer.endswith(b"\n"):
+            answer += await conn.receive()
+        return answer
+
+
+async def test_the_service_dials_the_job_and_tunnels_both_ways(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    async with Client(f"local://{state}", cancel_grace=0.5) as farm:
+        job = await farm.jobs.start(command=[sys.executable, "-c", SERVER])
+        try:
+            with anyio.fail_after(60):
+                async with farm.logs.stream(job.id) as lines:
+                    port = await _port(lines)
+                async with farm.jobs.port_forward(job.id, job_port=port) as fwd:
+                    payloads = [os.urandom(6 << 20), os.urandom(1 << 20), b""]
+                    answers: list[bytes] = [b""] * len(payloads)
+                    held = anyio.Event()
+
+                    async def one(i: int) -> None:
+                        answers[i] = await exchange(fwd.local_port, payloads[i], held if i == 0 else None)
+
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(one, 0)
+                        # while the first connection is open: it is the service's
+                        service = service_pid(state)
+                        await eventually(lambda: service in holders_of(port), 30, "the service's connection")
+                        assert holders_of(port) == {service}, (holders_of(port), service, os.getpid())
+                        held.set()
+                        tg.start_soon(one, 1)
+                        tg.start_soon(one, 2)
+                    for payload, answer in zip(payloads, answers, strict=True):
+                        assert answer == f"{len(payload)} {hashlib.sha256(payload).hexdigest()}\n".encode()
+                    assert not fwd.errors
+        finally:
+            await farm.jobs.cancel(job.id)
+        assert (await farm.jobs.wait(job.id, timeout=30)).status is JobStatus.CANCELED
+
+
+async def test_a_port_nobody_listens_on_is_a_reported_error(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    async with Client(f"local://{tmp_path / 'state'}", cancel_grace=0.5) as farm:
+        job = await farm.jobs.start(command=["sleep", "60"])
+        try:
+            with anyio.fail_after(60):
+                async with farm.jobs.port_forward(job.id, job_port=free) as fwd:
+                    async with await anyio.connect_tcp("127.0.0.1", fwd.local_port) as conn:
+                        with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError)):
+                            await conn.receive()
+                    await eventually(lambda: fwd.errors, 30, "the error reported")
+            (error,) = fwd.errors
+            assert isinstance(error.error, ConnectionLost) and f"port {free}" in str(error.error)
+        finally:
+            await farm.jobs.cancel(job.id)
+
+
+async def _port(lines: object) -> int:
+    async for line in lines:  # type: ignore[attr-defined]
+        if line.text.startswith("port "):
+            return int(line.text.split()[1])
+    raise AssertionError("the server never said its port")
