@@ -67,6 +67,7 @@ __all__ = [
     "open_pty",
     "set_winsize",
     "spawn",
+    "veof",
 ]
 
 #: the exit code reported when someone else reaped the child and its status is lost
@@ -74,6 +75,7 @@ UNKNOWN_EXIT = -255
 #: bytes queued for the reader before the fds stop being read (resumed at half)
 READ_BUFFER = 256 * 1024
 _CHUNK = 64 * 1024
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 Env = Mapping[str, str] | Mapping[bytes, bytes]
 
@@ -133,7 +135,8 @@ def acquire_ctty() -> None:  # pragma: no cover - runs in the forked child
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-def _veof(fd: int) -> bytes:
+def veof(fd: int) -> bytes:
+    """The terminal's end-of-file character (what a pty reader takes as EOF)."""
     try:
         ch = termios.tcgetattr(fd)[6][termios.VEOF]
         return ch if isinstance(ch, bytes) else bytes([ch])
@@ -170,6 +173,8 @@ def spawn(
     raw: bool = False,
     user: str | None = None,
     reap_group: bool = True,
+    pass_fds: Sequence[int] = (),
+    pipe_size: int | None = None,
 ) -> Child:
     """Start ``argv`` in its own session; see the module docstring. Call it from the
     event loop thread. ``tty``: the child's stdin, stdout and stderr are the slave of a
@@ -177,6 +182,9 @@ def spawn(
     stderr merged, as on any terminal), and ``stdin`` only says whether the caller will
     write to it. ``user``: run as that user with its primary group and no others (we
     are root). ``reap_group``: when the child exits, kill what it left in its group.
+    ``pass_fds``: more descriptors the child keeps (as Popen's). ``pipe_size``: the
+    capacity asked for the stdout pipe (``F_SETPIPE_SZ``; the kernel's default, 64 KiB,
+    if it refuses): a child that writes fast blocks less often.
 
     Raises OSError when the program cannot be started (see :func:`invalid_command`)."""
     if not argv:
@@ -208,6 +216,9 @@ def spawn(
                 child_ends.append(w)
                 ours.append(r)
                 child_out, stdout_fd = w, r
+                if pipe_size is not None:
+                    with contextlib.suppress(OSError):
+                        fcntl.fcntl(r, F_SETPIPE_SZ, pipe_size)
             if stderr:
                 r, w = os.pipe2(os.O_CLOEXEC)
                 child_ends.append(w)
@@ -232,6 +243,7 @@ def spawn(
                 cwd=cwd,
                 env=cast("Any", env),  # str or bytes mappings, as Popen takes
                 start_new_session=True,
+                pass_fds=tuple(pass_fds),
                 preexec_fn=preexec,  # only for a tty: TIOCSCTTY must run in the child
                 user=user,
                 group=gid,
@@ -501,7 +513,7 @@ class ChildStdio:
         if fd == self._pty_fd:
             # a terminal has no half-close: the line discipline turns VEOF into EOF
             # (a raw one passes it on to whoever interprets keys, e.g. a remote pty)
-            await self.send(_veof(fd))
+            await self.send(veof(fd))
             return
         self._input_fd = None
         self._owned.discard(fd)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import collections
 import os
-import termios
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -47,20 +46,11 @@ from ...errors import (
 )
 from ...models import JobStatus, Message, Task
 from ..base import StdioChannel
-from ..childproc import ChildChannel, Wakeup, invalid_command, set_winsize
+from ..childproc import ChildChannel, Wakeup, invalid_command, set_winsize, veof
 from ..childproc import open_pty as open_job_pty
 
 #: bytes queued for one attacher before it is cut off (the job never waits for it)
 ATTACH_BUFFER = 4 * 1024 * 1024
-
-
-def veof(fd: int) -> bytes:
-    """The terminal's end-of-file character (what a pty reader takes as EOF)."""
-    try:
-        ch = termios.tcgetattr(fd)[6][termios.VEOF]
-        return ch if isinstance(ch, bytes) else bytes([ch])
-    except (termios.error, OSError):
-        return b"\x04"
 
 
 def start_exec(

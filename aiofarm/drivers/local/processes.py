@@ -14,12 +14,14 @@ interactive layer (``interactive.py``) has one place to hook into:
 * :meth:`wait`: the exit code (negative: killed by that signal);
 * :meth:`signal_group`: a signal to the whole process group.
 
-Design (measured on this machine, see benchmarks/p2_local_throughput.py): we spawn
-with ``subprocess.Popen`` (vfork + exec) and reap through a pidfd registered with
-the event loop. That avoids asyncio's child watcher (a thread per child on 3.11)
-and asyncio's transport/protocol layers, and touches no global event-loop policy.
-Output comes through pipes read with ``loop.add_reader`` and raw ``os.read`` (watched
-from ``ARM_DELAY`` after the start; a task that ends sooner is drained at exit).
+Design (measured on this machine, see benchmarks/p2_local_throughput.py): the process
+is started and reaped by :mod:`aiofarm.drivers.childproc` (the one child-process
+module: ``subprocess.Popen``, i.e. vfork + exec, in a session of its own, reaped
+through a pidfd on the event loop, no child watcher thread, no global loop policy).
+Output comes through pipes (stdout's enlarged to ``PIPE_SIZE``) read here with
+``loop.add_reader`` and raw ``os.read`` (watched from ``ARM_DELAY`` after the start,
+or at once for a job someone follows; a task that ends sooner is drained at exit),
+because each chunk goes to the log file and to the listeners, not to one reader.
 
 When the task's main process exits, whatever it left behind in its process group
 is killed with SIGKILL before the zombie is reaped (so the pgid cannot have been
@@ -31,14 +33,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import os
 import signal
-import subprocess
-import termios
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from .. import childproc
+from ..childproc import Child
 from . import logfile
 from .model import proc_start
 
@@ -57,7 +58,6 @@ PIPE_SIZE = 256 << 10
 #: stamped up to this late, and a task writing more than its pipe buffer (PIPE_SIZE) in it
 #: waits up to this long.
 ARM_DELAY = 0.05
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 
@@ -67,23 +67,6 @@ def _pieces(line: bytes) -> list[bytes]:
     return [line[i : i + size] for i in range(0, len(line), size)] or [line]
 
 
-def pidfd_or_kill(proc: subprocess.Popen[bytes]) -> int:
-    """A pidfd for a child just started in its own session; if there is none to be
-    had, the child's group is killed and reaped so nothing runs unwatched."""
-    try:
-        return os.pidfd_open(proc.pid)
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
-
-
-def _set_ctty() -> None:  # pragma: no cover - runs in the child
-    # Popen already called setsid(): make the pty slave (our fd 0) the session's
-    # controlling terminal so job control, ^C and SIGWINCH work in the job
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
 class RunningTask:
     """One live task attempt. Created by :func:`spawn`; the driver owns it."""
 
@@ -91,8 +74,7 @@ class RunningTask:
         self,
         *,
         loop: asyncio.AbstractEventLoop,
-        proc: subprocess.Popen[bytes],
-        pidfd: int,
+        child: Child,
         outputs: dict[int, tuple[int, bytes]],
         stdin_fd: int | None,
         log_path: str,
@@ -107,9 +89,9 @@ class RunningTask:
         on_exit: Callable[[RunningTask], None],
     ) -> None:
         self.loop = loop
-        self.proc = proc
-        self.pid = proc.pid
-        self.pgid = proc.pid  # start_new_session: the task leads its own group
+        self.child = child
+        self.pid = child.pid
+        self.pgid = child.pgid  # the task leads its own group
         self.job_id = job_id
         self.task_id = task_id
         self.task_index = task_index
@@ -122,7 +104,6 @@ class RunningTask:
         self.stdin_fd = stdin_fd
         self.started = time.time()
         self.returncode: int | None = None
-        self._pidfd: int | None = pidfd
         self._outputs = outputs  # read fd -> (fileno, log kind)
         self._bufs: dict[int, bytes] = {fd: b"" for fd in outputs}
         self._log_path = log_path
@@ -139,7 +120,7 @@ class RunningTask:
             os.set_blocking(fd, False)
         self._armed = False
         self._arm_timer: asyncio.TimerHandle | None = loop.call_later(ARM_DELAY, self._arm)
-        loop.add_reader(pidfd, self._pidfd_readable)
+        child.add_exit_callback(self._exited)
 
     def _arm(self) -> None:
         self._arm_timer = None
@@ -189,13 +170,7 @@ class RunningTask:
 
     def signal_group(self, sig: int) -> bool:
         """Send ``sig`` to the task's process group; False if it is already gone."""
-        if self.exited:
-            return False
-        try:
-            os.killpg(self.pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        return self.child.signal_group(sig)
 
     def log_message(self, text: str) -> None:
         """A line from the farm itself (stream ``aiofarm``) in the task's log."""
@@ -315,27 +290,14 @@ class RunningTask:
                     data = b""
                 self._feed(fd, data)
 
-    def _pidfd_readable(self) -> None:
-        pidfd, self._pidfd = self._pidfd, None
-        if pidfd is None:
-            return
-        self.loop.remove_reader(pidfd)
+    def _exited(self, child: Child) -> None:
+        # childproc has killed what the task left in its group and reaped it
         if self._arm_timer is not None:
             self._arm_timer.cancel()
             self._arm_timer = None
-        os.close(pidfd)
-        # the leader is a zombie now, so its pid (= our pgid) cannot be recycled yet:
-        # kill whatever it left in the group, then reap
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pgid, signal.SIGKILL)
-        try:
-            _, status = os.waitpid(self.pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-        except ChildProcessError:
-            # someone else reaped it (a waitpid(-1) child watcher): status unknown
-            code = -255
+        code = child.returncode
+        assert code is not None
         self.returncode = code
-        self.proc.returncode = code  # Popen must not think it still runs
         self.exited = True
         self._drain()
         self.close_stdin()
@@ -369,67 +331,21 @@ def spawn(
 ) -> RunningTask:
     """Start one task attempt. Raises OSError when the program cannot be started.
     ``pass_fds``: more descriptors the child keeps (an OpenJD session's results pipe)."""
-    close_after: list[int] = []  # the child's ends, closed in the parent once spawned
-    ours: list[int] = []  # our ends, closed only if spawning fails
-    try:
-        if tty:
-            master, slave = os.openpty()
-            ours.append(master)
-            close_after.append(slave)
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-                preexec_fn=_set_ctty,  # needed to make the pty the controlling tty
-            )
-            outputs = {master: (1, b"o")}
-            stdin_fd: int | None = master
-        else:
-            r_out, w_out = os.pipe()
-            ours.append(r_out)
-            close_after.append(w_out)
-            with contextlib.suppress(OSError):  # a smaller pipe works too
-                fcntl.fcntl(r_out, F_SETPIPE_SZ, PIPE_SIZE)
-            r_err, w_err = os.pipe()
-            ours.append(r_err)
-            close_after.append(w_err)
-            stdin_arg: int = subprocess.DEVNULL
-            stdin_fd = None
-            if stdin:
-                r_in, w_in = os.pipe()
-                ours.append(w_in)
-                close_after.append(r_in)
-                stdin_arg = r_in
-                stdin_fd = w_in
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=stdin_arg,
-                stdout=w_out,
-                stderr=w_err,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-                pass_fds=tuple(pass_fds),
-            )
-            outputs = {r_out: (1, b"o"), r_err: (2, b"e")}
-            if stdin_fd is not None:
-                os.set_blocking(stdin_fd, False)
-        pidfd = pidfd_or_kill(proc)
-    except BaseException:
-        for fd in ours:
-            os.close(fd)
-        raise
-    finally:
-        for fd in close_after:
-            os.close(fd)
+    # a tty's master is its stdin whether or not the job takes input (attach writes it)
+    child = childproc.spawn(
+        argv, cwd=cwd, env=env, stdin=stdin or tty, tty=tty, pass_fds=pass_fds, pipe_size=PIPE_SIZE
+    )
+    if child.pty_fd is not None:
+        outputs = {child.pty_fd: (1, b"o")}
+    else:
+        assert child.stdout_fd is not None and child.stderr_fd is not None
+        outputs = {child.stdout_fd: (1, b"o"), child.stderr_fd: (2, b"e")}
+    stdin_fd = child.stdin_fd
+    # the fds are ours from here (RunningTask closes them)
+    child.stdin_fd = child.stdout_fd = child.stderr_fd = child.pty_fd = None
     return RunningTask(
         loop=loop,
-        proc=proc,
-        pidfd=pidfd,
+        child=child,
         outputs=outputs,
         stdin_fd=stdin_fd,
         log_path=log_path,
