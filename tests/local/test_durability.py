@@ -39,6 +39,16 @@ def shared_tmp() -> str:
     pytest.skip("no temp dir another user can reach (/tmp, /var/tmp and /dev/shm are private)")
 
 
+async def all_finished(farm: Client) -> bool:
+    jobs = await farm.jobs.get_many([f"k{i}" for i in range(200)])
+    return all(job.status.is_finished for job in jobs)
+
+
+def runs_done(runs: Path) -> int:
+    """How many jobs of the kill -9 run have started their command so far."""
+    return len(os.listdir(runs))
+
+
 def service_pid(state: Path) -> int | None:
     try:
         return int((state / "farm.pid").read_text())
@@ -76,13 +86,26 @@ async def test_kill_9_of_the_service_at_20_random_points(tmp_path: Path) -> None
     async with Client(url, slots=4, cancel_grace=0.5) as farm:
         await farm.jobs.submit(specs)
     for _ in range(20):
-        # bring a service up (as any client does), let it work a random while, kill it
-        async with Client(url, slots=4, cancel_grace=0.5):
+        # bring a service up (as any client does), let it get a random way further, kill
+        # it: the kill points are progress of the run, never a time (a loaded machine
+        # only makes the waits longer), and most land while a task runs
+        async with Client(url, slots=4, cancel_grace=0.5) as farm:
             pid = service_pid(state)
             assert pid is not None
-            await anyio.sleep(rng.uniform(0.0, 0.4))
+            target = runs_done(runs) + rng.randint(0, 12)
+
+            async def progressed(target: int = target) -> bool:
+                return runs_done(runs) >= target or await all_finished(farm)
+
+            await eventually(progressed, 120, f"{target} runs")
+            if rng.random() < 0.7:
+
+                async def running() -> bool:
+                    return bool(processes_marked(mark)) or await all_finished(farm)
+
+                await eventually(running, 120, "a task running")
             os.kill(pid, signal.SIGKILL)
-            assert await wait_gone(pid)
+            assert await wait_gone(pid, timeout=30)
     async with Client(url, slots=4, cancel_grace=0.5) as farm:
         ids = [f"k{i}" for i in range(200)]
         with anyio.fail_after(120):

@@ -117,10 +117,14 @@ class ServiceDriver(Driver):
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
             json_serialize=wire.dumps,
         )
-        hello = await self._call(
-            "hello",
-            {"protocol": wire.PROTOCOL, "slots": self.cfg.slots, "cancel_grace": self.cfg.cancel_grace},
-        )
+        body = {"protocol": wire.PROTOCOL, "slots": self.cfg.slots, "cancel_grace": self.cfg.cancel_grace}
+        try:
+            hello = await self._call("hello", body)
+        except ConnectionLost:
+            # the service we reached went away as we spoke (one dying, or one killed):
+            # bring up another, as for none at all
+            await self._ensure_service()
+            hello = await self._call("hello", body)
         if not hello.get("ok"):
             raise FarmError(
                 f"the farm service for {self.state_dir} speaks protocol {hello.get('protocol')}, this"

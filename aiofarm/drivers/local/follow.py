@@ -127,15 +127,10 @@ async def follow_pages(
     from aiohttp import WSMsgType
 
     from .queries import task_index_of
+    from .streams import first_answer
 
     offset = logfile.decode_token(token)
-    first = await ws.receive()
-    try:
-        answer: dict[str, Any] = json.loads(first.data)
-    except (TypeError, ValueError):
-        raise ConnectionLost(f"log follow of {job_id}: the farm service did not answer") from None
-    if "error" in answer:
-        raise wire.error_from(answer)
+    answer = await first_answer(ws, f"log follow of {job_id}")
     ids = {int(k): v for k, v in answer["tasks"].items()}
     task_index = task_index_of(job_id, query, ids)
     start = from_dt(query.start_time) if query.start_time else None

@@ -86,6 +86,21 @@ async def serve_attach(farm: EmbeddedDriver, request: web.Request) -> web.Stream
     return ws
 
 
+async def first_answer(ws: ClientWebSocketResponse[Any], what: str) -> dict[str, Any]:
+    """The service's first frame on a stream WebSocket (attach, log follow, port
+    forward): its JSON answer, or the error it sent raised (the WebSocket closed)."""
+    first = await ws.receive()
+    try:
+        answer: dict[str, Any] = json.loads(first.data)
+    except (TypeError, ValueError):
+        await ws.close()
+        raise ConnectionLost(f"{what}: the farm service did not answer") from None
+    if "error" in answer:
+        await ws.close()
+        raise wire.error_from(answer)
+    return answer
+
+
 class RemoteAttachChannel(StdioChannel):
     """The client side of an attach through the service."""
 
@@ -99,15 +114,7 @@ class RemoteAttachChannel(StdioChannel):
 
     @classmethod
     async def open(cls, ws: ClientWebSocketResponse[Any], job_id: str, *, stdin: bool) -> RemoteAttachChannel:
-        first = await ws.receive()
-        try:
-            answer: dict[str, Any] = json.loads(first.data)
-        except (TypeError, ValueError):
-            await ws.close()
-            raise ConnectionLost(f"attach to {job_id}: the farm service did not answer") from None
-        if "error" in answer:
-            await ws.close()
-            raise wire.error_from(answer)
+        answer = await first_answer(ws, f"attach to {job_id}")
         return cls(ws, tty=bool(answer.get("tty")), stdin=stdin)
 
     async def receive(self) -> Message | None:

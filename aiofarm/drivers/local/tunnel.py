@@ -110,15 +110,9 @@ class TunnelStream(anyio.abc.ByteStream):
 
     @classmethod
     async def open(cls, ws: ClientWebSocketResponse[Any], job_id: str) -> TunnelStream:
-        first = await ws.receive()
-        try:
-            answer: dict[str, Any] = json.loads(first.data)
-        except (TypeError, ValueError):
-            await ws.close()
-            raise ConnectionLost(f"port forward to {job_id}: the farm service did not answer") from None
-        if "error" in answer:
-            await ws.close()
-            raise wire.error_from(answer)
+        from .streams import first_answer
+
+        await first_answer(ws, f"port forward to {job_id}")
         return cls(ws)
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
