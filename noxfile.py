@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, typecheck, bench. `nox -s tests -- -m "not slurm"`."""
+"""nox sessions: tests, lint, typecheck, bench, reliability. `nox -s tests -- -m "not slurm"`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,15 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def reliability(session: nox.Session) -> None:
+    """tests/reliability at full length: 2,000 hypothesis examples per property, the
+    fault proxy's 1,000 waits per back end, the 60 s load run (docs/reliability.md)."""
+    session.install("-e", ".[test]")
+    session.env["AIOFARM_RELIABILITY_FULL"] = "1"
+    session.run("python", "-m", "pytest", "-m", "reliability", "tests/reliability", "-s", *session.posargs)
 
 
 @nox.session

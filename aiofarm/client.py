@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,8 @@ import anyio
 from .config import resolve_url
 from .errors import ConnectionLost, FarmError, InvalidSpec, UnsupportedError
 from .models import Capability, PathMappingRule
+from .redaction import install_log_filters
+from .redaction import redact_url as redact_url  # the CLI's import of it stays valid
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -41,15 +42,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Client"]
 
+install_log_filters()  # no record of aiofarm's loggers carries a secret (docs/reliability.md)
 
-_SECRET_OPTION = re.compile(r"([?&](?:[^=&]*(?:token|secret|password|key|headers)[^=&]*)=)[^&#]*", re.IGNORECASE)
 
-
-def redact_url(url: str) -> str:
-    """``url`` with the values of secret-looking query options (token=, headers=, ...)
-    and any password masked, for reprs and error messages."""
-    url = re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
-    return _SECRET_OPTION.sub(r"\1***", url)
 
 
 def _parse(url: str) -> yarl.URL:

@@ -70,6 +70,9 @@ def _config_url() -> str | None:
     return url
 
 
+MAX_URL_LEN = 65536
+
+
 def resolve_url(url: str | None = None) -> str:
     """The argument, else ``AIOFARM_URL``, else the config file (``AIOFARM_CONTEXT`` or
     its current context, else its ``url``), else ``local://``."""
@@ -77,4 +80,8 @@ def resolve_url(url: str | None = None) -> str:
         url = os.environ.get("AIOFARM_URL") or _config_url() or "local://"
     if not isinstance(url, str):
         raise InvalidSpec("url", f"must be a string, got {type(url).__name__}")
+    from .validation import check_text
+
+    # before yarl, which drops a lone surrogate silently (another state dir, another host)
+    check_text(url, "url", limit=MAX_URL_LEN, empty=True)
     return url

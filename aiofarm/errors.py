@@ -29,7 +29,16 @@ __all__ = [
 
 
 class FarmError(Exception):
-    """Root of every aiofarm error."""
+    """Root of every aiofarm error. Its message never carries a secret: the text is
+    passed through :func:`aiofarm.redaction.redact` (a URL's password, tokens, JWTs,
+    AWS keys, ``NAME=value`` pairs with secret-looking names become ``***``)."""
+
+    def __init__(self, *args: object) -> None:
+        if args and any(isinstance(a, str) for a in args):
+            from .redaction import redact
+
+            args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+        super().__init__(*args)
 
 
 class JobNotFound(FarmError, LookupError):
@@ -109,9 +118,11 @@ class BackendError(FarmError):
     """The back end answered with an error; ``code`` and ``message`` are its own."""
 
     def __init__(self, driver: str, code: str | int | None, message: str) -> None:
+        from .redaction import redact
+
         self.driver = driver
         self.code = code
-        self.message = message
+        self.message = message = redact(message)
         super().__init__(f"{driver}: {code}: {message}" if code is not None else f"{driver}: {message}")
 
 

@@ -52,6 +52,7 @@ import attrs
 
 from .errors import FarmError, InvalidSpec, PoolNotFound, RemoteError
 from .models import Capability, Job, JobSpec, JobStatus, Resources
+from .validation import MAX_COUNT, check_count, check_seconds, check_text
 
 if TYPE_CHECKING:
     from .client import Client
@@ -439,33 +440,27 @@ class Functions:
         env: Mapping[str, str] | None = None,
         pool: str | None = None,
     ) -> Function:
-        # results come back through a filesystem the workers share with this client
-        self.client.require(Capability.FUNCTIONS)
         if not callable(func):
             raise InvalidSpec("func", f"must be callable, got {type(func).__name__}")
         if name is None:
             name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or "function"
-        if not isinstance(name, str) or not name:
-            raise InvalidSpec("name", "must be a non-empty str")
-        if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus <= 0:
-            raise InvalidSpec("cpus", f"must be a positive number, got {cpus!r}")
-        if memory_mb is not None and (isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or memory_mb <= 0):
-            raise InvalidSpec("memory_mb", f"must be a positive integer, got {memory_mb!r}")
-        if max_concurrency is not None and (
-            isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
-        ):
-            raise InvalidSpec("max_concurrency", f"must be an integer >= 1, got {max_concurrency!r}")
+        check_text(name, "name")
+        if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not 0 < cpus <= MAX_COUNT:
+            raise InvalidSpec("cpus", f"must be a positive number at most {MAX_COUNT}, got {cpus!r}"[:200])
+        check_count(memory_mb, "memory_mb", minimum=1, allow_none=True)
+        check_count(max_concurrency, "max_concurrency", minimum=1, allow_none=True)
+        if timeout is not None:
+            check_seconds(timeout, "timeout", strict=True)
+        check_count(retries, "retries")
+        env = dict(env or {})
+        for k, v in env.items():
+            check_text(k, "env")
+            check_text(v, f"env[{k!r}]", limit=None, empty=True)
+        # results come back through a filesystem the workers share with this client
+        self.client.require(Capability.FUNCTIONS)
         self.client.require(Capability.FUNCTIONS_MAX_CONCURRENCY, max_concurrency)
         if max_concurrency is not None and pool is not None:
             raise InvalidSpec("pool", "max_concurrency gives the function its own pool; do not set both")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise InvalidSpec("timeout", f"must be a positive number of seconds, got {timeout!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise InvalidSpec("retries", f"must be an integer >= 0, got {retries!r}")
-        env = dict(env or {})
-        for k, v in env.items():
-            if not isinstance(k, str) or not isinstance(v, str):
-                raise InvalidSpec(f"env.{k}", "names and values must be str")
         return Function(
             self,
             func,

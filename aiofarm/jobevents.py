@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .errors import WaitTimeout
+from .errors import InvalidSpec, WaitTimeout
 from .models import Job, JobEvent, JobStatus
 from .validation import as_ids, check_interval, check_timeout
 from .watch import CallbackSubscription, FilterSubscription
@@ -99,6 +99,9 @@ async def watch(
     from .where import Expr
 
     interval = check_interval(max_interval)
+    if not (buffer == math.inf or (isinstance(buffer, int) and not isinstance(buffer, bool) and 0 <= buffer <= 2**31)):
+        raise InvalidSpec("buffer", f"must be math.inf or an integer >= 0, got {buffer!r}"[:200])
+    ids = None if isinstance(jobs, Expr) else as_ids(jobs, "jobs")
     send, receive = anyio.create_memory_object_stream[JobEvent | BaseException](buffer)
     last: dict[str, JobStatus] = {}
 
@@ -134,7 +137,7 @@ async def watch(
             finally:
                 hub.unregister_filter(flt)
         return
-    ids = as_ids(jobs, "jobs")
+    assert ids is not None
     sub = CallbackSubscription(tuple(ids), interval, on_job, on_error)
     hub.register(sub)
     try:

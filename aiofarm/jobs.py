@@ -36,7 +36,11 @@ from .models import (
 )
 from .query import build_query
 from .validation import (
+    MAX_TAG_LEN,
     as_ids,
+    check_argv_size,
+    check_count,
+    check_exec_size,
     check_id,
     check_priority,
     check_text,
@@ -57,6 +61,10 @@ __all__ = ["Jobs"]
 
 
 
+
+
+#: largest page a listing asks a driver for (Deadline and Slurm page far below this)
+MAX_PAGE_SIZE = 10_000
 
 
 class Jobs:
@@ -152,6 +160,7 @@ class Jobs:
             at_submit = not self._driver.maps_path_parameters
             checked = [prepare_spec(s, rules, map_parameters=at_submit) for s in checked]
         for i, spec in enumerate(checked):
+            check_exec_size(spec, self._driver.exec_limits, f"specs[{i}]")
             require_spec(self._driver, spec, f"specs[{i}]")
         order, external = dependency_order(checked)
         driver = self._driver
@@ -336,10 +345,8 @@ class Jobs:
             build_query(statuses, name, tags, owners, since, until, pool, where, reverse),
             sort=listing.parse_sort(sort),
         )
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-            raise InvalidSpec("limit", f"must be None or an integer >= 0, got {limit!r}")
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            raise InvalidSpec("page_size", f"must be an integer >= 1, got {page_size!r}")
+        check_count(limit, "limit", allow_none=True, maximum=2**63 - 1)
+        check_count(page_size, "page_size", minimum=1, maximum=MAX_PAGE_SIZE)
         driver = self._driver
         self._client.require(Capability.LIST)
         it = listing.iterate(driver, query, limit=limit, page_size=page_size)
@@ -507,9 +514,9 @@ class Jobs:
         if name is not None:
             check_text(name, "name")
         if tags is not None:
-            if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags):
+            if isinstance(tags, str) or not isinstance(tags, Iterable):
                 raise InvalidSpec("tags", "must be a sequence of non-empty strings")
-            tags = tuple(check_text(t, f"tags[{i}]") for i, t in enumerate(tags))
+            tags = tuple(check_text(t, f"tags[{i}]", limit=MAX_TAG_LEN) for i, t in enumerate(tags))
         self._client.require(Capability.UPDATE)
         if wanted:
             await self._driver.update(wanted, JobUpdate(priority=priority, name=name, tags=tags))
@@ -565,6 +572,8 @@ class Jobs:
 
         check_id(job_id, "job_id")
         wait = stdio.check_start_timeout(start_timeout)
+        check_argv_size(stdio.normalize_command(command), self._client._driver_info.exec_limits, "command")
+        stdio.check_size(size)
         self._client.require(Capability.EXEC)
         self._client.require(Capability.EXEC_TTY, tty)
         return stdio.open_exec(
@@ -591,6 +600,8 @@ class Jobs:
 
         check_id(job_id, "job_id")
         wait = stdio.check_start_timeout(start_timeout)
+        portforward.check_port("local_port", local_port, allow_zero=True)
+        portforward.check_port("job_port", job_port, allow_zero=False)
         self._client.require(Capability.PORT_FORWARD)
         return portforward.port_forward(
             self._driver, job_id, local_port, job_port, on_error=on_error,

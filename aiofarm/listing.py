@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import TYPE_CHECKING
 
+import anyio
+import anyio.lowlevel
 import attrs
 
 from .errors import InvalidSpec
@@ -65,6 +67,11 @@ async def _pages(
 ) -> AsyncGenerator[Job, None]:
     token: str | None = None
     while True:
+        if token is not None:
+            # a driver may answer from memory or a buffer without suspending: yield to
+            # the loop between pages, so a long listing neither starves other tasks nor
+            # outlives a cancel by more than a page
+            await anyio.lowlevel.checkpoint()
         jobs, token = await driver.list_page(query, token, page_size)
         for job in jobs:
             if test is None or test(job):

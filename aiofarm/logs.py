@@ -16,12 +16,21 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from .backoff import Backoff
 from .errors import ConnectionLost, InvalidSpec, JobNotFound, TransientError
 from .models import Capability, Job, LogLine, LogPage
-from .validation import as_ids, check_id
+from .validation import (
+    MAX_ID_LEN,
+    MAX_TAG_LEN,
+    as_ids,
+    check_count,
+    check_datetime,
+    check_id,
+    check_text,
+)
 from .watch import CallbackSubscription
 
 if TYPE_CHECKING:
@@ -34,6 +43,8 @@ if TYPE_CHECKING:
 __all__ = ["Logs"]
 
 _STREAMS = frozenset({"stdout", "stderr"})
+# Deadline's GetSessionLogs takes at most 10,000 lines a page; no back end pages more
+MAX_LOG_PAGE = 10_000
 # on polling drivers a followed stream ends at most this long (plus one poll round)
 # after its job does; the poll is shared with every other watcher of the client
 FOLLOW_MAX_INTERVAL = 2.0
@@ -51,18 +62,17 @@ def _query(
 
     if isinstance(streams, str):
         streams = (streams,)
-    bad = [s for s in streams if not isinstance(s, str) or not s]
-    if bad or not streams:
-        raise InvalidSpec("streams", f"must name one or more streams (e.g. stdout, stderr), got {streams!r}")
+    if isinstance(streams, bytes) or not isinstance(streams, Sequence) or not streams:
+        raise InvalidSpec("streams", "must name one or more streams (e.g. stdout, stderr)")
+    for i, stream in enumerate(streams):
+        check_text(stream, f"streams[{i}]", limit=MAX_TAG_LEN)
     for field, value in (("since", start_time), ("end_time", end_time)):
-        if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
-            raise InvalidSpec(field, "must be a timezone-aware datetime")
-    if task is not None and (not isinstance(task, str) or not task):
-        raise InvalidSpec("task", "must be a task id")
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise InvalidSpec("limit", f"must be an integer >= 1, got {limit!r}")
-    if attempt is not None and (isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1):
-        raise InvalidSpec("attempt", f"must be None or an integer >= 1 (1 = the first run), got {attempt!r}")
+        check_datetime(value, field)
+    if task is not None:
+        check_id(task, "task")
+    check_count(limit, "limit", minimum=1, maximum=MAX_LOG_PAGE)
+    if attempt is not None:
+        check_count(attempt, "attempt", minimum=1)
     return LogQuery(
         task=task, streams=frozenset(streams), start_time=start_time, end_time=end_time, limit=limit,
         attempt=attempt,
@@ -138,6 +148,7 @@ async def _job_pages(
                 try:
                     async with driver.follow_log(job_id, token, query) as pages:
                         async for page in pages:
+                            await anyio.lowlevel.checkpoint()
                             if page.lines:
                                 yield _stamped(page.lines, timestamps)
                             if page.next_token is not None:
@@ -154,6 +165,8 @@ async def _job_pages(
                     raise
                 await idle.sleep()  # the back end is away: resume from the same cursor
                 continue
+            # once per page, whether or not the driver suspended (see listing._pages)
+            await anyio.lowlevel.checkpoint()
             if page.lines:
                 yield _stamped(page.lines, timestamps)
             if page.next_token is not None:
@@ -295,8 +308,7 @@ class Logs:
         attempt: int | None = None,
     ) -> str:
         """The job's whole log so far as text (the last ``tail`` lines if given)."""
-        if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 0):
-            raise InvalidSpec("tail", f"must be None or an integer >= 0, got {tail!r}")
+        check_count(tail, "tail", allow_none=True)
         keep: collections.deque[str] = collections.deque(maxlen=tail)
         async with self.stream(job_id, follow=False, task=task, timestamps=timestamps, attempt=attempt) as lines:
             async for line in lines:
@@ -319,8 +331,8 @@ class Logs:
         returned ``next_token`` back for the next page."""
         check_id(job_id, "job_id")
         query = _query(task, streams, start_time, end_time, limit, attempt)
-        if next_token is not None and not isinstance(next_token, str):
-            raise InvalidSpec("next_token", "must be a token from a previous page")
+        if next_token is not None:
+            check_text(next_token, "next_token", limit=MAX_ID_LEN)
         driver = self._client.driver
         _require(self._client, query, timestamps=False, follow=False)
         page = await driver.read_log(job_id, next_token, query)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
@@ -28,6 +28,7 @@ __all__ = [
     "PathMappingRule",
     "Pool",
     "Resources",
+    "Secret",
     "StatusTransition",
     "Task",
     "TransferProgress",
@@ -46,6 +47,17 @@ def frozen_map(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value))
 
 
+def _env_repr(env: Mapping[str, Any]) -> str:
+    # an environment carries credentials under any name: no value is ever shown
+    return repr(dict.fromkeys(env, "***"))
+
+
+def _options_repr(values: Mapping[str, Any]) -> str:
+    from .redaction import redact_mapping
+
+    return repr(redact_mapping(values))
+
+
 def as_tuple(value: Sequence[Any] | None) -> tuple[Any, ...]:
     """attrs converter: a tuple (empty for None)."""
     if value is None:
@@ -59,6 +71,90 @@ def _command(value: Sequence[str] | str | None) -> tuple[str, ...] | str | None:
     if value is None or isinstance(value, str):
         return value
     return tuple(value)
+
+
+def _convert(convert: Callable[[Any], Any], value: Any, field: str, expected: str) -> Any:
+    """``convert(value)`` for a JobSpec field, failing as InvalidSpec naming the field
+    (a user builds JobSpecs by hand: ``JobSpec(env=True)`` is bad input, not a TypeError)."""
+    if isinstance(value, (bytes, bytearray)) or (expected == "a mapping" and value and not isinstance(value, Mapping)):
+        raise _invalid(field, f"must be {expected}, got {type(value).__name__}")
+    try:
+        return convert(value)
+    except (TypeError, ValueError):
+        raise _invalid(field, f"must be {expected}, got {type(value).__name__}") from None
+
+
+def _spec_command(value: Sequence[str] | str | None) -> tuple[str, ...] | str | None:
+    return _convert(_command, value, "command", "a sequence of strings or a string")  # type: ignore[no-any-return]
+
+
+def _spec_env(value: Mapping[str, str] | None) -> Mapping[str, str]:
+    return _convert(frozen_map, value, "env", "a mapping")  # type: ignore[no-any-return]
+
+
+def _spec_parameters(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return _convert(frozen_map, value, "parameters", "a mapping")  # type: ignore[no-any-return]
+
+
+def _spec_options(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return _convert(frozen_map, value, "options", "a mapping")  # type: ignore[no-any-return]
+
+
+def _spec_labels(value: Mapping[str, str] | None) -> Mapping[str, str]:
+    return _convert(frozen_map, value, "labels", "a mapping")  # type: ignore[no-any-return]
+
+
+def _spec_tags(value: Sequence[str] | None) -> tuple[str, ...]:
+    return _convert(as_tuple, value, "tags", "a sequence of strings")  # type: ignore[no-any-return]
+
+
+def _spec_depends_on(value: Sequence[str] | str | None) -> tuple[str, ...]:
+    return _convert(as_tuple, value, "depends_on", "a job id or a sequence of job ids")  # type: ignore[no-any-return]
+
+
+def _spec_path_mapping(value: Sequence[PathMappingRule] | None) -> tuple[PathMappingRule, ...]:
+    return _convert(as_tuple, value, "path_mapping", "a sequence of PathMappingRule")  # type: ignore[no-any-return]
+
+
+def _invalid(field: str, reason: str) -> Exception:
+    from .errors import InvalidSpec
+
+    return InvalidSpec(field, reason)
+
+
+class Secret:
+    """One secret value: shown as ``***`` by ``repr``, ``str`` and formatting; the
+    value itself only through :meth:`reveal`. Equal to another Secret of the same
+    value; not hashable by value (a dict key would leak it through ordering)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if isinstance(value, Secret):
+            value = value.reveal()
+        if not isinstance(value, str):
+            raise _invalid("secret", f"must be a string, got {type(value).__name__}")
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Secret, (self._value,))
 
 
 #: the shell a ``str`` command runs through (documented in docs/decisions.md)
@@ -228,32 +324,44 @@ class JobSpec:
     ``/bin/sh -c`` (documented in docs/decisions.md).
     """
 
-    command: tuple[str, ...] | str | None = attrs.field(default=None, converter=_command)
+    command: tuple[str, ...] | str | None = attrs.field(
+        default=None, converter=_spec_command
+    )
     name: str | None = None
-    env: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map)
+    env: Mapping[str, str] = attrs.field(
+        factory=dict, converter=_spec_env, repr=_env_repr
+    )
     cwd: str | None = None
     pool: str | None = None
-    tags: tuple[str, ...] = attrs.field(factory=tuple, converter=as_tuple)
+    tags: tuple[str, ...] = attrs.field(factory=tuple, converter=_spec_tags)
     #: key/value labels to select jobs by (``where.labels["team"] == "fx"``); the key and
     #: value syntax is Kubernetes' (docs/labels.md)
-    labels: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map)
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_spec_labels)
     description: str | None = None
     priority: int = 50
     resources: Resources = attrs.field(factory=Resources)
     timeout: float | None = None
     retries: int = 0  # extra attempts per task (Deadline: maxRetriesPerTask)
-    depends_on: tuple[str, ...] = attrs.field(factory=tuple, converter=as_tuple)
+    depends_on: tuple[str, ...] = attrs.field(
+        factory=tuple, converter=_spec_depends_on
+    )
     tty: bool = False
     stdin: bool = False
     paused: bool = False
     id: str | None = None
     template: Mapping[str, Any] | None = None
-    parameters: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map)
+    parameters: Mapping[str, Any] = attrs.field(
+        factory=dict, converter=_spec_parameters, repr=_options_repr
+    )
     max_failed_tasks: int | None = None
     max_workers: int | None = None
-    path_mapping: tuple[PathMappingRule, ...] = attrs.field(factory=tuple, converter=as_tuple)
+    path_mapping: tuple[PathMappingRule, ...] = attrs.field(
+        factory=tuple, converter=_spec_path_mapping
+    )
     # driver-specific extras (e.g. slurm "account", deadline "storageProfileId")
-    options: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map)
+    options: Mapping[str, Any] = attrs.field(
+        factory=dict, converter=_spec_options, repr=_options_repr
+    )
 
 
 @attrs.frozen
@@ -271,7 +379,7 @@ class Job:
     name: str | None = None
     owner: str | None = None
     pool: str | None = None
-    tags: tuple[str, ...] = attrs.field(factory=tuple, converter=as_tuple)
+    tags: tuple[str, ...] = attrs.field(factory=tuple, converter=_spec_tags)
     description: str | None = None
     priority: int = 50
     created_at: datetime | None = None

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from .errors import InvalidSpec, PoolNotFound
 from .models import Capability, Pool
+from .validation import MAX_TAG_LEN, check_count, check_text
 
 if TYPE_CHECKING:
     from .client import Client
@@ -18,8 +19,14 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 def _check_name(name: object, field: str = "name") -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidSpec(field, f"{name!r}: 1-64 letters, digits and ._-, starting with a letter or digit")
+        shown = repr(name) if len(repr(name)) <= 80 else f"{repr(name)[:60]}..."
+        raise InvalidSpec(field, f"{shown}: 1-64 letters, digits and ._-, starting with a letter or digit")
     return name
+
+
+def _check_ref(pool: object) -> None:
+    if not isinstance(pool, Pool):
+        check_text(pool, "pool", limit=MAX_TAG_LEN)
 
 
 class Pools:
@@ -35,8 +42,7 @@ class Pools:
     async def get(self, name_or_id: str | Pool) -> Pool:
         if isinstance(name_or_id, Pool):
             name_or_id = name_or_id.id
-        if not isinstance(name_or_id, str) or not name_or_id:
-            raise InvalidSpec("pool", "must be a pool name or id")
+        check_text(name_or_id, "pool", limit=MAX_TAG_LEN)
         pools = await self.list()
         for pool in pools:
             if pool.id == name_or_id:
@@ -48,18 +54,19 @@ class Pools:
 
     async def create(self, name: str, *, slots: int | None = None) -> Pool:
         _check_name(name)
-        if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int) or slots < 1):
-            raise InvalidSpec("slots", f"must be an integer >= 1, got {slots!r}")
+        check_count(slots, "slots", minimum=1, allow_none=True)
         self._client.require(Capability.POOLS_MANAGE)
         return await self._client.driver.create_pool(name, slots)
 
     async def rename(self, pool: str | Pool, new_name: str) -> Pool:
         _check_name(new_name, "new_name")
+        _check_ref(pool)
         self._client.require(Capability.POOLS_MANAGE)
         found = await self.get(pool)
         return await self._client.driver.rename_pool(found.id, new_name)
 
     async def delete(self, pool: str | Pool) -> None:
+        _check_ref(pool)
         self._client.require(Capability.POOLS_MANAGE)
         found = await self.get(pool)
         await self._client.driver.delete_pool(found.id)

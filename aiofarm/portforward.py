@@ -419,7 +419,7 @@ class PortForward:
             )
 
 
-def _check_port(field: str, value: object, allow_zero: bool) -> int:
+def check_port(field: str, value: object, allow_zero: bool) -> int:
     low = 0 if allow_zero else 1
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 65535:
         raise InvalidSpec(field, f"must be an int in {low}..65535, got {value!r}")
@@ -440,8 +440,8 @@ async def port_forward(
 ) -> AsyncIterator[PortForward]:
     """Listen on ``host:local_port`` and relay every connection to ``job_port`` of the
     job (waited for up to ``start_timeout`` seconds if it has not started yet)."""
-    _check_port("local_port", local_port, allow_zero=True)
-    _check_port("job_port", job_port, allow_zero=False)
+    check_port("local_port", local_port, allow_zero=True)
+    check_port("job_port", job_port, allow_zero=False)
     if not isinstance(host, str) or not host or "\x00" in host:
         raise InvalidSpec("host", f"must be an address to listen on, e.g. 127.0.0.1 or 0.0.0.0, got {host!r}")
     await check_running(driver, job_id, "port_forward", hub=hub, start_timeout=start_timeout)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from .errors import InvalidSpec
 from .models import JobStatus
+from .validation import MAX_TAG_LEN, check_datetime, check_text
 
 if TYPE_CHECKING:
     from .drivers.base import ListQuery
@@ -31,13 +32,7 @@ def _coerce_status(value: JobStatus | str, field: str) -> JobStatus:
 
 
 def _aware(value: datetime | None, field: str) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime):
-        raise InvalidSpec(field, f"must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is None:
-        raise InvalidSpec(field, "must be timezone-aware (e.g. datetime.now(timezone.utc))")
-    return value
+    return check_datetime(value, field)
 
 
 def build_query(
@@ -59,11 +54,13 @@ def build_query(
             statuses = [statuses]
         status_set = frozenset(_coerce_status(s, "statuses") for s in statuses)
     for field, value in (("name", name), ("pool", pool)):
-        if value is not None and (not isinstance(value, str) or not value):
-            raise InvalidSpec(field, "must be a non-empty string")
+        if value is not None:
+            check_text(value, field)
     for field, seq in (("tags", tags), ("owners", owners)):
-        if isinstance(seq, str) or not all(isinstance(x, str) for x in seq):
+        if isinstance(seq, (str, bytes)) or not isinstance(seq, Iterable):
             raise InvalidSpec(field, "must be a sequence of strings")
+        for i, item in enumerate(seq):
+            check_text(item, f"{field}[{i}]", limit=MAX_TAG_LEN)
     expr: Expr | None
     if isinstance(where, str):
         from .where import parse

@@ -23,7 +23,6 @@ run in others. Concurrent readers are served one at a time, as are writers.
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -32,6 +31,7 @@ import anyio
 from .drivers.base import Driver, StdioChannel
 from .errors import ConnectionLost, FarmError, InvalidSpec, JobNotFound, JobNotRunning, WaitTimeout
 from .models import Job, JobStatus, Message, command_argv
+from .validation import check_seconds, check_text
 from .watch import Hub
 
 # user-facing: StdStream. open_attach / open_exec / check_running are the entry points
@@ -144,6 +144,7 @@ def normalize_command(command: object) -> list[str]:
     if isinstance(command, str):
         if not command.strip():
             raise InvalidSpec("command", "must not be empty")
+        check_text(command, "command", limit=None)
         return list(command_argv(command))
     if not isinstance(command, Sequence) or isinstance(command, (bytes, bytearray)):
         raise InvalidSpec(
@@ -155,9 +156,18 @@ def normalize_command(command: object) -> list[str]:
     for i, arg in enumerate(argv):
         if not isinstance(arg, str):
             raise InvalidSpec(f"command[{i}]", f"must be a str, not {type(arg).__name__}")
-        if "\0" in arg:
-            raise InvalidSpec(f"command[{i}]", "must not contain NUL")
+        check_text(arg, f"command[{i}]", limit=None, empty=i > 0)
     return argv
+
+
+def check_size(size: object) -> tuple[int, int] | None:
+    if size is not None and (
+        not isinstance(size, tuple)
+        or len(size) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536 for v in size)
+    ):
+        raise InvalidSpec("size", f"must be (rows, cols) ints in 1..65535, got {size!r}")
+    return size
 
 
 #: how often a job that has not started yet is looked at (shared poller; push wakes at once)
@@ -165,14 +175,7 @@ START_POLL_INTERVAL = 2.0
 
 
 def check_start_timeout(start_timeout: object) -> float:
-    if (
-        isinstance(start_timeout, bool)
-        or not isinstance(start_timeout, (int, float))
-        or math.isnan(start_timeout)
-        or start_timeout < 0
-    ):
-        raise InvalidSpec("start_timeout", f"must be a number >= 0, got {start_timeout!r}")
-    return float(start_timeout)
+    return check_seconds(start_timeout, "start_timeout", allow_inf=True)
 
 
 async def check_running(
@@ -268,14 +271,7 @@ async def open_exec(
     size from the first instant (default 24x80). Leaving kills what still runs."""
     _check_flags(tty=tty, stdin=stdin, stdout=stdout, stderr=stderr)
     argv = normalize_command(command)
-    if size is not None and (
-        not isinstance(size, tuple)
-        or len(size) != 2
-        or not all(
-            isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536 for v in size
-        )
-    ):
-        raise InvalidSpec("size", f"must be (rows, cols) ints in 1..65535, got {size!r}")
+    check_size(size)
     await check_running(driver, job_id, "exec", hub=hub, start_timeout=start_timeout)
     channel = await driver.open_stdio(
         job_id, argv, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr, size=size

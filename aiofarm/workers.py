@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from .errors import InvalidSpec
 from .models import Capability, Worker
+from .validation import MAX_TAG_LEN, check_text
 
 if TYPE_CHECKING:
     from .client import Client
@@ -21,15 +22,20 @@ def _selector(names: str | Sequence[str] | None, regex: str | None) -> tuple[set
     if names is not None:
         if isinstance(names, str):
             names = [names]
-        if not all(isinstance(n, str) and n for n in names):
+        if isinstance(names, bytes) or not isinstance(names, Sequence):
             raise InvalidSpec("names", "must be worker names")
+        for i, name in enumerate(names):
+            check_text(name, f"names[{i}]", limit=MAX_TAG_LEN)
         wanted = set(names)
     pattern = None
     if regex is not None:
+        check_text(regex, "regex", limit=MAX_TAG_LEN)
         try:
             pattern = re.compile(regex)
-        except (re.error, TypeError) as exc:
+        except re.error as exc:
             raise InvalidSpec("regex", f"{regex!r}: {exc}") from None
+        except (RecursionError, OverflowError, MemoryError):
+            raise InvalidSpec("regex", "nested too deeply to compile") from None
     return wanted, pattern
 
 

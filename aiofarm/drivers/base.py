@@ -25,6 +25,7 @@ Rules every driver keeps:
 from __future__ import annotations
 
 import enum
+import os
 import signal as _signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -45,6 +46,7 @@ from ..models import (
     LogPage,
     Message,
     Pool,
+    Secret,
     Task,
     TransferProgress,
     Worker,
@@ -77,13 +79,18 @@ transfer_progress: ContextVar[Callable[[TransferProgress], object] | None] = Con
 )
 
 
+def reveal(value: object) -> object:
+    """The plain value of an :class:`aiofarm.Secret` (anything else unchanged)."""
+    return value.reveal() if isinstance(value, Secret) else value
+
+
 def url_options(url: yarl.URL, options: Mapping[str, Any], known: Sequence[str], scheme: str) -> dict[str, Any]:
     """A driver's options: the URL's query merged with ``Client(url, **options)``.
     The same option given both ways must agree; an unknown one is ``InvalidSpec``
     naming it and listing the known ones."""
     merged: dict[str, Any] = dict(url.query)
     for key, value in options.items():
-        if key in merged and str(merged[key]) != str(value):
+        if key in merged and str(reveal(merged[key])) != str(reveal(value)):
             raise InvalidSpec(f"options.{key}", "given both in the URL and as an option, differently")
         merged[key] = value
     for key in merged:
@@ -97,6 +104,8 @@ def option_text(options: Mapping[str, Any], key: str) -> str | None:
     value = options.get(key)
     if value is None:
         return None
+    if isinstance(value, Secret):  # Client(url, token=aiofarm.Secret(...))
+        value = value.reveal()
     if not isinstance(value, str) or not value:
         raise InvalidSpec(f"options.{key}", "must be a non-empty string")
     return value
@@ -344,6 +353,10 @@ class Driver:
     #: whether jobs go on when the client's process exits (False: an in-process farm,
     #: whose jobs end with it; ``aiofarm run`` then cancels on Ctrl-C instead of detaching)
     jobs_outlive_client: ClassVar[bool] = True
+    #: (largest argument or ``NAME=value``, largest argv + environment) in bytes a job's
+    #: command can be started with, checked at submit (None: the back end has no such
+    #: limit, or its own check answers at submit)
+    exec_limits: tuple[int, int] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     @classmethod
@@ -541,3 +554,15 @@ class Driver:
         self, names: Sequence[str], enabled: bool, *, stop_work: bool, reason: str | None
     ) -> None:
         raise self._unsupported("workers.enable" if enabled else "workers.disable")
+
+
+def host_exec_limits() -> tuple[int, int]:
+    """What execve(2) takes on this host: one string at most MAX_ARG_STRLEN (32 pages
+    on Linux), argv + envp at most ARG_MAX less this process's own environment (a job
+    inherits it) and room for the variables the farm adds."""
+    try:
+        arg_max = int(os.sysconf("SC_ARG_MAX"))
+    except (ValueError, OSError):
+        arg_max = 2 * 1024 * 1024
+    inherited = sum(len(k) + len(v) + 2 + 8 for k, v in os.environb.items())
+    return 32 * 4096, max(arg_max - inherited - 16 * 1024, 64 * 1024)

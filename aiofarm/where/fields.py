@@ -6,6 +6,7 @@ driver that translates expressions into its back end's own filter language.
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -130,7 +131,7 @@ def _coerce_one(field: str, kind: Kind, value: object) -> Any:
             raise _bad(field, f"{value!r} is not a number")
         if isinstance(value, str):
             try:
-                return int(value)
+                value = int(value)
             except ValueError:
                 try:
                     value = float(value)
@@ -138,17 +139,33 @@ def _coerce_one(field: str, kind: Kind, value: object) -> Any:
                     raise _bad(field, f"{value!r} is not a number") from None
         if isinstance(value, float) and value != value:  # NaN compares false with everything
             raise _bad(field, "NaN is not a usable number")
+        if isinstance(value, float) and value in (math.inf, -math.inf):
+            raise _bad(field, "an infinite number is not a usable bound")
+        if not -(2**63) <= value < 2**63:  # what SQLite and every back end store
+            raise _bad(field, f"{str(value)[:40]} is out of the 64-bit integer range")
         return value
     if kind == "time":
         return _coerce_time(field, value)
     # str and tags both compare against strings
     if not isinstance(value, str):
         raise _bad(field, f"{value!r} is not a string")
+    _check_text(field, value)
     return str(value)
+
+
+def _check_text(field: str, value: str) -> None:
+    if "\x00" in value:
+        raise _bad(field, "a NUL byte is not usable text")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _bad(field, "a lone surrogate is not usable text") from None
 
 
 def _coerce_time(field: str, value: object) -> datetime:
     if isinstance(value, str):
+        _check_text(field, value)
         text = value.strip()
         if text[-1:] in ("Z", "z"):  # fromisoformat accepts "Z" only from 3.11
             text = text[:-1] + "+00:00"
@@ -171,7 +188,10 @@ def _coerce_time(field: str, value: object) -> datetime:
     if not isinstance(value, datetime):
         raise _bad(field, f"{value!r} is not a datetime")
     # a naive time is local wall-clock time, as everywhere in Python (datetime.now())
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        raise _bad(field, f"{value.isoformat()} is out of range in UTC") from None
 
 
 def coerce(field: str, op: str, value: object) -> Any:
@@ -195,10 +215,13 @@ def coerce(field: str, op: str, value: object) -> Any:
     if op == "matches":
         if not isinstance(value, str):
             raise _bad(field, f"{value!r} is not a regular expression string")
+        _check_text(field, value)
         try:
             re.compile(value)
         except re.error as e:
-            raise _bad(field, f"bad regular expression {value!r}: {e}") from None
+            raise _bad(field, f"bad regular expression {value[:80]!r}: {e}") from None
+        except (RecursionError, OverflowError, MemoryError):
+            raise _bad(field, "the regular expression is nested too deeply to compile") from None
         return value
     if op == "contains" and kind == "str" and not isinstance(value, str):
         raise _bad(field, f"{value!r} is not a string")

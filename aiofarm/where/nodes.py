@@ -12,13 +12,23 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
+from ..errors import InvalidSpec
 from ..models import JobStatus
 from .fields import Op, build_test, coerce
 
 if TYPE_CHECKING:
     from ..models import Job
 
-__all__ = ["And", "Compare", "Expr", "Not", "Or"]
+__all__ = ["MAX_DEPTH", "And", "Compare", "Expr", "Not", "Or"]
+
+#: how deeply filters may nest (``not``/``~`` and a chain inside a chain of the other
+#: kind): far past any hand-written filter, and well inside Python's recursion limit,
+#: which text output, equality and evaluation all walk
+MAX_DEPTH = 100
+
+
+def _too_deep() -> InvalidSpec:
+    return InvalidSpec("where", f"the filter nests deeper than {MAX_DEPTH} levels")
 
 
 class Expr:
@@ -54,6 +64,17 @@ class Expr:
 
     def _text(self, parent: int) -> str:
         raise NotImplementedError
+
+    @property
+    def depth(self) -> int:
+        """Nesting levels under this node (a Compare is 0; a run of ``|`` is one level)."""
+        return getattr(self, "_depth", 0)
+
+    def _nest(self, depth: int) -> None:
+        """Record this node's depth, refusing one past :data:`MAX_DEPTH`."""
+        if depth > MAX_DEPTH:
+            raise _too_deep()
+        object.__setattr__(self, "_depth", depth)
 
     def __str__(self) -> str:
         """Text that :func:`parse` reads back into an equal expression."""
@@ -147,6 +168,12 @@ class _Chain(Expr):
     _word: ClassVar[str] = ""
     _level: ClassVar[int] = 0
 
+    _depth: int = attrs.field(init=False, default=0, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # a same-kind operand continues this run (flattened everywhere), another kind nests
+        self._nest(max(e.depth if type(e) is type(self) else e.depth + 1 for e in (self.left, self.right)))
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.left, self.right))
 
@@ -225,6 +252,11 @@ class Not(Expr):
     _test: Callable[[Job], bool] | None = attrs.field(
         init=False, default=None, eq=False, hash=False, repr=False
     )
+
+    _depth: int = attrs.field(init=False, default=0, eq=False, hash=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._nest(self.operand.depth + 1)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Not, (self.operand,))

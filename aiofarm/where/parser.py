@@ -12,11 +12,13 @@ import attrs
 
 from ..errors import InvalidSpec
 from .fields import KIND_OPERATORS, OPERATOR_HINTS, Kind, Op, kind_of, unknown_field
-from .nodes import And, Compare, Expr, Not, Or
+from .nodes import MAX_DEPTH, And, Compare, Expr, Not, Or
 
 __all__ = ["WhereSyntaxError", "parse"]
 
 _NONE_WORDS = frozenset({"none", "null"})
+#: longest filter text read (a filter is typed or generated, never a document)
+MAX_TEXT = 65536
 
 
 class WhereSyntaxError(InvalidSpec):
@@ -105,6 +107,12 @@ class _Parser:
         self.text = text
         self.tokens = _tokenize(text)
         self.pos = 0
+        self.depth = 0  # open parentheses and nots: the recursion is bounded by MAX_DEPTH
+
+    def enter(self, tok: _Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            self.error(f"the filter nests deeper than {MAX_DEPTH} levels", tok)
 
     @property
     def tok(self) -> _Token:
@@ -145,14 +153,18 @@ class _Parser:
 
     def not_expr(self) -> Expr:
         if self.at("kw", "not") or self.at("sym", "~"):
-            self.take()
-            return Not(self.not_expr())
+            self.enter(self.take())
+            expr = Not(self.not_expr())
+            self.depth -= 1
+            return expr
         return self.primary()
 
     def primary(self) -> Expr:
         if self.at("sym", "("):
             open_tok = self.take()
+            self.enter(open_tok)
             expr = self.or_expr()
+            self.depth -= 1
             if not self.at("sym", ")"):
                 if self.at("end"):
                     self.error("unclosed parenthesis", open_tok)
@@ -241,4 +253,12 @@ def parse(text: str) -> Expr:
     """
     if not isinstance(text, str):
         raise InvalidSpec("where", f"expected filter text, got {type(text).__name__}")
-    return _Parser(text).parse()
+    if len(text) > MAX_TEXT:
+        raise InvalidSpec("where", f"the filter text is {len(text)} characters long, at most {MAX_TEXT}")
+    parser = _Parser(text)
+    try:
+        return parser.parse()
+    except WhereSyntaxError:
+        raise
+    except InvalidSpec as exc:  # from building a node (depth): point at where we were
+        raise WhereSyntaxError(exc.field, exc.reason, text, parser.tok.col) from None

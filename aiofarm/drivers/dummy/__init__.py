@@ -288,6 +288,8 @@ class DummyDriver(Driver):
     async def read_log(self, job_id: str, token: str | None, query: LogQuery) -> LogPage:
         self.calls["read_log"] += 1
         lines = [ln for ln in self.logs.get(job_id, ()) if ln.stream in query.streams]
+        if token is not None and not token.isdigit():
+            raise InvalidSpec("next_token", "is not a token this back end gave")
         start = int(token or 0)
         chunk = lines[start : start + query.limit]
         return LogPage(tuple(chunk), str(start + len(chunk)))

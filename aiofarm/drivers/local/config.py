@@ -15,6 +15,8 @@ from ..base import url_options
 if TYPE_CHECKING:
     import yarl
 
+#: validation.MAX_COUNT (drivers do not import the client layer)
+MAX_COUNT = 2**31 - 1
 OPTIONS = ("cancel_grace", "slots", "role", "state_dir", "embedded", "idle_timeout")
 #: minutes of idleness (no active job, no client) after which the service exits
 DEFAULT_IDLE_TIMEOUT = 600.0
@@ -61,18 +63,22 @@ def parse(url: yarl.URL, options: Mapping[str, Any]) -> FarmConfig:
     slots_opt = merged.get("slots")
     slots: int | None = None
     if slots_opt is not None:
+        shown = repr(slots_opt)[:60]
         try:
             slots = int(slots_opt)
-        except (TypeError, ValueError):
-            raise InvalidSpec("options.slots", f"must be an integer, got {slots_opt!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidSpec("options.slots", f"must be an integer, got {shown}") from None
         if isinstance(slots_opt, bool) or slots < 1 or (isinstance(slots_opt, float) and slots != slots_opt):
-            raise InvalidSpec("options.slots", f"must be an integer >= 1, got {slots_opt!r}")
+            raise InvalidSpec("options.slots", f"must be an integer >= 1, got {shown}")
+        if slots > MAX_COUNT:
+            raise InvalidSpec("options.slots", f"must be at most {MAX_COUNT}, got {shown}")
     role = str(merged.get("role", "auto"))
     if role not in ("auto", "owner", "reader"):
         raise InvalidSpec("options.role", f"must be auto, owner or reader, got {role!r}")
     embedded = _bool_option(merged, "embedded")
     if role != "auto" and not embedded:
         raise InvalidSpec("options.role", "only an embedded farm (embedded=true) has roles")
+    _check_path(path, "options.state_dir" if "state_dir" in merged else "url")
     return FarmConfig(
         state_dir=os.path.abspath(path),
         cancel_grace=grace,
@@ -81,6 +87,20 @@ def parse(url: yarl.URL, options: Mapping[str, Any]) -> FarmConfig:
         embedded=embedded,
         idle_timeout=idle,
     )
+
+
+def _check_path(path: str, field: str) -> None:
+    """A state dir the file system can hold: no NUL, encodable, within PATH_MAX/NAME_MAX."""
+    if "\x00" in path:
+        raise InvalidSpec(field, "the state dir path contains a NUL byte")
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:
+        raise InvalidSpec(field, "the state dir path is not encodable in the file system's encoding") from None
+    # the socket path under it must fit sun_path (108 bytes) too, but a longer state
+    # dir is still served: the service falls back to a short link (connect.py)
+    if len(raw) > 4000 or any(len(part) > 255 for part in raw.split(b"/")):
+        raise InvalidSpec(field, "the state dir path is longer than the file system allows")
 
 
 def _bool_option(options: Mapping[str, Any], key: str) -> bool:

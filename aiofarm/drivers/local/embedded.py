@@ -22,6 +22,7 @@ import anyio
 
 from ...errors import BackendError, InvalidSpec, StateLocked
 from ...models import Capability
+from ..base import host_exec_limits
 from . import config, processes, store
 from .model import DEFAULT_POOL, FAILED, LOST_REASON, RUNNING, FarmPool, now
 from .submit import Submit
@@ -89,6 +90,7 @@ class EmbeddedDriver(Submit):
     """The farm itself. Options: see :mod:`.config` (``cancel_grace``, ``slots``, ``role``)."""
 
     name: ClassVar[str] = "local"
+    exec_limits = host_exec_limits()
     capabilities: ClassVar[frozenset[Capability]] = CAPABILITIES
     max_batch_get: ClassVar[int] = 900  # SQLite's bound-parameter budget per IN (...)
     jobs_outlive_client: ClassVar[bool] = False  # the farm lives in the client's process
