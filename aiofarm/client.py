@@ -193,8 +193,10 @@ class Client:
                 await driver.aclose()
                 await supervisor.stop()
             raise
+        from .tracing import trace_driver
         from .watch import Hub
 
+        trace_driver(driver)  # spans per driver call, only when OpenTelemetry is configured
         self._supervisor = supervisor
         self._driver = driver
         self._hub = Hub(driver, supervisor.spawn)

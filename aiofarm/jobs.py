@@ -35,7 +35,10 @@ from .models import (
     TransferProgress,
 )
 from .query import build_query
+from .tracing import enabled as tracing_enabled
+from .tracing import span, traced
 from .validation import (
+    MAX_PAGE_SIZE,
     MAX_TAG_LEN,
     as_ids,
     check_argv_size,
@@ -63,8 +66,7 @@ __all__ = ["Jobs"]
 
 
 
-#: largest page a listing asks a driver for (Deadline and Slurm page far below this)
-MAX_PAGE_SIZE = 10_000
+ProgressCallback = Callable[[TransferProgress], object] | None
 
 
 class Jobs:
@@ -153,6 +155,10 @@ class Jobs:
         if not specs:
             return []
         checked = [validate_spec(spec, f"specs[{i}]") for i, spec in enumerate(specs)]
+        with span("aiofarm.jobs.submit", self._driver.name, job_count=len(checked)):
+            return await self._submit(checked, on_progress)
+
+    async def _submit(self, checked: builtins.list[JobSpec], on_progress: ProgressCallback) -> builtins.list[Job]:
         rules = self._client.path_mapping.list()
         if rules or any(s.path_mapping for s in checked):
             from .pathmap import prepare_spec
@@ -415,10 +421,13 @@ class Jobs:
             from .progress import status_display
 
             shown = status_display(job_id, progress)
-        return wait(
+        waiting = wait(
             self._client.hub, self._driver, job_id, until=until, timeout=timeout,
             max_interval=max_interval, on_status=on_status, progress=shown,
         )  # fmt: skip
+        if tracing_enabled():
+            return traced(waiting, "aiofarm.jobs.wait", self._driver.name, job_count=1)
+        return waiting
 
     def as_completed(
         self,

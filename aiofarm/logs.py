@@ -22,6 +22,7 @@ import attrs
 from .backoff import Backoff
 from .errors import ConnectionLost, InvalidSpec, JobNotFound, TransientError
 from .models import Capability, Job, LogLine, LogPage
+from .tracing import span
 from .validation import (
     MAX_ID_LEN,
     MAX_TAG_LEN,
@@ -280,11 +281,12 @@ class Logs:
             check_id(job_id, "job_id")
             if not follow:
                 await client.jobs.get(job_id)  # JobNotFound before the first line, not after
-            it = _job_lines(client, job_id, query, timestamps=timestamps)
-            try:
-                yield it
-            finally:
-                await it.aclose()
+            with span("aiofarm.logs.stream", client.driver.name, job_count=1, current=False):
+                it = _job_lines(client, job_id, query, timestamps=timestamps)
+                try:
+                    yield it
+                finally:
+                    await it.aclose()
             return
         if where is not None:
             if job_id is not None:
@@ -295,8 +297,9 @@ class Logs:
             assert job_id is not None
             ids = as_ids(job_id, "job_id")
             await client.jobs.get_many(ids)  # JobNotFound before the first line
-        async with _merged(client, ids, query, timestamps=timestamps) as lines:
-            yield lines
+        with span("aiofarm.logs.stream", client.driver.name, job_count=len(ids), current=False):
+            async with _merged(client, ids, query, timestamps=timestamps) as lines:
+                yield lines
 
     async def read(
         self,

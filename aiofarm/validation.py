@@ -47,6 +47,8 @@ MAX_NAME_LEN = 1024
 MAX_TAG_LEN = 256
 MAX_PATH_LEN = 4096
 MAX_DESCRIPTION_LEN = 65536
+#: largest page a listing asks a driver for (Deadline and Slurm page far below this)
+MAX_PAGE_SIZE = 10_000
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 
 

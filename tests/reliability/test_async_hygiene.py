@@ -62,7 +62,8 @@ async def _listing_yields_every_page(farm: Client, figure: Callable[[str, object
         tg.cancel_scope.cancel()
     pages = math.ceil(N_JOBS / PAGE)
     assert seen == N_JOBS
-    assert ticks >= pages, f"the loop ran other tasks {ticks} times over {pages} pages"
+    # at least once between two pages (a driver that suspends itself adds more)
+    assert ticks >= pages - 1, f"the loop ran other tasks {ticks} times over {pages} pages"
     figure(f"{farm.driver_name}: listing {N_JOBS} jobs, longest loop stall", f"{ticker.longest * 1000:.1f} ms")
 
 

@@ -1,0 +1,158 @@
+"""Forced disconnects during a followed log: at least 100 per run, and the lines the
+follower read are exactly the job's own output (compared with what the job wrote to
+a file of its own): 0 lost, 0 repeated.
+
+- local: the client reaches the farm service through a unix-socket proxy that
+  resets every connection (in-flight long polls included) every 30 ms;
+- dummy: every third ``read_log`` of the driver fails with ``ConnectionLost``;
+- Deadline: CloudWatch Logs (moto) is reached through the proxy, reset the same way;
+- Ray: the WebSocket tail goes through the proxy, cut every 30 ms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import aiofarm
+from aiofarm import Client, JobSpec, JobStatus
+
+from .conftest import FULL
+from .faultproxy import FaultProxy
+
+pytestmark = pytest.mark.anyio
+
+LINES = 3000 if FULL else 600
+DROPS = 100
+
+
+def _writer_command(out: Path, lines: int, pause: float) -> list[str]:
+    # each line goes to stdout and to the job's own file, paced so the follow is live
+    script = f'i=0; while [ $i -lt {lines} ]; do echo "line $i"; echo "line $i" >> "$1"; i=$((i+1)); sleep {pause}; done'
+    return ["sh", "-c", script, "sh", str(out)]
+
+
+async def _follow_while_dropping(
+    farm: Client, job_id: str, drop: Callable[[], object], interval: float = 0.03
+) -> tuple[list[str], int]:
+    got: list[str] = []
+    drops = 0
+
+    async def dropper() -> None:
+        nonlocal drops
+        while True:
+            await anyio.sleep(interval)
+            drop()
+            drops += 1
+
+    with anyio.fail_after(600):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(dropper)
+            async with farm.logs.stream(job_id, streams=("stdout",)) as lines:
+                async for line in lines:
+                    got.append(line.text)
+            tg.cancel_scope.cancel()
+    return got, drops
+
+
+async def test_local_follow_survives_forced_disconnects(tmp_path: Path, figure: Callable[[str, object], None]) -> None:
+    state = tmp_path / "state"
+    out = tmp_path / "out.txt"
+    async with Client(f"local://{state}") as direct:  # starts the service of `state`
+        job = await direct.jobs.start(["sleep", "0"])
+        await direct.jobs.wait(job.id, timeout=60)
+        front = tmp_path / "front"
+        front.mkdir(mode=0o700)
+        async with FaultProxy(str(state / "farm.sock"), listen_path=str(front / "farm.sock")) as proxy, Client(
+            f"local://{front}"
+        ) as farm:
+            writer = await farm.jobs.start(_writer_command(out, LINES, 0.01))
+            got, drops = await _follow_while_dropping(farm, writer.id, proxy.drop_all)
+            assert (await farm.jobs.wait(writer.id, timeout=60)).status is JobStatus.SUCCEEDED
+    figure("local: forced disconnects during one follow", f"{drops} ({proxy.counts['dropped']} connections reset)")
+    assert drops >= DROPS
+    assert got == out.read_text().splitlines()
+
+
+async def test_dummy_follow_survives_lost_reads(figure: Callable[[str, object], None]) -> None:
+    async with Client("dummy://") as farm:
+        driver: Any = farm.driver
+        (job,) = await farm.jobs.submit([JobSpec(command=["x"])])
+        driver.set_status(job.id, JobStatus.RUNNING)
+        real = driver.read_log
+        calls = {"n": 0, "lost": 0}
+        written: list[str] = []
+
+        async def flaky(*args: Any, **kwargs: Any) -> Any:
+            # the job writes a few lines between two reads; every other read is lost
+            calls["n"] += 1
+            for _ in range(3):
+                if len(written) < LINES:
+                    written.append(f"line {len(written)}")
+                    driver.write_log(job.id, written[-1])
+            if len(written) == LINES and driver.jobs[job.id].status is JobStatus.RUNNING:
+                driver.set_status(job.id, JobStatus.SUCCEEDED)
+            if calls["n"] % 2 == 0 and calls["lost"] < 2 * DROPS:
+                calls["lost"] += 1
+                raise aiofarm.ConnectionLost("forced disconnect")
+            return await real(*args, **kwargs)
+
+        driver.read_log = flaky
+        got: list[str] = []
+        with anyio.fail_after(300):
+            async with farm.logs.stream(job.id) as lines:
+                async for line in lines:
+                    got.append(line.text)
+    figure("dummy: lost reads during one follow", str(calls["lost"]))
+    assert calls["lost"] >= DROPS
+    assert got == written
+
+
+@pytest.mark.deadline
+async def test_deadline_follow_survives_forced_disconnects(tmp_path: Path, figure: Callable[[str, object], None]) -> None:
+    from tests.backends import deadline
+    from tests.fakes.deadline.process import aws_env, patched_environ
+
+    process = deadline._start()
+    process.reset()
+    logs = process.logs_endpoint
+    assert logs is not None
+    host, _, port = logs.split("//", 1)[1].rstrip("/").partition(":")
+    out = tmp_path / "out.txt"
+    try:
+        process.admin("config", {"execute": True})
+        process.auto(0.05)
+        with patched_environ(aws_env(str(tmp_path))):
+            async with FaultProxy((host, int(port))) as proxy, Client(
+                process.url(logs_endpoint_url=f"http://{proxy.address}")
+            ) as farm:
+                job = await farm.jobs.start(_writer_command(out, LINES // 3, 0.02))
+                got, drops = await _follow_while_dropping(farm, job.id, proxy.drop_all)
+    finally:
+        process.reset()
+    figure("deadline: forced disconnects during one follow", f"{drops} ({proxy.counts['dropped']} connections reset)")
+    assert drops >= DROPS
+    # Deadline's session log frames the command's output with worker lines
+    mine = [text for text in got if text.startswith("line ")]
+    assert mine == out.read_text().splitlines()
+
+
+@pytest.mark.ray
+async def test_ray_follow_survives_forced_disconnects(tmp_path: Path, figure: Callable[[str, object], None]) -> None:
+    from tests.backends import ray
+
+    head = await anyio.to_thread.run_sync(ray.start_head)
+    host, _, port = head.http.split("//", 1)[1].rstrip("/").partition(":")
+    out = tmp_path / "out.txt"
+    async with FaultProxy((host, int(port))) as proxy, Client(
+        head.url.replace(f"{host}:{port}", proxy.address), token=head.token
+    ) as farm:
+        job = await farm.jobs.start(_writer_command(out, LINES // 3, 0.02))
+        got, drops = await _follow_while_dropping(farm, job.id, proxy.drop_all)
+    figure("ray: forced disconnects during one follow", f"{drops} ({proxy.counts['dropped']} connections reset)")
+    assert drops >= DROPS
+    assert [t for t in got if t.startswith("line ")] == out.read_text().splitlines()
