@@ -81,7 +81,9 @@ async def _read_body(reader: asyncio.StreamReader, head: bytes) -> bytes:
 async def _read_answer(reader: asyncio.StreamReader) -> bytes:
     """One whole answer: its head and the body its Content-Length (or chunking) frames,
     else everything up to EOF (we asked for ``Connection: close``). Bytes past the
-    framed body are dropped (slurmrestd 22.05 sends a few)."""
+    framed body are dropped (slurmrestd 22.05 sends a few). The head says
+    ``Connection: close`` to the client too: we close after each answer, and a client
+    must not keep the connection for another request."""
     head = await _read_head(reader)
     if head is None:
         raise ConnectionResetError("the back end closed without an answer")
@@ -89,8 +91,8 @@ async def _read_answer(reader: asyncio.StreamReader) -> bytes:
     if status in (b"204", b"304") or _header(head, b"content-length") is not None or (
         (_header(head, b"transfer-encoding") or b"").lower() == b"chunked"
     ):
-        return head + await _read_body(reader, head)
-    return head + await reader.read()
+        return _rewrite_connection(head) + await _read_body(reader, head)
+    return _rewrite_connection(head) + await reader.read()
 
 
 def _rewrite_connection(head: bytes) -> bytes:

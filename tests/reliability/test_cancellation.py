@@ -23,23 +23,13 @@ import pytest
 from aiofarm import Client, JobSpec, JobStatus
 
 from .conftest import FULL
+from .programs import ECHO_SERVER
 
 pytestmark = pytest.mark.anyio
 
 #: how many cancel points per operation at most (spread evenly over all of them)
 POINTS = 400 if FULL else 40
 
-ECHO_SERVER = (
-    "import socket\n"
-    "s = socket.socket()\n"
-    "s.bind(('127.0.0.1', 0))\n"
-    "s.listen()\n"
-    "print('port', s.getsockname()[1], flush=True)\n"
-    "while True:\n"
-    "    c, _ = s.accept()\n"
-    "    c.sendall(c.recv(1024).upper())\n"
-    "    c.close()\n"
-)
 
 
 class CancelAt:

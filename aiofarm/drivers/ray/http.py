@@ -54,7 +54,8 @@ def _seconds(value: str | None) -> float | None:
 
 def _is_request_error(status: int, text: str) -> bool:
     """Ray answers some bad requests with 500 and a traceback: not worth retrying."""
-    return status < 500 or "already exists" in text or "ValueError" in text or "TypeError" in text
+    # 429 is throttling (a gateway in front of the dashboard): it passes, so it is retried
+    return (status < 500 and status != 429) or "already exists" in text or "ValueError" in text or "TypeError" in text
 
 
 class RayHTTP:

@@ -223,7 +223,8 @@ class SlurmHTTP:
                 t in message for t in _TRANSIENT_TEXT
             ):
                 raise BackendUnavailable(DRIVER, number, err.message, retry_after=retry_after)
-            if number is None and status in (502, 503, 504):
+            # 429: a proxy or gateway in front of slurmrestd throttling us (found by the fault proxy)
+            if number is None and status in (429, 502, 503, 504):
                 raise BackendUnavailable(DRIVER, status, err.message, retry_after=retry_after)
             raise err
 
