@@ -71,6 +71,14 @@ for label, value in BAD_TEXT:
         add("spec_text", f"start argv[1] {label}", "jobs.start", args=[["echo", value]], field="command[1]")
     if label not in ("int", "huge"):
         add("spec_text", f"start shell {label}", "jobs.start", args=[f"echo {value}"], field="command")
+for label, value in BAD_TEXT:  # labels (Kubernetes syntax): bad keys and bad values
+    add("spec_text", f"submit label key {label}", "jobs.submit",
+        args=[[{"$spec": {"command": ["true"], "labels": {"$map": [[value, "v"]]}}}]], field="specs[0].labels")
+    add("spec_text", f"submit label value {label}", "jobs.submit",
+        args=[[{"$spec": {"command": ["true"], "labels": {"team": value}}}]], field="specs[0].labels")
+    add("filters", f"list where labels {label}", "jobs.list",
+        kwargs={"where": {"$concat": ['labels["team"] == "', value if isinstance(value, str) else str(value), '"']}},
+        field="where")
 add("spec_text", "submit second spec surrogate name", "jobs.submit",
     args=[[{"$spec": {"command": ["true"]}}, {"$spec": {"command": ["true"], "name": SURROGATE}}]],
     field="specs[1].name")
