@@ -141,8 +141,6 @@ def _coerce_one(field: str, kind: Kind, value: object) -> Any:
             raise _bad(field, "NaN is not a usable number")
         if isinstance(value, float) and value in (math.inf, -math.inf):
             raise _bad(field, "an infinite number is not a usable bound")
-        if not -(2**63) <= value < 2**63:  # what SQLite and every back end store
-            raise _bad(field, f"{str(value)[:40]} is out of the 64-bit integer range")
         return value
     if kind == "time":
         return _coerce_time(field, value)

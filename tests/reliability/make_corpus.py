@@ -170,6 +170,8 @@ for label, value in [("surrogate", SURROGATE), ("unknown key", "colour"), ("int"
     add("listing", f"list sort {label}", "jobs.list", kwargs={"sort": value}, field="sort")
 
 # -- the filter language ---------------------------------------------------------------
+# an integer of any size is a valid bound in a filter (evaluated by the client where
+# SQL cannot: tests/local/test_filtering.py), so none is here
 FILTERS: list[tuple[str, Any, str]] = [
     ("300 nested parentheses", {"$big": ["(", 300], "$then": "status == failed" + ")" * 300}, "where"),
     ("10,000 not", {"$big": ["not ", 10_000], "$then": "status == failed"}, "where"),
@@ -181,10 +183,8 @@ FILTERS: list[tuple[str, Any, str]] = [
     ("date 9999 west", 'created_at < "9999-12-31T23:59:59-01:00"', "where.created_at"),
     ("date garbage", 'started_at > "yesterday"', "where.started_at"),
     ("date year 10000", 'finished_at > "10000-01-01"', "where.finished_at"),
-    ("priority huge", "priority < " + "9" * 400, "where.priority"),
     ("priority inf", "priority < inf", "where.priority"),
     ("priority nan", "priority == nan", "where.priority"),
-    ("exit_code 2**64", f"exit_code == {2**64}", "where.exit_code"),
     ("surrogate value", f'name == "{SURROGATE}"', "where"),
     ("surrogate field", f"{SURROGATE} == 1", "where"),
     ("nul value", 'name == "a\x00b"', "where"),
@@ -212,7 +212,6 @@ for label, text, field in FILTERS:
 add("filters", "~ applied 10,000 times", "where.build", args=[{"$invert": 10_000}], field="where")
 add("filters", "& nested right 5,000 times", "where.build", args=[{"$nest_and_not": 5_000}], field="where")
 add("filters", "where.created_at >= year 1 east", "where.build", args=[{"$compare": ["created_at", ">=", {"$dt": "0001-01-01T00:00:00+05:00"}]}], field="where.created_at")
-add("filters", "where.priority < 2**70", "where.build", args=[{"$compare": ["priority", "<", 2**70]}], field="where.priority")
 add("filters", "where.priority < nan", "where.build", args=[{"$compare": ["priority", "<", {"$float": "nan"}]}], field="where.priority")
 add("filters", "where.name == surrogate", "where.build", args=[{"$compare": ["name", "==", SURROGATE]}], field="where.name")
 
