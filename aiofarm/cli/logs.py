@@ -4,7 +4,10 @@ several ids), as ``kubectl logs`` does.
 The job's stdout goes to our stdout and its stderr to our stderr; ``--prefix`` puts
 ``[ID] `` in front of each line (on by default for several jobs); ``-o json`` prints
 JSON lines (``{"type": "log", "job", "stream", "time", "task", "text"}``) on stdout.
-Several jobs are followed at once, each line printed as it arrives.
+Several jobs are followed at once, each line printed as it arrives: one stream per job
+in one task group, not ``logs.stream(ids)``, which costs 2.7x the CPU for the same lines
+today (100,000 lines of 10 jobs: 2.0 s of CPU against 0.74 s, load 12) and cannot give
+``--tail`` per job.
 """
 
 from __future__ import annotations

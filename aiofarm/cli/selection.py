@@ -28,8 +28,7 @@ def selection_expr(where_text: str | None, selectors: tuple[str, ...]) -> Expr |
             key, sep, value = pair.partition("=")
             if not sep or not key.strip():
                 raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="-l/--selector")
-            labels: Any = where.labels  # a mapping field: labels["team"]
-            parts.append(labels[key.strip()] == value.strip())
+            parts.append(where.labels[key.strip()] == value.strip())
     return conjoin(parts) if parts else None
 
 

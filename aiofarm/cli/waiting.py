@@ -13,19 +13,18 @@ import json
 import math
 import sys
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import FarmError, WaitTimeout
-from ..models import JobStatus
+from ..errors import FarmError, StatusNotReached, WaitTimeout
+from ..models import Job, JobStatus
 from .common import EXIT_FAILED, EXIT_TIMEOUT, Options, note, parse_statuses, run_command
 from .output import job_dict
 from .selection import select_jobs, selection_expr, selection_options
 
 if TYPE_CHECKING:
     from ..client import Client
-    from ..models import Job
 
 __all__ = ["register", "wait"]
 
@@ -48,14 +47,15 @@ async def _reached(
         return
     import anyio
 
-    send, receive = anyio.create_memory_object_stream["Job | BaseException"](math.inf)
+    send, receive = anyio.create_memory_object_stream[Job | BaseException](math.inf)
 
     async def one(job_id: str) -> None:
         try:
-            wait: Any = farm.jobs.wait
-            result = await wait(job_id, timeout=timeout, until=until)
+            result = await farm.jobs.wait(job_id, timeout=timeout, until=until)
             send.send_nowait(result.job)
-        except FarmError as exc:  # finished elsewhere (JobNotRunning-like) or timed out
+        except StatusNotReached as exc:  # finished without getting there: shown as it ended
+            send.send_nowait(exc.job if isinstance(exc.job, Job) else await farm.jobs.get(job_id))
+        except FarmError as exc:  # a timeout, a lost connection: raised below
             send.send_nowait(exc)
 
     async with anyio.create_task_group() as tg:
@@ -64,15 +64,9 @@ async def _reached(
         with receive:
             for _ in ids:
                 item = await receive.receive()
-                if isinstance(item, WaitTimeout):
-                    raise item
                 if isinstance(item, BaseException):
-                    reached = getattr(item, "job", None)  # finished without getting there
-                    if reached is None:
-                        raise item
-                    yield reached
-                else:
-                    yield item
+                    raise item
+                yield item
 
 
 @click.command()
