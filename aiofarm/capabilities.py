@@ -47,6 +47,7 @@ NEUTRAL: Mapping[Capability, object] = MappingProxyType(
         Capability.LOGS_TASK: None,
         Capability.LOGS_ATTEMPT: None,
         Capability.ATTACH_BATCH_STEP: None,
+        Capability.ATTACH_STEP: None,
         Capability.EXEC_TTY: False,
         Capability.WORKERS_STOP_WORK: False,
         Capability.FUNCTIONS_MAX_CONCURRENCY: None,

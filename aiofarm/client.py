@@ -260,12 +260,12 @@ class Client:
         """The open driver, else its class: what capability checks read."""
         return self._driver if self._driver is not None else self._driver_cls
 
-    def require(self, capability: Capability, *value: object) -> None:
+    def require(self, capability: Capability, *value: object, detail: str = "") -> None:
         """Raise ``UnsupportedError`` naming the driver and ``capability`` unless the
         driver can do it (for a parameter: honour ``value``); see aiofarm/capabilities.py."""
         from .capabilities import require
 
-        require(self._driver_info, capability, *value)
+        require(self._driver_info, capability, *value, detail=detail)
 
     @property
     def driver(self) -> Driver:

@@ -548,17 +548,28 @@ class Jobs:
         stdout: bool = True,
         stderr: bool = True,
         start_timeout: float = 300,
+        step: str | None = None,
     ) -> AbstractAsyncContextManager[StdStream]:
-        """``async with farm.jobs.attach(id) as stream:`` — the job's own stdio. A job
-        that has not started yet is waited for up to ``start_timeout`` s (0: fail at once)."""
+        """``async with farm.jobs.attach(id) as stream:`` — the job's own stdio, or with
+        ``step=`` that of one step of the job (Slurm: an ``srun`` step, ``sattach``).
+        A job that has not started yet is waited for up to ``start_timeout`` s (0: fail
+        at once)."""
         from . import stdio
 
         check_id(job_id, "job_id")
         wait = stdio.check_start_timeout(start_timeout)
         self._client.require(Capability.ATTACH)
+        if step is None:
+            detail = "" if Capability.ATTACH_STEP not in self._client.capabilities else (
+                "it attaches to a step of the job only (step=)"
+            )
+            self._client.require(Capability.ATTACH_BATCH_STEP, detail=detail)
+        else:
+            check_id(step, "step")
+            self._client.require(Capability.ATTACH_STEP, step)
         return stdio.open_attach(
             self._driver, job_id, stdin=stdin, stdout=stdout, stderr=stderr,
-            hub=self._client.hub, start_timeout=wait,
+            hub=self._client.hub, start_timeout=wait, step=step,
         )  # fmt: skip
 
     def exec(

@@ -280,6 +280,7 @@ class Capability(str, enum.Enum):
     LOGS_TASK = "logs.task"  # one task's lines
     LOGS_ATTEMPT = "logs.attempt"  # one attempt's lines (each line knows its attempt)
     ATTACH_BATCH_STEP = "attach.batch_step"  # attach reaches the job's own process
+    ATTACH_STEP = "attach.step"  # attach(step=): one step of the job (Slurm: an srun step)
     EXEC_TTY = "exec.tty"
     WORKERS_STOP_WORK = "workers.stop_work"  # disable(stop_work=True)
     FUNCTIONS_MAX_CONCURRENCY = "functions.max_concurrency"

@@ -239,15 +239,17 @@ async def open_attach(
     stderr: bool = True,
     hub: Hub | None = None,
     start_timeout: float = 0.0,
+    step: str | None = None,
 ) -> AsyncIterator[StdStream]:
     """Attach to a running job's own stdio (it must have been started with ``tty`` or
     ``stdin`` for input to be possible; output can always be read from the moment of
-    attaching). Detaching never stops the job."""
+    attaching), or to one ``step`` of it. Detaching never stops the job."""
     _check_flags(stdin=stdin, stdout=stdout, stderr=stderr)
     await check_running(driver, job_id, "attach", hub=hub, start_timeout=start_timeout)
-    channel = await driver.open_stdio(
-        job_id, None, tty=False, stdin=stdin, stdout=stdout, stderr=stderr
-    )
+    if step is None:
+        channel = await driver.open_stdio(job_id, None, tty=False, stdin=stdin, stdout=stdout, stderr=stderr)
+    else:
+        channel = await driver.open_step_stdio(job_id, step, stdin=stdin, stdout=stdout, stderr=stderr)
     async with _session(channel, StdStream(channel, job_id=job_id, stdin=stdin, exec_=False)) as s:
         yield s
 

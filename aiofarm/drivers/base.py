@@ -519,6 +519,13 @@ class Driver:
         may leave it out of its signature; the client then resizes right after)."""
         raise self._unsupported("exec" if command is not None else "attach")
 
+    async def open_step_stdio(
+        self, job_id: str, step: str, *, stdin: bool, stdout: bool, stderr: bool
+    ) -> StdioChannel:
+        """Attach to one step of the job (``attach.step``: Slurm's srun steps), as
+        :meth:`open_stdio` attaches to the job itself."""
+        raise self._unsupported("attach.step")
+
     async def connect_port(self, job_id: str, port: int) -> anyio.abc.ByteStream:
         """A byte stream to ``port`` of the job (the client relays it). Only for drivers
         that must tunnel; the relay uses it when ``port_address`` is unsupported."""

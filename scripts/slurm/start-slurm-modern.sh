@@ -197,6 +197,47 @@ EOF
   mv "$TOKEN_FILE.tmp" "$TOKEN_FILE"
 }
 
+install_client_commands() {
+  HOSTBIN="$ROOT/host-bin"
+  mkdir -p "$HOSTBIN"
+  cat >"$HOSTBIN/slurm-chroot" <<EOF
+#!/bin/sh
+# Run a Slurm client command inside the chroot $ROOT from the host, in the current
+# directory when the chroot sees it (under /tmp), else in /tmp. chroot(2) needs root:
+# any other user comes back through sudo (/etc/sudoers.d/aiofarm-slurm-${CLUSTER//./} allows
+# this one script) and the command runs inside as that user again, so Slurm applies
+# the caller's permissions (a job's owner adds steps to it, root cannot).
+ROOT='$ROOT'
+name=\$(basename "\$0")
+if [ "\$name" = slurm-chroot ]; then name=\$1; shift; fi
+if [ "\$(id -u)" != 0 ]; then exec sudo -n "\$ROOT/host-bin/slurm-chroot" "\$name" "\$@"; fi
+set -- "\$name" "\$@"
+who=""
+if [ -n "\${SUDO_UID:-}" ] && [ "\$SUDO_UID" != 0 ]; then
+  home=\$(chroot "\$ROOT" getent passwd "\$SUDO_UID" | cut -d: -f6)
+  who="--userspec=\$SUDO_UID:\$SUDO_GID --groups=\$(id -G "\$SUDO_UID" | tr ' ' ',')"
+  set -- env HOME="\${home:-/tmp}" USER="\$SUDO_USER" LOGNAME="\$SUDO_USER" "\$@"
+fi
+# SLURM_JWT in the environment would switch the clients to auth/jwt (srun needs munge)
+exec env -u SLURM_JWT -u SLURM_CONF -u LD_PRELOAD -u LD_LIBRARY_PATH -u SUDO_UID -u SUDO_GID -u SUDO_USER \\
+  -u SUDO_COMMAND PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \\
+  chroot \$who "\$ROOT" /bin/sh -c 'cd "\$1" 2>/dev/null || cd /tmp; shift; exec "\$@"' sh "\$PWD" "\$@"
+EOF
+  chmod 0755 "$HOSTBIN/slurm-chroot"
+  # ... through sudo for every user, this script only (it goes back to the caller's uid)
+  if ! command -v sudo >/dev/null; then
+    log "apt-get install sudo (host)"
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq sudo >/tmp/aiofarm-slurm-host-apt.log 2>&1 \
+      || { tail -20 /tmp/aiofarm-slurm-host-apt.log >&2; die "could not install sudo on the host"; }
+  fi
+  SUDOERS=/etc/sudoers.d/aiofarm-slurm-${CLUSTER//./}
+  printf 'ALL ALL=(root) NOPASSWD: %s\n' "$HOSTBIN/slurm-chroot" >"$SUDOERS.tmp"
+  chmod 0440 "$SUDOERS.tmp"
+  visudo -cqf "$SUDOERS.tmp" || die "bad sudoers rule in $SUDOERS.tmp"
+  mv "$SUDOERS.tmp" "$SUDOERS"
+  for c in srun sbatch sattach scontrol scancel squeue sinfo sacct sacctmgr; do ln -sfn slurm-chroot "$HOSTBIN/$c"; done
+}
+
 all_up() {
   local f
   for f in "$MUNGE_PID" "$DB_PID" "$DBD_PID" "$CTLD_PID" "$SLURMD_PID" "$REST_PID"; do alive "$f" || return 1; done
@@ -221,13 +262,14 @@ case "$cmd" in
   purge)
     take_lock; [ -d "$ROOT" ] && { stop_all; umount_binds; }
     findmnt -rn -o TARGET | grep -q "^$ROOT\(/\|$\)" && die "something is still mounted under $ROOT"
-    rm -rf --one-file-system "$ROOT" "$ROOT.tmp"; echo "[slurm-$CLUSTER] deleted $ROOT"; exit 0 ;;
+    rm -rf --one-file-system "$ROOT" "$ROOT.tmp"; rm -f "/etc/sudoers.d/aiofarm-slurm-${CLUSTER//./}"; echo "[slurm-$CLUSTER] deleted $ROOT"; exit 0 ;;
   start|restart) take_lock ;;
   *) echo "usage: $0 [start|restart|stop|status|stop-rest|start-rest|purge]" >&2; exit 2 ;;
 esac
 
 if [ "$cmd" = start ] && [ -x "$ROOT/usr/sbin/slurmctld" ] && all_up; then
   mount_binds
+  install_client_commands
   write_env
   log "cluster already up; refreshed $OUT_ENV"
   exit 0
@@ -377,22 +419,7 @@ chmod 0644 "$ROOT/etc/slurm/slurm.conf" "$ROOT/etc/slurm/cgroup.conf"
 in_root chown slurm:slurm /etc/slurm/slurmdbd.conf
 chmod 0600 "$ROOT/etc/slurm/slurmdbd.conf"
 
-HOSTBIN="$ROOT/host-bin"
-mkdir -p "$HOSTBIN"
-cat >"$HOSTBIN/slurm-chroot" <<EOF
-#!/bin/sh
-# Run a Slurm client command inside the chroot $ROOT from the host (as root: chroot(2)),
-# in the current directory when the chroot sees it (under /tmp), else in /tmp.
-ROOT='$ROOT'
-name=\$(basename "\$0")
-if [ "\$name" = slurm-chroot ]; then name=\$1; shift; fi
-# SLURM_JWT in the environment would switch the clients to auth/jwt (srun needs munge)
-exec env -u SLURM_JWT -u SLURM_CONF -u LD_PRELOAD -u LD_LIBRARY_PATH \\
-  PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \\
-  chroot "\$ROOT" /bin/sh -c 'cd "\$1" 2>/dev/null || cd /tmp; shift; exec "\$@"' sh "\$PWD" "\$name" "\$@"
-EOF
-chmod 0755 "$HOSTBIN/slurm-chroot"
-for c in srun sbatch sattach scontrol scancel squeue sinfo sacct sacctmgr; do ln -sfn slurm-chroot "$HOSTBIN/$c"; done
+install_client_commands
 
 # ------------------------------------------------------------------ 3. daemons
 fail_log() { echo "----- $1" >&2; tail -25 "$ROOT$1" >&2 2>/dev/null || true; die "$2"; }

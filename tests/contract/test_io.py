@@ -121,6 +121,10 @@ async def test_attach_to_a_running_job(farm: Client) -> None:
         if Capability.ATTACH not in farm.capabilities:
             await refused(farm, Capability.ATTACH, lambda: farm.jobs.attach(job.id))
             return
+        if Capability.ATTACH_BATCH_STEP not in farm.capabilities:
+            # it attaches to steps of a job only (Slurm): not to the job's own process
+            await refused(farm, Capability.ATTACH_BATCH_STEP, lambda: farm.jobs.attach(job.id))
+            return
         async with farm.jobs.attach(job.id, stdin=interactive) as stream:
             if interactive:
                 await stream.write_in(b"hello\n")

@@ -326,6 +326,7 @@ async def test_parameters_a_driver_does_not_declare_are_refused(farm: Client) ->
         Capability.LOGS_STREAMS: lambda: farm.logs.page(job.id, streams=["stderr"]),
         Capability.LOGS_TASK: lambda: farm.logs.page(job.id, task="0"),
         Capability.LOGS_ATTEMPT: lambda: farm.logs.page(job.id, attempt=1),
+        Capability.ATTACH_STEP: lambda: farm.jobs.attach(job.id, step="0"),
         Capability.EXEC_TTY: lambda: farm.jobs.exec(job.id, OK, tty=True),
         Capability.WORKERS_STOP_WORK: lambda: farm.workers.disable("no-such-worker", stop_work=True),
         Capability.FUNCTIONS_MAX_CONCURRENCY: lambda: farm.functions.create(max, max_concurrency=2),

@@ -15,7 +15,9 @@ import pytest
 
 from aiofarm import (
     AuthError,
+    Capability,
     Client,
+    InvalidSpec,
     JobSpec,
     JobStatus,
     UnsupportedError,
@@ -326,10 +328,12 @@ async def test_port_forward_reaches_the_job(farm: Client) -> None:
 
 
 async def test_exec_runs_as_the_jobs_owner(slurm_cluster: Cluster) -> None:
-    if slurm_cluster.chroot:
-        pytest.skip("the chroot clusters' client commands need root (chroot(2)), so they cannot run as the owner")
     # root cannot add a step to another user's job; the driver runs srun as the owner
+    # (on the chroot clusters that user's srun comes back in through the sudo rule of
+    # scripts/slurm/start-slurm-modern.sh, as a site's wrapped client commands would)
     url = slurm_cluster.url.split("?")[0] + f"?partition=debug&user={slurm_cluster.job_user}"
+    if slurm_cluster.bin_dir:
+        url += f"&bin_dir={slurm_cluster.bin_dir}"
     async with Client(url, token=slurm_cluster.job_user_token) as farm:
         job = await farm.jobs.start(["sleep", "120"], cwd="/tmp")
         assert job.owner == slurm_cluster.job_user
@@ -343,30 +347,29 @@ async def test_exec_runs_as_the_jobs_owner(slurm_cluster: Cluster) -> None:
             await farm.jobs.cancel(job.id)
 
 
-async def test_attach_is_refused_and_the_driver_attaches_to_srun_steps(farm: Client) -> None:
-    # attach means the job itself, whose batch step writes to files: not on Slurm;
-    # the driver's primitive reaches a step srun launched inside the job (sattach)
+async def test_attach_reaches_srun_steps_not_the_batch_step(farm: Client) -> None:
+    # the job itself is its batch step, which writes to files: attach.batch_step is
+    # refused; a step srun launched inside the job is reached with step= (sattach)
+    assert Capability.ATTACH_STEP in farm.capabilities
+    assert Capability.ATTACH_BATCH_STEP not in farm.capabilities
     loop = "for i in $(seq 1 300); do echo tick $i; sleep 0.2; done"
     job = await farm.jobs.start(["srun", "--quiet", "sh", "-c", loop])
     try:
         await until_log(farm, job.id, "tick 2")  # step 0 exists and writes
-        with pytest.raises(UnsupportedError, match="attach"):
+        with pytest.raises(UnsupportedError, match=r"attach\.batch_step") as info:
             async with farm.jobs.attach(job.id):
                 pass
-        driver = farm.driver
-        assert isinstance(driver, SlurmDriver)
-        with pytest.raises(UnsupportedError, match="sattach"):
-            await driver.open_stdio(job.id, None, tty=False, stdin=False, stdout=True, stderr=True)
-        channel = await driver.open_stdio(f"{job.id}.0", None, tty=False, stdin=False, stdout=True, stderr=True)
-        try:
-            with anyio.fail_after(60):
+        assert info.value.driver == "slurm" and "step=" in str(info.value)
+        with pytest.raises(InvalidSpec, match="step"):
+            async with farm.jobs.attach(job.id, step="batch"):
+                pass
+        with anyio.fail_after(60):
+            async with farm.jobs.attach(job.id, step="0", stdin=False) as stream:
                 seen = b""
                 while b"tick" not in seen:
-                    msg = await channel.receive()
+                    msg = await stream.read_out()
                     assert msg is not None
                     seen += msg.data
-        finally:
-            await channel.aclose()
         # leaving detaches: the job goes on
         assert (await farm.jobs.get(job.id)).status is JobStatus.RUNNING
     finally:
@@ -447,7 +450,7 @@ async def test_unknown_job_and_batch_poll_is_one_request(farm: Client) -> None:
     await driver.get_jobs(ids)  # an unknown id is looked up once (in accounting, where there is one)
     before = driver.http.requests
     got = await driver.get_jobs(ids)
-    # a round in which nothing changed: one request (GET /jobs/state, or a 304 GET /jobs)
+    # a round in which nothing changed: one request (a conditional GET /jobs)
     assert driver.http.requests - before == 1
     assert set(got) == {j.id for j in jobs}
 

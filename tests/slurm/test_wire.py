@@ -92,17 +92,23 @@ def test_array_tasks_group_under_their_array(version: str) -> None:
     assert all(t.log and "%" not in t.log for t in tasks)
 
 
-@pytest.mark.parametrize("version", ["v0.0.42", "v0.0.45"])
-def test_jobs_state_entries(version: str) -> None:
+@pytest.mark.parametrize("version", KNOWN_VERSIONS)
+def test_conditional_jobs_read(version: str) -> None:
+    """How each version asks "what changed since" and says "nothing": v0.0.38 takes
+    a timestamp and answers 304; v0.0.40+ take ``now-N`` (24.11's v0.0.40/41 refuse
+    a timestamp) and answer no jobs with ``last_update`` 0."""
     wire = for_version(version)
-    assert wire.state_records is not None
-    entries = wire.state_records(_example(version, "jobs_state"))
-    assert entries and all(e.state for e in entries)
-    tasks = [e for e in entries if e.task is not None]
-    # an array task answers under its own job id, with its index
-    assert all(e.task is not None and e.task.isdigit() for e in tasks)
-    if version == "v0.0.45":
-        assert {(e.job_id, e.task) for e in tasks} >= {(13, "0"), (12, "4")}
+    param = wire.since_param(1_000_000.7, 2.2)
+    if version == "v0.0.38":
+        assert param == "999999"
+        assert wire.unchanged(304, {}) and not wire.unchanged(200, {"jobs": []})
+        return
+    assert param == "now-4"
+    nothing = {"jobs": [], "last_update": {"set": True, "infinite": False, "number": 0}}
+    assert wire.unchanged(200, nothing)
+    # a cluster that has no jobs (left) answers its real last_update: a change
+    assert not wire.unchanged(200, {"jobs": [], "last_update": {"set": True, "number": 1795956071}})
+    assert not wire.unchanged(200, _example("v0.0.42" if version < "v0.0.43" else "v0.0.45", "jobs_trimmed"))
 
 
 @pytest.mark.parametrize("version", list(DIRS))

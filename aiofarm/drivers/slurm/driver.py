@@ -9,7 +9,6 @@ shared-filesystem assumption of logs, and what is unsupported.
 from __future__ import annotations
 
 import os
-import re
 import signal as _signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -47,7 +46,7 @@ from .logs import read_log
 from .negotiate import Api, negotiate
 from .nodes import Nodes
 from .records import Rec
-from .store import STATE_CHUNK, JobStore, is_job_id
+from .store import JobStore, is_job_id
 from .submit import submit_specs
 
 if TYPE_CHECKING:
@@ -63,7 +62,6 @@ _SIGNALS = frozenset(
     {"HUP", "INT", "QUIT", "ABRT", "KILL", "ALRM", "TERM", "USR1", "USR2", "URG", "CONT", "STOP",
      "TSTP", "TTIN", "TTOU"}
 )
-_STEP_ID = re.compile(r"(\d+)\.(\d+)")
 
 
 class SlurmDriver(Driver):
@@ -83,8 +81,10 @@ class SlurmDriver(Driver):
             Capability.TASKS,
             Capability.LOGS,
             Capability.LOGS_FOLLOW,
-            # no attach: sattach reaches srun-launched steps (JOBID.STEP) only, never
-            # the job itself (its batch step writes to files); open_stdio does steps
+            # sattach reaches srun-launched steps only (attach.step), never the job
+            # itself: its batch step writes to files (no attach.batch_step)
+            Capability.ATTACH,
+            Capability.ATTACH_STEP,
             Capability.EXEC,
             Capability.PORT_FORWARD,
             Capability.POOLS,
@@ -107,8 +107,8 @@ class SlurmDriver(Driver):
     )
     # scancel stops running work
     fixed_parameters: ClassVar[Mapping[Capability, object]] = MappingProxyType({Capability.CANCEL_STOP_WORK: True})
-    # one GET /jobs/state carries this many ids (GET /jobs answers any number)
-    max_batch_get: ClassVar[int] = STATE_CHUNK
+    # one GET /jobs answers for every id, however many (it names none)
+    max_batch_get: ClassVar[int] = 1_000_000
 
     def __init__(self, config: SlurmConfig) -> None:
         self.config = config
@@ -193,17 +193,13 @@ class SlurmDriver(Driver):
 
     # -- jobs --------------------------------------------------------------------
     async def get_jobs(self, ids: Sequence[str]) -> dict[str, Job]:
-        # "J.S" names a step of job J (for attach): answer with J's state
-        base = {i: (m.group(1) if (m := _STEP_ID.fullmatch(i)) else i) for i in ids}
-        base = {k: v for k, v in base.items() if is_job_id(v)}
-        await self.store.poll(list(dict.fromkeys(base.values())))
+        ids = [i for i in dict.fromkeys(ids) if is_job_id(i)]
+        await self.store.poll(ids)
         out: dict[str, Job] = {}
-        for key, job_id in base.items():
+        for job_id in ids:
             recs = self.store.collect(job_id)
-            if recs is None:
-                continue
-            job = self.store.job(job_id, recs)
-            out[key] = job if key == job_id else attrs.evolve(job, id=key)
+            if recs is not None:
+                out[job_id] = self.store.job(job_id, recs)
         return out
 
     async def submit(self, specs: Sequence[JobSpec], attempt: SubmitAttempt | None = None) -> list[Job]:
@@ -215,7 +211,7 @@ class SlurmDriver(Driver):
         offset = page_number(page_token, self.name) or 0
         store = self.store
         if page_token is None:
-            await store.refresh(force=True)
+            await store.refresh()
             if query.since is not None:
                 await self._history_since(query.since)
         groups = dict(store.records)
@@ -381,14 +377,14 @@ class SlurmDriver(Driver):
             if changes.tags is not None and head:
                 recs = await self.store.records_of(job_id)
                 this["comment"] = mapping.retag_comment(recs[0].comment, changes.tags)
-            if changes.name is not None and head and not api.wire.conditional_jobs:
+            if changes.name is not None and head and not api.wire.ignores_name_update:
                 this["name"] = changes.name
             if this:
                 await self.http.call(
                     "POST", api.path(f"/job/{jid}"), body=api.wire.update_body(this),
                     retry_numbers=frozenset({TRANSITION_STATE_NO_UPDATE}),
                 )
-            if changes.name is not None and head and api.wire.conditional_jobs:
+            if changes.name is not None and head and api.wire.ignores_name_update:
                 # slurmrestd v0.0.38 answers 200 to a name change and ignores it
                 await self._scontrol(["update", f"JobId={job_id}", f"Name={changes.name}"], "update name")
 
@@ -507,18 +503,9 @@ class SlurmDriver(Driver):
         size: tuple[int, int] | None = None,
     ) -> StdioChannel:
         if command is None:
-            m = _STEP_ID.fullmatch(job_id)
-            if m is None:
-                raise UnsupportedError(
-                    self.name,
-                    "attach.batch_step",
-                    "the batch step's output goes to files (use logs); sattach attaches only "
-                    "to srun-launched steps: pass the step as 'JOBID.STEP'",
-                )
-            rec = await self._running_record(m.group(1), "attach")
-            argv = ["sattach", "--quiet", job_id] if stdin else ["sattach", "--quiet", "--input-filter=0", job_id]
-            return self.commands.channel(
-                argv, owner=rec.user_name, feature="attach", tty=False, stdin=stdin, stdout=stdout, stderr=stderr
+            raise UnsupportedError(
+                self.name, "attach.batch_step",
+                "the batch step's output goes to files (use logs); sattach attaches to srun steps (step=)",
             )
         if not command:
             raise InvalidSpec("command", "must not be empty")
@@ -537,6 +524,19 @@ class SlurmDriver(Driver):
         argv += ["--", *command]
         return self.commands.channel(
             argv, owner=rec.user_name, feature="exec", tty=tty, stdin=stdin, stdout=stdout, stderr=stderr, size=size
+        )
+
+    async def open_step_stdio(
+        self, job_id: str, step: str, *, stdin: bool, stdout: bool, stderr: bool
+    ) -> StdioChannel:
+        """``sattach JOBID.STEP``: a step ``srun`` launched inside the job."""
+        if not (step.isascii() and step.isdigit()):
+            raise InvalidSpec("step", f"a Slurm step id is a number (as `squeue -s` shows), got {step!r}")
+        rec = await self._running_record(job_id, "attach")
+        target = f"{rec.job_id}.{step}"
+        argv = ["sattach", "--quiet", target] if stdin else ["sattach", "--quiet", "--input-filter=0", target]
+        return self.commands.channel(
+            argv, owner=rec.user_name, feature="attach", tty=False, stdin=stdin, stdout=stdout, stderr=stderr
         )
 
     async def port_address(self, job_id: str, port: int) -> tuple[str, int]:

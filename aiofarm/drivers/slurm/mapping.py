@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ...models import Job, JobStatus, StatusTransition, Task
-from .records import Rec, StateRec
+from .records import Rec
 
 __all__ = [
     "COMMENT_PREFIX",
@@ -29,7 +29,6 @@ __all__ = [
     "parse_meta",
     "record_status",
     "retag_comment",
-    "state_key",
     "state_status",
     "tasks_from_records",
 ]
@@ -224,28 +223,6 @@ def record_status(rec: Rec) -> tuple[JobStatus, str | None]:
     if status is JobStatus.UNKNOWN and reason is None:
         reason = f"unknown Slurm state {state!r}"
     return status, reason
-
-
-def state_key(recs: Iterable[Rec]) -> frozenset[tuple[str, str]]:
-    """What ``GET /jobs/state`` would say of these records: (task, state) pairs, to
-    tell whether a job changed without reading its whole record."""
-    out = set()
-    for rec in recs:
-        task = str(rec.array_task_id) if rec.array_task_id is not None else rec.array_task_string
-        out.add((task, rec.state + "".join(f"+{f}" for f in sorted(_KEY_FLAGS & set(rec.flags)))))
-    return frozenset(out)
-
-
-def state_key_of(entries: Iterable[StateRec]) -> frozenset[tuple[str, str]]:
-    out = set()
-    for st in entries:
-        task = st.task.strip("[]") if st.task is not None else ""
-        out.add((task, st.state + "".join(f"+{f}" for f in sorted(_KEY_FLAGS & set(st.flags)))))
-    return frozenset(out)
-
-
-#: flags that change the aiofarm status (held after a requeue); others are noise
-_KEY_FLAGS = frozenset({"REQUEUE_HOLD", "RESV_DEL_HOLD", "REQUEUED"})
 
 
 def _task_entries(records: Iterable[Rec]) -> list[tuple[int, Rec]]:

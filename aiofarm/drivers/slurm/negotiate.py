@@ -31,8 +31,6 @@ class Api:
 
     version: str
     wire: Wire
-    #: ``GET /jobs/state`` (one request for the states of many jobs)
-    jobs_state: bool
     #: accounting (slurmdbd) through ``/slurmdb/{version}``: jobs slurmctld forgot
     accounting: bool
 
@@ -108,16 +106,15 @@ async def negotiate(http: SlurmHTTP, requested: str | None) -> Api:
             raise _refusal(offered, requested)
         mine = served[choice]
         wire = for_version(choice)
-        jobs_state = "/slurm/jobs/state" in mine and wire.state_records is not None
         accounting = "/slurmdb/jobs" in mine and wire.accounting_record is not None
-        return Api(choice, wire, jobs_state, accounting)
+        return Api(choice, wire, accounting)
     # no readable spec: ask each version in turn
     candidates = [requested] if requested is not None else list(KNOWN_VERSIONS)
     for version in candidates:
         if await _answers(http, version):
             wire = for_version(version)
-            # without the spec (22.05) neither /jobs/state nor accounting is known to be there
-            return Api(version, wire, False, False)
+            # without the spec (22.05) accounting is not known to be there
+            return Api(version, wire, False)
     others: list[str] = []
     if requested is not None:
         others = [v for v in KNOWN_VERSIONS if v != requested and await _answers(http, v)]

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["NodeRec", "PartitionRec", "Rec", "StateRec", "Wire"]
+__all__ = ["NodeRec", "PartitionRec", "Rec", "Wire"]
 
 
 @attrs.frozen
@@ -63,16 +63,6 @@ class Rec:
 
 
 @attrs.frozen
-class StateRec:
-    """One entry of ``GET /jobs/state``: ``job_id`` ``"7"`` or ``"3_0"``."""
-
-    job_id: int
-    task: str | None
-    state: str
-    flags: tuple[str, ...] = ()
-
-
-@attrs.frozen
 class NodeRec:
     name: str
     state: str  # lower case base state: idle, mixed, allocated, down...
@@ -101,8 +91,12 @@ class Wire:
     record: Callable[[Mapping[str, Any]], Rec]
     #: a job record of ``GET /slurmdb/{version}/jobs`` (None: aiofarm does not read it)
     accounting_record: Callable[[Mapping[str, Any]], Rec] | None
-    #: the entries of ``GET /jobs/state``
-    state_records: Callable[[Mapping[str, Any]], list[StateRec]] | None
+    #: the ``update_time`` of a conditional ``GET /jobs`` from the wall time of the
+    #: last read and its age in seconds (this version's accepted form)
+    since_param: Callable[[float, float], str]
+    #: whether a conditional ``GET /jobs`` answer (HTTP status, body) says nothing
+    #: changed since ``update_time`` (slurmctld answers all its jobs or none)
+    unchanged: Callable[[int, Mapping[str, Any]], bool]
     #: (job description, batch script) -> ``POST /job/submit`` body
     submit_body: Callable[[Mapping[str, Any], str], dict[str, Any]]
     #: an update (``POST /job/{id}``) body from a mapping of job properties
@@ -111,6 +105,5 @@ class Wire:
     partition: Callable[[Mapping[str, Any]], PartitionRec]
     #: whether a ``GET /ping`` answer says slurmctld responds
     ping_ok: Callable[[Mapping[str, Any]], bool]
-    #: ``GET /jobs?update_time=`` answers 304 when nothing changed (v0.0.38); later
-    #: versions answer an empty list, which cannot be told from "no jobs"
-    conditional_jobs: bool = False
+    #: slurmrestd answers 200 to a job name change and ignores it (v0.0.38)
+    ignores_name_update: bool = False

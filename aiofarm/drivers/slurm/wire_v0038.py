@@ -14,7 +14,7 @@ from typing import Any
 from .mapping import decode_wait_status
 from .records import NodeRec, PartitionRec, Rec, Wire
 
-__all__ = ["VERSIONS", "node", "partition", "record", "submit_body", "wire"]
+__all__ = ["VERSIONS", "node", "partition", "record", "since_param", "submit_body", "unchanged", "wire"]
 
 VERSIONS = ("v0.0.38",)
 
@@ -93,16 +93,27 @@ def ping_ok(data: Mapping[str, Any]) -> bool:
     return isinstance(pings, list) and any(isinstance(p, dict) and p.get("ping") == "UP" for p in pings)
 
 
+def since_param(wall: float, age: float) -> str:
+    """A timestamp of this client's clock (v0.0.38 refuses ``now-N``), one second
+    early: a change in the second of the last read is read again, not missed."""
+    return str(int(wall) - 1)
+
+
+def unchanged(status: int, data: Mapping[str, Any]) -> bool:
+    return status == 304
+
+
 def wire(version: str) -> Wire:
     return Wire(
         version=version,
         record=record,
         accounting_record=None,
-        state_records=None,
+        since_param=since_param,
+        unchanged=unchanged,
         submit_body=submit_body,
         update_body=update_body,
         node=node,
         partition=partition,
         ping_ok=ping_ok,
-        conditional_jobs=True,
+        ignores_name_update=True,
     )

@@ -4,16 +4,17 @@ What changed from v0.0.38: numbers are ``{"set", "infinite", "number"}``
 objects, ``job_state`` is a list (the state, then flags), ``exit_code`` is
 ``{"status", "return_code", "signal"}``, the batch script goes inside ``job``
 and the environment is a list of ``NAME=value``. Output paths come back
-expanded. ``GET /jobs/state`` and accounting (``/slurmdb``) are read here too;
+expanded. Accounting (``/slurmdb``) records are read here too;
 ``wire_v0042`` reuses these readers with its own field table.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .records import NodeRec, PartitionRec, Rec, StateRec, Wire
+from .records import NodeRec, PartitionRec, Rec, Wire
 
 __all__ = [
     "VERSIONS",
@@ -23,8 +24,9 @@ __all__ = [
     "number",
     "partition",
     "record",
-    "state_records",
+    "since_param",
     "submit_body",
+    "unchanged",
     "wire",
 ]
 
@@ -171,19 +173,19 @@ def accounting_record(raw: Mapping[str, Any], fields: Mapping[str, tuple[str, ..
     )
 
 
-def state_records(data: Mapping[str, Any]) -> list[StateRec]:
-    """``{"jobs": [{"job_id": "7", "state": [...]}, {"job_id": "3_0", ...}]}``."""
-    out: list[StateRec] = []
+def since_param(wall: float, age: float) -> str:
+    """Relative to slurmctld's clock (``now-N`` seconds), so a skewed client clock
+    misses nothing; 24.11's v0.0.40/41 refuse a plain timestamp (error 9202). One
+    second of margin: a change in the second of the last read is read again rather
+    than missed."""
+    return f"now-{math.ceil(age) + 1}"
+
+
+def unchanged(status: int, data: Mapping[str, Any]) -> bool:
+    """Nothing changed: no jobs and ``last_update`` 0 (a cluster without jobs
+    answers its real ``last_update``)."""
     jobs = data.get("jobs")
-    for entry in jobs if isinstance(jobs, list) else ():
-        if not isinstance(entry, dict):
-            continue
-        jid, sep, task = str(entry.get("job_id", "")).partition("_")
-        if not jid.isdigit():
-            continue
-        state, flags = _states(entry.get("state"))
-        out.append(StateRec(int(jid), task if sep else None, state, flags))
-    return out
+    return not jobs and not number(data.get("last_update"))
 
 
 #: job description properties that became flags
@@ -248,7 +250,8 @@ def wire(version: str) -> Wire:
         version=version,
         record=record,
         accounting_record=accounting_record,
-        state_records=state_records,
+        since_param=since_param,
+        unchanged=unchanged,
         submit_body=submit_body,
         update_body=update_body,
         node=node,
