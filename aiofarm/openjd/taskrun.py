@@ -7,7 +7,9 @@ Two shapes:
 - :func:`task_run`: one process for one task attempt (a session of one task);
 - :func:`session_run` + :func:`session_task`: one session process that enters the
   environments once and is then handed task after task on its stdin, for a driver that
-  keeps a session per worker slot. :func:`session_key` says which tasks may share one.
+  keeps a session per worker slot. :func:`session_key` says which tasks may share one;
+- :func:`session_batch`: one session process given all its tasks up front, for a batch
+  scheduler (Slurm) that starts a session per array element.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXIT_GRACE",
     "SESSION_RUNNER",
+    "session_batch",
     "session_key",
     "session_run",
     "session_task",
@@ -370,3 +373,31 @@ def session_task(
     session = _Session(spec, step_name, session_dir, shared_ok=False)
     task = session.task(task_parameters)
     return json.dumps({"id": task_id, "action": task}).encode() + b"\n"
+
+
+def session_batch(
+    spec: JobSpec,
+    step_name: str,
+    tasks: Sequence[tuple[str, Mapping[str, Any]]],
+    session_dir: str | os.PathLike[str],
+    *,
+    results_fd: int,
+) -> RunSpec:
+    """One session process for a batch scheduler (Slurm: one array element): enters
+    the environments once, runs ``tasks`` ((task id, parameters), in order), exits the
+    environments; each task's start and end is written as a JSON line to ``results_fd``
+    (which the scheduler's script opens). The same runner as :func:`session_run`, with
+    every task known up front instead of fed."""
+    session = _Session(spec, step_name, session_dir, shared_ok=False)
+    environments, _ = session.environments()
+    actions = [(task_id, session.task(params)) for task_id, params in tasks]
+    if not actions:
+        raise InvalidSpec("tasks", "a session runs at least one task")
+    has_exit = any(e["exit"] is not None for e in environments)
+    grace = max(float(action["cancel"]["grace"]) for _, action in actions)
+    return session.runner(
+        {"environments": environments, "tasks": [{"id": i, "action": a} for i, a in actions]},
+        ("--results-fd", str(results_fd)),
+        grace,
+        has_exit,
+    )

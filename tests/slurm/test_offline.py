@@ -120,3 +120,21 @@ async def test_nothing_listening_is_connection_lost() -> None:
     with pytest.raises(ConnectionLost, match="cannot reach slurmrestd"):
         async with Client(f"slurm+http://127.0.0.1:{port}", token="t"):
             pass
+
+
+def test_a_doubled_error_reply_still_says_slurms_error() -> None:
+    """26.05 writes a failed submit's 422 reply twice; aiohttp rejects it, quoting the
+    body, from which Slurm's own error is still read (here: a feature no node has)."""
+    from aiofarm.drivers.slurm.http import SlurmAPIError, SlurmHTTP
+
+    # what aiohttp said of a real 26.05 reply (trimmed)
+    message = (
+        "Data after `Connection: close`:\n\n  b'{\\n  \"errors\": [\\n    {\\n      \"description\": "
+        "\"Batch job submission failed\",\\n      \"error_number\": 2029,\\n      \"error\": \"Invalid feature "
+        "specification\",\\n      \"source\": \"slurm_submit_batch_job()\"\\n    }\\n  ]\\n}HTTP/1.1 422 "
+        "UNPROCESSABLE CONTENT'\n      ^"
+    )
+    http = SlurmHTTP(base_url="http://127.0.0.1:1", unix_path=None, user="u", token="t", timeout=5, reload_token=None)
+    err = http._malformed("POST", "/slurm/v0.0.45/job/submit", message)
+    assert isinstance(err, SlurmAPIError)
+    assert (err.status, err.number) == (422, 2029) and "Invalid feature specification" in err.message

@@ -34,6 +34,8 @@ async def test_negotiates_the_newest_version_both_speak(farm: Client, slurm_clus
     assert api.version == newest
     # 24.11 and 26.05 have accounting; 22.05 not
     assert api.accounting is slurm_cluster.accounting
+    # v0.0.45 requeues through REST (retry, pause(stop_work=True)); older ones use scontrol
+    assert api.requeue is (api.version == "v0.0.45")
 
 
 async def test_the_url_picks_a_served_version_and_refuses_others(slurm_cluster: Cluster) -> None:

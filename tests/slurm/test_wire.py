@@ -215,16 +215,16 @@ def test_comment_round_trip() -> None:
 
 def test_batch_script_quotes_every_word() -> None:
     argv = ["printf", "%s\\n", "$(touch /tmp/pwned)", "a'b", "*"]
-    text = script.batch_script([(argv, "/tmp/x y", {"K": "v w"})])
+    text = script.batch_script([(argv, "/tmp/x y", {"K": "v w"}, None)])
     out = subprocess.run(["sh", "-c", text.replace("cd '/tmp/x y' || exit 127; ", "")],
                          capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == ["$(touch /tmp/pwned)", "a'b", "*"]
     with pytest.raises(InvalidSpec, match="env"):
-        script.batch_script([(["true"], None, {"BAD-NAME": "x"})])
+        script.batch_script([(["true"], None, {"BAD-NAME": "x"}, None)])
 
 
 def test_retries_requeue_from_inside_the_job() -> None:
-    text = script.batch_script([(["false"], None, {})], retries=2)
+    text = script.batch_script([(["false"], None, {}, None)], retries=2)
     assert 'scontrol requeue "$SLURM_JOB_ID"' in text and "-lt 2" in text
     # out of retries: the command's own exit status
     out = subprocess.run(["sh", "-c", text], env={"SLURM_RESTART_COUNT": "2", "PATH": "/usr/bin:/bin"})
@@ -232,7 +232,7 @@ def test_retries_requeue_from_inside_the_job() -> None:
 
 
 def test_array_script_dispatches_on_the_task_id() -> None:
-    text = script.batch_script([(["echo", str(i)], None, {}) for i in range(3)])
+    text = script.batch_script([(["echo", str(i)], None, {}, None) for i in range(3)])
     for i in range(3):
         out = subprocess.run(["sh", "-c", text], env={"SLURM_ARRAY_TASK_ID": str(i), "PATH": "/usr/bin:/bin"},
                              capture_output=True, text=True, check=True)

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import anyio
 import attrs
 
 from ...errors import (
@@ -38,7 +39,7 @@ from ..base import (
     SubmitAttempt,
     page_number,
 )
-from . import mapping
+from . import mapping, sessions
 from .commands import INVALID_JOB_ID, CommandFailed, SlurmCommands
 from .config import SlurmConfig, parse_url, read_token
 from .http import TRANSITION_STATE_NO_UPDATE, SlurmAPIError, SlurmHTTP
@@ -96,6 +97,8 @@ class SlurmDriver(Driver):
             # parameters (aiofarm/capabilities.py); log lines carry no time (files),
             # so neither logs.since nor logs.timestamps
             Capability.SUBMIT_RETRIES,  # the batch script requeues itself
+            # an array's throttle (%N); a step run in sessions gets that many sessions
+            Capability.SUBMIT_MAX_WORKERS,
             Capability.PAUSE_STOP_WORK,  # scontrol requeuehold
             Capability.LOGS_STREAMS,
             Capability.LOGS_TASK,
@@ -294,7 +297,22 @@ class SlurmDriver(Driver):
         otherwise; it must not start within the second its last run ended (slurmd
         revokes that run's credential). slurmrestd v0.0.38 ignores begin_time
         updates, so scontrol does it on every version."""
+        api = self._api
+        if api.requeue:
+            # the version that can requeue through REST can set the start time too
+            begin = {"set": True, "infinite": False, "number": int(time.time()) + 2}
+            await self.http.call("POST", api.path(f"/job/{jid}"), body=api.wire.update_body({"begin_time": begin}))
+            return
         await self._scontrol(["update", f"JobId={jid}", "StartTime=now+2"], feature)
+
+    async def _requeue(self, jid: str, *, hold: bool, feature: str) -> None:
+        """Run a job (array task) again: ``GET /job/{id}/requeue`` where the version
+        has it (v0.0.45), else ``scontrol requeue`` / ``requeuehold``."""
+        api = self._api
+        if api.requeue:
+            await self.http.call("GET", api.path(f"/job/{jid}/requeue"), params={"Hold": "true"} if hold else None)
+            return
+        await self._scontrol(["requeuehold" if hold else "requeue", jid], feature)
 
     async def control(self, ids: Sequence[str], action: Action, *, stop_work: bool) -> None:
         api = self._api
@@ -316,7 +334,7 @@ class SlurmDriver(Driver):
             recs = self.store.lookup(jid) or []
             if hold and stop_work and any(mapping.record_status(r)[0] is JobStatus.RUNNING for r in recs):
                 # stop the work: back to pending, held (the job starts over on resume)
-                await self._scontrol(["requeuehold", jid], "pause(stop_work=True)")
+                await self._requeue(jid, hold=True, feature="pause(stop_work=True)")
                 return
             try:
                 await self.http.call(
@@ -357,7 +375,7 @@ class SlurmDriver(Driver):
             ]
             for jid in dict.fromkeys(targets):
                 try:
-                    await self._scontrol(["requeue", jid], "retry")
+                    await self._requeue(jid, hold=False, feature="retry")
                     await self._start_soon(jid, "retry")
                 except SlurmAPIError:
                     raise JobNotFound(job_id, driver=self.name) from None
@@ -415,34 +433,44 @@ class SlurmDriver(Driver):
 
         await self._each([job_id], send)
 
-    def _task_list(self, job_id: str) -> list[tuple[Task, int | None, Rec]]:
-        """(Task, array index, record) for every task of every step of ``job_id``."""
+    async def _task_list(self, job_id: str) -> list[tuple[Task, int | None, Rec]]:
+        """(Task, array index, record) for every task of every step of ``job_id``; the
+        tasks of a step run in sessions come from the session runner's results files."""
         store = self.store
         sub = store.submitted.get(job_id)
         steps = store.step_jobs(job_id)
         multi = len(steps) > 1
-        out: list[tuple[Task, int | None, Rec]] = []
+        found: list[tuple[str | None, list[Rec], Any]] = []
         for step, jid in steps:
             name = step or (sub.steps[0][0] if sub is not None else None)
-            params = sub.parameters.get(name, []) if sub is not None and name is not None else []
             recs = store.lookup(jid) or []
+            found.append((name, recs, mapping.parse_meta(recs[0].comment).get("sessions") if recs else None))
+        paths = [p for _, _, meta in found for p in sessions.results_paths(meta)]
+        results = await anyio.to_thread.run_sync(sessions.read_results, paths) if paths else {}
+        out: list[tuple[Task, int | None, Rec]] = []
+        for name, recs, meta in found:
+            params = sub.parameters.get(name, []) if sub is not None and name is not None else []
             by_index = {r.array_task_id: r for r in recs if r.array_task_id is not None}
+            elements: list[tuple[Task, int | None, Rec]] = []
             for task in mapping.tasks_from_records(job_id, recs, name):
                 index = int(task.id) if task.id.isdigit() else None
                 rec = (by_index.get(index) if index is not None else None) or next((r for r in recs if r.raw is task.raw), recs[0])
-                changes: dict[str, Any] = {}
-                if index is not None and index < len(params):
-                    changes["parameters"] = params[index]
-                if multi:
-                    changes["id"] = f"{name}/{task.id}"
-                out.append((attrs.evolve(task, **changes) if changes else task, index, rec))
+                elements.append((task, index, rec))
+            expanded = sessions.expand(elements, meta, results, params)
+            if expanded is None:
+                expanded = [
+                    (attrs.evolve(task, parameters=params[index]) if index is not None and index < len(params) else task, index, rec)
+                    for task, index, rec in elements
+                ]
+            for task, index, rec in expanded:
+                out.append((attrs.evolve(task, id=f"{name}/{task.id}") if multi else task, index, rec))
         return out
 
     async def tasks(self, job_id: str) -> list[Task]:
         if is_job_id(job_id):
             await self.store.fetch(job_id)
         await self.store.records_of(job_id)  # JobNotFound
-        return [task for task, _, _ in self._task_list(job_id)]
+        return [task for task, _, _ in await self._task_list(job_id)]
 
     async def explain(self, job_id: str) -> str:
         if is_job_id(job_id):
@@ -465,12 +493,16 @@ class SlurmDriver(Driver):
     # -- logs --------------------------------------------------------------------
     async def read_log(self, job_id: str, token: str | None, query: LogQuery) -> LogPage:
         recs = await self.store.records_of(job_id)
-        entries = self._task_list(job_id)
+        entries = await self._task_list(job_id)
         is_array = len(entries) > 1 or any(r.array_task_id is not None or r.array_task_string for r in recs)
+        if query.task is None:
+            # the tasks of one session share its output: read it once
+            entries = list({(rec.job_id, index): (task, index, rec) for task, index, rec in reversed(entries)}.values())
+            entries.reverse()
 
         async def refreshed() -> dict[str, Task]:
             await self.store.fetch(job_id)
-            return {t.id: t for t, _, _ in self._task_list(job_id)}
+            return {t.id: t for t, _, _ in await self._task_list(job_id)}
 
         return await read_log(job_id, token, query, entries, is_array, refreshed)
 

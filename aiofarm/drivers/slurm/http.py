@@ -86,6 +86,23 @@ def _first_error(data: Mapping[str, Any]) -> tuple[int | None, str, str]:
 
 #: the status line of a reply slurmrestd sent again after its "Connection: Close" one
 _REPEATED_STATUS = re.compile(r"HTTP/1\.[01] (\d{3}) ")
+#: the bytes aiohttp quotes in its complaint (the reply's body, then the repeat)
+_QUOTED_BYTES = re.compile(r"b'((?:[^'\\]|\\.)*)'", re.S)
+
+
+def _embedded_json(message: str) -> dict[str, Any] | None:
+    """The JSON object at the start of the bytes aiohttp quotes in a parse error."""
+    import ast
+
+    m = _QUOTED_BYTES.search(message)
+    if m is None:
+        return None
+    try:
+        raw = ast.literal_eval(f"b'{m.group(1)}'")
+        data, _ = json.JSONDecoder().raw_decode(raw.decode("utf-8", "replace").lstrip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 class SlurmHTTP:
@@ -248,6 +265,12 @@ class SlurmHTTP:
                 "the JWT is invalid or expired"
             )
         detail = message.splitlines()[0] if message else "unparsable reply"
+        data = _embedded_json(message)
+        if status is not None and status >= 400 and data is not None:
+            # the reply's own JSON is in the parser's complaint: Slurm's error, as usual
+            number, text, source = _first_error(data)
+            if number is not None or text:
+                return SlurmAPIError(status, number, text or f"HTTP {status}", source)
         if status == 404:
             # not found, whatever the page says: the caller decides what is missing
             return SlurmAPIError(404, None, f"{method} {path}: not found (malformed reply)")

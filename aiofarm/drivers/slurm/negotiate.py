@@ -33,6 +33,8 @@ class Api:
     wire: Wire
     #: accounting (slurmdbd) through ``/slurmdb/{version}``: jobs slurmctld forgot
     accounting: bool
+    #: ``GET /job/{id}/requeue`` (v0.0.45): retry and pause(stop_work) without scontrol
+    requeue: bool = False
 
     def path(self, rest: str) -> str:
         return f"/slurm/{self.version}{rest}"
@@ -107,7 +109,8 @@ async def negotiate(http: SlurmHTTP, requested: str | None) -> Api:
         mine = served[choice]
         wire = for_version(choice)
         accounting = "/slurmdb/jobs" in mine and wire.accounting_record is not None
-        return Api(choice, wire, accounting)
+        requeue = "/slurm/job/{job_id}/requeue" in mine
+        return Api(choice, wire, accounting, requeue)
     # no readable spec: ask each version in turn
     candidates = [requested] if requested is not None else list(KNOWN_VERSIONS)
     for version in candidates:

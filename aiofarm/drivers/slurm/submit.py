@@ -26,12 +26,16 @@ from . import mapping
 from .config import SlurmConfig
 from .http import SlurmAPIError, SlurmHTTP
 from .mapping import make_comment
-from .script import batch_script, job_description
+from .requirements import step_requirements
+from .script import SESSION_INPUTS, batch_script, job_description
+from .sessions import session_split
 from .store import JobStore, Submitted, is_job_id
 
-__all__ = ["submit_specs"]
+__all__ = ["DEFAULT_SESSIONS", "submit_specs"]
 
 DRIVER = "slurm"
+#: sessions of a step without max_workers: array elements running a share of its tasks
+DEFAULT_SESSIONS = 8
 _INVALID_JOB_ID = 2017
 _DEPENDENCY = (2038, 2071)
 
@@ -42,9 +46,13 @@ class _StepRun:
 
     name: str
     depends_on: tuple[str, ...]  # step names
-    runs: list[tuple[tuple[str, ...], str | None, dict[str, str]]]  # (argv, cwd, extra env) per task
+    # (argv, cwd, extra env, session directory to remove at its end) per task
+    runs: list[tuple[tuple[str, ...], str | None, dict[str, str], str | None]]
     parameters: list[Mapping[str, Any]]
     timeout: float | None
+    #: the runs are sessions of several tasks each (see :func:`_sessions`): what the
+    #: step job's comment says of them, for any client to read the tasks' results
+    sessions: Mapping[str, Any] | None = None
 
 
 def _plan(spec: JobSpec, log_dir: str) -> list[_StepRun]:
@@ -55,14 +63,17 @@ def _plan(spec: JobSpec, log_dir: str) -> list[_StepRun]:
     if spec.template is None:
         if spec.command is None:
             raise InvalidSpec("command", "a job needs a command or a template")
-        return [_StepRun(COMMAND_STEP, (), [(command_argv(spec.command), None, {})], [{}], spec.timeout)]
-    from ...openjd.taskrun import task_run
+        return [_StepRun(COMMAND_STEP, (), [(command_argv(spec.command), None, {}, None)], [{}], spec.timeout)]
+    from ...openjd.taskrun import session_key, task_run
 
     root = os.path.join(log_dir, "openjd", uuid.uuid4().hex)
     out: list[_StepRun] = []
     for step in plan_job(spec):
         if not step.tasks:
             raise InvalidSpec("template", f"step {step.name!r} has no tasks")
+        if len(step.tasks) > 1 and session_key(spec, step.name) is not None:
+            out.append(_sessions(spec, step.name, step.depends_on, [dict(t.parameters) for t in step.tasks], root, len(out)))
+            continue
         runs = []
         limits: list[float | None] = []
         for i, task in enumerate(step.tasks):
@@ -70,13 +81,41 @@ def _plan(spec: JobSpec, log_dir: str) -> list[_StepRun]:
             workdir = os.path.join(root, f"{len(out)}-{i}")
             run = task_run(spec, step.name, task.parameters, workdir)
             extra = {k: v for k, v in run.env.items() if spec.env.get(k) != v}
-            runs.append((tuple(run.argv), run.cwd, extra))
+            if run.session_dir is not None:
+                # kept as the inputs; the batch script makes each session's directory
+                # from them and removes it when the session ends
+                os.rename(run.session_dir, run.session_dir + SESSION_INPUTS)
+            runs.append((tuple(run.argv), run.cwd, extra, run.session_dir))
             limits.append(run.timeout)
         timeout = spec.timeout
         if timeout is None and limits and all(t is not None for t in limits):
             timeout = max(t for t in limits if t is not None)
         out.append(_StepRun(step.name, step.depends_on, runs, [dict(t.parameters) for t in step.tasks], timeout))
     return out
+
+
+def _sessions(
+    spec: JobSpec, step: str, depends_on: tuple[str, ...], params: list[Mapping[str, Any]], root: str, index: int
+) -> _StepRun:
+    """A step whose environments have actions: its tasks in ``k`` sessions (``max_workers``,
+    else up to DEFAULT_SESSIONS), one array element each, which enters the environments
+    once, runs its share of the tasks in order and exits them, as a worker slot of a
+    render farm does; each task's start and end go to a results file beside the logs."""
+    from ...openjd.taskrun import session_batch
+
+    count = min(len(params), spec.max_workers or DEFAULT_SESSIONS)
+    runs: list[tuple[tuple[str, ...], str | None, dict[str, str], str | None]] = []
+    results = os.path.join(root, f"results-{index}-")
+    for s, share in enumerate(session_split(len(params), count)):
+        workdir = os.path.join(root, f"{index}-s{s}")
+        run = session_batch(spec, step, [(str(i), params[i]) for i in share], workdir, results_fd=3)
+        os.rename(workdir, workdir + SESSION_INPUTS)
+        # the results fd opened (truncated) for each run, so a rerun starts them over
+        argv = ("/bin/sh", "-c", 'f=$1; shift; exec "$@" 3>"$f"', "sh", f"{results}{s}.jsonl", *run.argv)
+        extra = {k: v for k, v in run.env.items() if spec.env.get(k) != v}
+        runs.append((argv, run.cwd, extra, workdir))
+    meta = {"n": len(params), "k": count, "results": results}
+    return _StepRun(step, depends_on, runs, list(params), spec.timeout, meta)
 
 
 def _submit_error(exc: SlurmAPIError, field: str, spec: JobSpec, partition: str | None) -> FarmError:
@@ -86,6 +125,12 @@ def _submit_error(exc: SlurmAPIError, field: str, spec: JobSpec, partition: str 
         return InvalidSpec(f"{field}.pool", f"Slurm refused partition {spec.pool or partition!r}: {exc.message}")
     if exc.number == 2050 or "time limit" in exc.message.lower():
         return InvalidSpec(f"{field}.timeout", exc.message)
+    text = exc.message.lower()
+    if "feature" in text or "node configuration is not available" in text:
+        # what the job asks of a node (resources, constraints, a template's host
+        # requirements) no node of the partition has
+        asked = "hostRequirements" if spec.template is not None else "resources"
+        return InvalidSpec(f"{field}.{asked}", f"no node can run it: {exc.message}")
     return exc.to_backend()
 
 
@@ -134,6 +179,8 @@ async def submit_specs(
             continue
         field = f"specs[{index}]" if len(specs) > 1 else "spec"
         steps = _plan(spec, config.log_dir)
+        # every step's refusal before anything is submitted
+        reqs = {st.name: step_requirements(spec, st.name) for st in steps}
         deps: list[str] = []
         for dep in spec.depends_on:
             real = refs.get(dep, dep)
@@ -154,6 +201,8 @@ async def submit_specs(
                 meta: dict[str, Any] = {"submit": token} if head is None else {}
                 if multi:
                     meta |= {"step": st.name} if head is None else {"step": st.name, "parent": head[0]}
+                if st.sessions is not None:
+                    meta["sessions"] = dict(st.sessions)
                 step_spec = attrs.evolve(
                     spec,
                     name=name if head is None else f"{name}.{st.name}",
@@ -171,6 +220,7 @@ async def submit_specs(
                     default_partition=config.partition,
                     default_name=name,
                     meta=meta,
+                    requirements=reqs[st.name],
                 )
                 body = api.wire.submit_body(desc, batch_script(st.runs, spec.retries))
                 jid, data = await post(body, field, spec)
@@ -183,6 +233,7 @@ async def submit_specs(
                 comment = make_comment(
                     spec.tags, spec.description, labels=dict(spec.labels) or None, step=steps[0].name, submit=token,
                     steps=[[st.name, step_ids[st.name]] for st in steps],
+                    sessions=dict(steps[0].sessions) if steps[0].sessions is not None else None,
                 )
                 await http.call("POST", api.path(f"/job/{head[0]}"), body=api.wire.update_body({"comment": comment}))
         except BaseException:

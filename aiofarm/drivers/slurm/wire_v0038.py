@@ -61,7 +61,11 @@ def record(raw: Mapping[str, Any]) -> Rec:
 
 
 def submit_body(job: Mapping[str, Any], script: str) -> dict[str, Any]:
-    return {"script": script, "job": dict(job)}
+    body = dict(job)
+    tmp = body.pop("tmp_disk_mb", None)
+    if tmp is not None:
+        body["minimum_tmp_disk_per_node"] = tmp
+    return {"script": script, "job": body}
 
 
 def update_body(changes: Mapping[str, Any]) -> dict[str, Any]:

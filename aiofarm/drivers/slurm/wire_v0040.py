@@ -203,6 +203,9 @@ def submit_body(job: Mapping[str, Any], script: str) -> dict[str, Any]:
     gpus = body.pop("gpus", None)
     if gpus is not None:
         body["tres_per_job"] = f"gres/gpu:{gpus}"
+    tmp = body.pop("tmp_disk_mb", None)
+    if tmp is not None:
+        body["temporary_disk_per_node"] = tmp
     body["script"] = script
     return {"job": body}
 
