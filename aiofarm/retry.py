@@ -63,6 +63,7 @@ NOT_RETRIED = {
     "rename_pool": "a repeated rename answers that the old name is gone",
     "delete_pool": "a repeated delete answers PoolNotFound",
     "open_stdio": "a stream, not a call: the caller sees the failure",
+    "open_step_stdio": "a stream, not a call: the caller sees the failure",
     "connect_port": "a stream, not a call: the port-forward relay redials per connection",
     "follow_log": "the log follower resumes from its last cursor itself",
     "subscribe": "no I/O",
