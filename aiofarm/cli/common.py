@@ -145,15 +145,22 @@ def _print_error(err: FarmError, url: str | None) -> None:
         click.echo(rest, err=True)
 
 
+class _NeedsLoop(Exception):
+    """A loop-less command reached code that needs an event loop."""
+
+
 def _drive(coro: Coroutine[Any, Any, int]) -> int:
     """Run a coroutine that never suspends (the quick read path: blocking requests)
-    to its end without an event loop, which would cost more to import than the rest."""
+    to its end without an event loop, which would cost more to import than the rest.
+    Raises _NeedsLoop when it does need one (a checkpoint between listing pages)."""
     try:
         coro.send(None)
     except StopIteration as done:
         return int(done.value)
+    except RuntimeError as exc:  # anyio's NoEventLoopError: no loop to checkpoint on
+        raise _NeedsLoop() from exc
     coro.close()
-    raise RuntimeError("a loop-less command suspended")
+    raise _NeedsLoop()
 
 
 #: how a signal that stopped a command is named in its last message
@@ -204,7 +211,10 @@ def run_command(
     received: list[int] = []
     try:
         if not loop:
-            return _drive(fn())
+            try:
+                return _drive(fn())
+            except _NeedsLoop:
+                pass  # read-only and nothing printed yet: run it again on a loop
         import logging
 
         import anyio

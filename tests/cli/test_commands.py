@@ -264,3 +264,13 @@ async def test_port_forward_several_ports_and_an_address(farm: Farm) -> None:
             assert await proc.wait() == 0
     bad = await farm("port-forward", job_id, "x:80")
     assert bad.code == 2 and "LOCAL:REMOTE" in bad.stderr
+
+
+async def test_ls_over_several_pages_on_the_quick_path(farm: Farm) -> None:
+    """More jobs than one page of the service's listing (5,000): the quick path, which
+    runs without an event loop, meets the listing's checkpoint between pages."""
+    specs = json.dumps([{"command": ["true"], "paused": True} for _ in range(5001)])
+    assert (await farm.with_input(specs, "submit", "-")).code == 0
+    listed = await farm("ls", "-n", "0", "-o", "name")
+    assert listed.code == 0, listed.stderr[-2000:]
+    assert len(listed.stdout.split()) == 5001
