@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
+echo "== pip install -e '.[test]' into .venv (the first time downloads the test dependencies)"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | { grep -v '^WARNING: Location' || true; }
 echo "== ruff"; .venv/bin/ruff check aiofarm tests benchmarks
 echo "== mypy --strict"; .venv/bin/mypy
