@@ -88,17 +88,21 @@ async def serve_attach(farm: EmbeddedDriver, request: web.Request) -> web.Stream
 
 async def first_answer(ws: ClientWebSocketResponse[Any], what: str) -> dict[str, Any]:
     """The service's first frame on a stream WebSocket (attach, log follow, port
-    forward): its JSON answer, or the error it sent raised (the WebSocket closed)."""
-    first = await ws.receive()
+    forward): its JSON answer, or the error it sent raised. On any failure, a cancel
+    included, the WebSocket is closed here: no caller holds it yet."""
     try:
-        answer: dict[str, Any] = json.loads(first.data)
-    except (TypeError, ValueError):
-        await ws.close()
-        raise ConnectionLost(f"{what}: the farm service did not answer") from None
-    if "error" in answer:
-        await ws.close()
-        raise wire.error_from(answer)
-    return answer
+        first = await ws.receive()
+        try:
+            answer: dict[str, Any] = json.loads(first.data)
+        except (TypeError, ValueError):
+            raise ConnectionLost(f"{what}: the farm service did not answer") from None
+        if "error" in answer:
+            raise wire.error_from(answer)
+        return answer
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await ws.close()
+        raise
 
 
 class RemoteAttachChannel(StdioChannel):
