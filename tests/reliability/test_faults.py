@@ -19,6 +19,7 @@ from aiohttp import ClientSession, web
 
 import aiofarm
 from aiofarm import Client, JobSpec, JobStatus
+from tests.fakes.serve import serving
 
 from .conftest import FULL
 from .faultproxy import FaultProxy
@@ -45,15 +46,8 @@ async def echo() -> AsyncIterator[tuple[int, list[str]]]:
 
     app = web.Application()
     app.router.add_post("/x", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serving(app) as port:
         yield port, seen
-    finally:
-        await runner.cleanup()
 
 
 async def test_proxy_injects_each_fault(echo: tuple[int, list[str]]) -> None:

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from aiofarm import AuthError, BackendError, Client, ConnectionLost, UnsupportedError
+from tests.fakes.serve import serving
 
 pytestmark = pytest.mark.anyio
 
@@ -26,15 +27,8 @@ async def other_slurmrestd() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/openapi/v3", openapi)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serving(app) as port:
         yield f"slurm+http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 async def test_unknown_api_version_is_refused_listing_both_sides(other_slurmrestd: str) -> None:
