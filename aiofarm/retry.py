@@ -15,7 +15,11 @@ call the driver through it. What is retried, with jittered exponential back-off
 - ``submit`` only when the driver says it is idempotent (``Driver.idempotent_submit``:
   client tokens on Deadline, the submission id on Ray, a tag looked up on Slurm). Every
   attempt of one call carries the same :class:`~aiofarm.drivers.base.SubmitAttempt`
-  tokens, so a retry finds what an earlier attempt created instead of creating it again;
+  tokens, so a retry finds what an earlier attempt created instead of creating it again.
+  The attempts are counted per spec where the driver reports the jobs it made
+  (``SubmitAttempt.made``, Slurm: one POST per spec): a round of attempts that made
+  some of the batch's jobs is followed by another, so one failure among many requests
+  does not fail a batch of 50 that every attempt brought closer;
 - nothing else (``retry`` of jobs, ``delete`` elsewhere, signals, pool changes, stdio,
   port streams, log follows -- the follower resumes from its own cursor).
 
@@ -117,10 +121,17 @@ class RetryMixin(Driver):
 
         async def once() -> list[Job]:
             this = tries[-1]
-            tries.append(SubmitAttempt(first.tokens, retry=True))
+            tries.append(SubmitAttempt(first.tokens, retry=True, made=first.made))
             return await super(RetryMixin, self).submit(specs, this)
 
-        return await self._retried(once)
+        while True:
+            before = len(first.made)
+            try:
+                return await self._retried(once)
+            except TransientError:
+                # per spec: out of attempts only when a whole round made none of the jobs
+                if _retrying.get() or len(first.made) == before:
+                    raise
 
     # -- reads -------------------------------------------------------------------
     async def get_jobs(self, ids: Sequence[str]) -> dict[str, Job]:

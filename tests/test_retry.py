@@ -6,15 +6,17 @@ changes nothing; the last failure leaves as it is; a Retry-After is honoured."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 
 import anyio
 import pytest
 
 import aiofarm
-from aiofarm import Client, JobSpec, JobStatus
+from aiofarm import Client, Job, JobSpec, JobStatus
 from aiofarm.backoff import retry_transient
-from aiofarm.drivers.base import Action, Driver
-from aiofarm.retry import NOT_RETRIED, READS, REPEATABLE_WRITES, RetryMixin
+from aiofarm.drivers.base import Action, Driver, SubmitAttempt
+from aiofarm.drivers.dummy import DummyDriver
+from aiofarm.retry import NOT_RETRIED, READS, REPEATABLE_WRITES, RetryMixin, retrying
 from tests.dummy import dummy
 
 pytestmark = pytest.mark.anyio
@@ -75,6 +77,43 @@ async def test_an_idempotent_submit_whose_answer_was_lost_makes_one_job() -> Non
         assert driver.calls["submit"] == 2
         assert [j.name for j in jobs] == ["a", "b"]
         assert len(driver.jobs) == 2  # the retry found what the first attempt made
+
+
+class _OneSpecPerAttempt(DummyDriver):
+    """Submits spec by spec and gets one new job through per attempt (the rest fail
+    transiently), reporting what it made in ``SubmitAttempt.made`` as Slurm does."""
+
+    stalled = False
+    attempts = 0
+
+    async def submit(self, specs: Sequence[JobSpec], attempt: SubmitAttempt | None = None) -> list[Job]:
+        attempt = attempt or SubmitAttempt.new(len(specs))
+        self.attempts += 1
+        left = [i for i in range(len(specs)) if i not in attempt.made]
+        if left and not self.stalled:
+            (job,) = await super().submit([specs[left[0]]], SubmitAttempt(attempt.tokens[left[0] : left[0] + 1]))
+            attempt.made[left[0]] = job.id
+        if len(attempt.made) < len(specs):
+            raise aiofarm.ConnectionFailed("one spec per attempt")
+        return [self.jobs[attempt.made[i]] for i in range(len(specs))]
+
+
+async def test_a_batch_submit_counts_its_attempts_per_spec() -> None:
+    # 10 specs, one through per attempt: 10 attempts, though a call has only 3 per round
+    driver = retrying(_OneSpecPerAttempt)()
+    driver.retry_attempts = 3
+    specs = [JobSpec(command=["x"], name=f"s{i}") for i in range(10)]
+    with anyio.fail_after(30):
+        jobs = await driver.submit(specs)
+    assert [j.name for j in jobs] == [s.name for s in specs] and len(driver.jobs) == 10
+    assert driver.attempts == 10  # type: ignore[attr-defined]
+    # a round of attempts that makes nothing ends the call with its last failure
+    stalled = retrying(_OneSpecPerAttempt)()
+    stalled.retry_attempts = 3
+    stalled.stalled = True  # type: ignore[attr-defined]
+    with pytest.raises(aiofarm.ConnectionFailed):
+        await stalled.submit(specs)
+    assert stalled.attempts == 3 and not stalled.jobs  # type: ignore[attr-defined]
 
 
 async def test_a_submit_not_declared_idempotent_is_not_retried() -> None:

@@ -226,10 +226,16 @@ class SubmitAttempt:
 
     A driver that declares ``idempotent_submit`` uses the tokens so that a repeated
     attempt creates nothing twice: as client tokens, as job ids it picks, or as a tag
-    it looks up when ``retry`` is set."""
+    it looks up when ``retry`` is set.
+
+    ``made`` (spec index -> job id), shared by every attempt of the call: a driver
+    that submits a batch spec by spec records each job it made or found there, so
+    the client layer counts attempts per spec (an attempt that made some of the jobs
+    does not use up the call's attempts; :mod:`aiofarm.retry`)."""
 
     tokens: tuple[str, ...]
     retry: bool = False
+    made: dict[int, str] = attrs.field(factory=dict, eq=False, repr=False)
 
     @classmethod
     def new(cls, count: int) -> SubmitAttempt:

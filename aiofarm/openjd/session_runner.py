@@ -1,7 +1,7 @@
 """Run one Open Job Description session: enter environments once, run one or many
 tasks, exit the entered environments in reverse order.
 
-``python aiofarm/openjd/session_runner.py SESSION.json [--feed] [--results-fd N]``
+``python aiofarm/openjd/session_runner.py SESSION.json [--feed] [--results-fd N [--resume]]``
 where the JSON (written by :mod:`aiofarm.openjd.taskrun`, every format string already
 resolved) is::
 
@@ -16,7 +16,11 @@ a line, until stdin closes: a driver keeps one session per worker slot and hands
 next task of the same step, so environments are entered once for many tasks, as a
 Deadline worker does. With ``--results-fd N`` each task's start and end is written to
 fd N as a JSON line (``{"event": "start"|"end", "id": ..., "exit": int, "fail": str}``),
-so the driver knows where one task's output ends and how it ended.
+so the driver knows where one task's output ends and how it ended. With ``--resume``
+fd N is open for reading and writing on the results of earlier runs of the same
+session (a retry): a task they record as succeeded is not run again, and this run's
+events follow theirs after a ``{"event": "run", "skipped": [ids]}`` line (the
+environments are still entered and exited around what runs).
 
 Deliberately standard library only and synchronous: it starts once per session, so its
 start-up time is paid per session (tens of milliseconds, against half a second to
@@ -62,6 +66,30 @@ except ImportError:  # started by file path: the message parser is beside this f
     import messages  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 _UNSET = object()
+
+
+def _succeeded(data: bytes) -> set[str]:
+    """Ids of the tasks that earlier runs' results record as succeeded (last end wins)."""
+    done: set[str] = set()
+    for raw in data.splitlines():
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            continue  # cut short when a run was killed
+        if not isinstance(event, dict) or event.get("id") is None:
+            continue
+        if event.get("event") == "end" and event.get("exit") == 0:
+            done.add(str(event["id"]))
+        elif event.get("event") in ("start", "end"):
+            done.discard(str(event["id"]))
+    return done
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class _Session:
@@ -258,18 +286,27 @@ def _tasks(plan: dict[str, Any], feed: bool) -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     feed = "--feed" in args
+    resume = "--resume" in args
     results_fd: int | None = None
-    rest = [a for a in args if a != "--feed"]
+    rest = [a for a in args if a not in ("--feed", "--resume")]
     if "--results-fd" in rest:
         i = rest.index("--results-fd")
         results_fd = int(rest[i + 1])
         del rest[i : i + 2]
-    if len(rest) != 1:
-        print("usage: session_runner.py SESSION.json [--feed] [--results-fd N]", file=sys.stderr)
+    if len(rest) != 1 or (resume and results_fd is None):
+        print("usage: session_runner.py SESSION.json [--feed] [--results-fd N [--resume]]", file=sys.stderr)
         return 2
     with open(rest[0], encoding="utf-8") as f:
         plan = json.load(f)
+    # read before anything is written: afterwards the fd is at the end of the earlier runs
+    skip = _succeeded(_read_all(results_fd)) if resume and results_fd is not None else set()
     session = _Session(results_fd)
+    if resume:
+        skipped = [str(t["id"]) for t in plan.get("tasks", ()) if str(t.get("id")) in skip]
+        session.report(event="run", skipped=skipped)
+        if skipped:
+            session.say(f"tasks {', '.join(skipped)} succeeded in an earlier run: not run again")
+        plan["tasks"] = [t for t in plan.get("tasks", ()) if str(t.get("id")) not in skip]
     signal.signal(signal.SIGTERM, session.on_signal)
     signal.signal(signal.SIGINT, session.on_signal)
 

@@ -382,12 +382,15 @@ def session_batch(
     session_dir: str | os.PathLike[str],
     *,
     results_fd: int,
+    resume: bool = False,
 ) -> RunSpec:
     """One session process for a batch scheduler (Slurm: one array element): enters
     the environments once, runs ``tasks`` ((task id, parameters), in order), exits the
     environments; each task's start and end is written as a JSON line to ``results_fd``
     (which the scheduler's script opens). The same runner as :func:`session_run`, with
-    every task known up front instead of fed."""
+    every task known up front instead of fed. ``resume``: the script opens
+    ``results_fd`` read-write on the earlier runs' results, and a rerun skips the
+    tasks they record as succeeded."""
     session = _Session(spec, step_name, session_dir, shared_ok=False)
     environments, _ = session.environments()
     actions = [(task_id, session.task(params)) for task_id, params in tasks]
@@ -397,7 +400,7 @@ def session_batch(
     grace = max(float(action["cancel"]["grace"]) for _, action in actions)
     return session.runner(
         {"environments": environments, "tasks": [{"id": i, "action": a} for i, a in actions]},
-        ("--results-fd", str(results_fd)),
+        ("--results-fd", str(results_fd), *(("--resume",) if resume else ())),
         grace,
         has_exit,
     )

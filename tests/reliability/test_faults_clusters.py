@@ -1,19 +1,21 @@
-"""The fault proxy in front of the real clusters: a Slurm 22.05 cluster and a Ray head
-(what test_faults.py does for Deadline), and forced disconnects of Ray's WebSocket
+"""The fault proxy in front of the real clusters: each Slurm cluster (22.05, 24.11 and
+26.05, as ``AIOFARM_SLURM_CLUSTERS`` selects) and a Ray head (what test_faults.py does
+for Deadline), and forced disconnects of Ray's WebSocket
 log tail (what test_disconnects.py does for the other drivers). Hold
 ``flock /work/.slurm.lock`` / ``flock /work/.ray.lock`` when running these."""
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
-import aiofarm
-from aiofarm import Client
+from aiofarm import Client, JobSpec
 
 from .conftest import FULL
 from .faultproxy import FaultProxy
@@ -49,14 +51,22 @@ RAY_JOBS = (16, 4) if FULL else (6, 2)
 RAY_LINES = 2000 if FULL else 400
 
 
-@pytest.fixture
-async def slurm_backend() -> UrlBackend:
+def _slurm_clusters() -> list[Any]:
+    from tests.backends import slurm
+
+    return [pytest.param(n, id=n, marks=[getattr(pytest.mark, m) for m in slurm.variant_marks(n)]) for n in slurm.VARIANTS]
+
+
+@pytest.fixture(params=_slurm_clusters())
+async def slurm_backend(request: pytest.FixtureRequest) -> UrlBackend:
+    """Each selected cluster (``AIOFARM_SLURM_CLUSTERS``; all three by default)."""
     from tests.backends import slurm
 
     if slurm.skip_reason():
         pytest.skip(slurm.skip_reason() or "")
-    cluster = await slurm.start_cluster("22.05")
-    return UrlBackend("slurm 22.05", cluster.url, r"/job/submit$")
+    name = str(request.param)
+    cluster = await slurm.start_cluster(name)
+    return UrlBackend(f"slurm {name}", cluster.url, r"/job/submit$")
 
 
 @pytest.fixture
@@ -74,18 +84,29 @@ async def test_slurm_waits_through_faults(slurm_backend: UrlBackend, figure: Cal
 
 
 @pytest.mark.slurm
-@pytest.mark.xfail(
-    reason="found by the fault proxy, left to the Slurm driver: a batch is one POST per spec and the "
-    "client retries the whole batch (6 attempts); with a quarter of requests faulted, 50 specs never "
-    "get through in 6 attempts, though each attempt keeps what the earlier made (submit tags)",
-    raises=aiofarm.TransientError,
-    strict=True,
-)
-async def test_slurm_batch_submit_through_faults(slurm_backend: UrlBackend) -> None:
-    async with FaultProxy(slurm_backend.upstream, rate=RATE, kinds=KINDS, seed=16) as proxy, Client(
+async def test_slurm_batch_submit_through_faults(
+    slurm_backend: UrlBackend, figure: Callable[[str, object], None]
+) -> None:
+    # one POST per spec: each attempt of the client's goes on past a faulted POST and
+    # the next one's tag lookup keeps what it made, so the batch gets through, once
+    run = uuid.uuid4().hex[:8]
+    specs = [JobSpec(command=["true"], name=f"batch-{run}-{i}") for i in range(sum(SLURM_JOBS))]
+    async with FaultProxy(slurm_backend.upstream, rate=0, kinds=KINDS, seed=16) as proxy, Client(
         slurm_backend.url(proxy)
     ) as farm:
-        await slurm_backend.jobs(farm, *SLURM_JOBS)
+        proxy.rate = RATE  # open is not retried; the submit is what is tested
+        made = await farm.jobs.submit(specs)
+        proxy.rate = 0
+        async with farm.jobs.list() as it:
+            names = [j.name async for j in it if (j.name or "").startswith(f"batch-{run}-")]
+    faults = sum(proxy.counts[k] for k in KINDS)
+    figure(f"{slurm_backend.name}: batch of {len(specs)} submitted through faults",
+           f"{faults} of {proxy.counts['requests']} requests faulted; {len(names)} jobs")
+    assert faults > 0
+    assert [j.name for j in made] == [s.name for s in specs]
+    assert len({j.id for j in made}) == len(specs)
+    # nothing created twice
+    assert sorted(names) == sorted(str(s.name) for s in specs)
 
 
 @pytest.mark.slurm

@@ -47,6 +47,10 @@ def _read(path: str) -> str:
     return Path(path).read_text()
 
 
+def _write(path: str, text: str) -> None:
+    Path(path).write_text(text)
+
+
 def _removed_with_inputs_kept(dirs: set[str]) -> bool:
     return all(not os.path.exists(d) and os.path.isdir(d + SESSION_INPUTS) for d in dirs)
 
@@ -67,13 +71,57 @@ async def test_a_session_enters_its_environments_once_for_many_tasks(farm: Clien
     assert [t.id for t in tasks] == [str(i) for i in range(6)]
     assert [t.parameters.get("F") for t in tasks] == list(range(1, 7))
     assert [t.status for t in tasks] == [JobStatus.SUCCEEDED] * 3 + [JobStatus.FAILED] + [JobStatus.SUCCEEDED] * 2
-    # a task's log is its session's output, where the runner marks each task
-    assert "task 3" in await farm.logs.read(job.id, task="3")
+    # a task's log: the lines the runner marked as its own in its session's output
+    own = (await farm.logs.read(job.id, task="3")).splitlines()
+    assert own[0].startswith("openjd: task 3: sh -c") and own[-1] == "openjd: task 3: exit code 1", own
+    assert not any("environment" in line or "task 2:" in line for line in own), own
+    # the whole job's lines carry the task they came from
+    async with farm.logs.stream(job.id) as lines:
+        tagged = {line.text: line.task_id async for line in lines}
+    assert tagged["openjd: task 4: exit code 0"] == "4" and tagged["openjd: task 3: exit code 1"] == "3"
     # each session ran in a directory of its own, removed when the session ended;
     # what the client wrote for it at submit time stays (a retry starts from it)
     dirs = {_read(marker + f".{i}").strip() for i in range(1, 7)}
     assert len(dirs) == 2
     assert _removed_with_inputs_kept(dirs)
+
+
+async def test_retry_reruns_only_the_failed_task_of_a_session(farm: Client) -> None:
+    marker = f"/tmp/aiofarm-session-retry-{uuid.uuid4().hex}"
+    template = _session_template(marker, 6)
+    # each task appends its frame to <marker>.tasks; frame 3 fails while <marker>.fail exists
+    template["steps"][0]["script"]["actions"]["onRun"]["args"] = [
+        "-c", f"echo {{{{Task.Param.F}}}} >> {marker}.tasks; [ {{{{Task.Param.F}}}} -ne 3 ] || [ ! -e {marker}.fail ]"
+    ]
+    _write(marker + ".fail", "")
+    # two sessions of three frames: frame 3 is the last of the first
+    (job,) = await farm.jobs.submit([template_spec(template, max_workers=2)])
+    result = await farm.jobs.wait(job.id, timeout=120, max_interval=0.5)
+    assert result.status is JobStatus.FAILED
+    assert [(t.id, t.parameters.get("F")) for t in result.failed_tasks] == [("2", 3)]
+    # counted per task, as tasks() lists them, not per session
+    assert result.job.task_counts == {"succeeded": 5, "failed": 1}
+    assert (await farm.jobs.get(job.id)).task_counts == {"succeeded": 5, "failed": 1}
+    tasks = await farm.jobs.tasks(job.id)
+    assert len(tasks) == 6 and [t.status for t in tasks].count(JobStatus.FAILED) == 1
+
+    os.unlink(marker + ".fail")
+    await farm.jobs.retry(job.id)
+    again = await farm.jobs.wait(job.id, timeout=180, max_interval=0.5)
+    assert again.status is JobStatus.SUCCEEDED, again.job.reason
+    assert again.job.task_counts == {"succeeded": 6}
+    assert [t.status for t in await farm.jobs.tasks(job.id)] == [JobStatus.SUCCEEDED] * 6
+    # only frame 3 ran again, in its session's rerun, with the environment entered
+    # and exited around it (three entries: two sessions and one rerun)
+    ran = _read(marker + ".tasks").split()
+    assert sorted(ran[:6]) == ["1", "2", "3", "4", "5", "6"] and ran[6:] == ["3"], ran
+    lines = _read(marker).splitlines()
+    assert lines.count("enter") == 3 and lines.count("exit") == 3, lines
+    # the task's log holds both its runs (the session's output is appended to on a
+    # rerun), and its session's rerun says what it skipped
+    log = await farm.logs.read(job.id, task="2")
+    assert "task 2: exit code 1" in log and "task 2: exit code 0" in log, log
+    assert "openjd: tasks 0, 1 succeeded in an earlier run: not run again" in await farm.logs.read(job.id)
 
 
 async def test_host_requirements_become_resources_and_constraints(farm: Client) -> None:

@@ -17,7 +17,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
-import attrs
 
 from ...errors import (
     AuthError,
@@ -39,7 +38,7 @@ from ..base import (
     SubmitAttempt,
     page_number,
 )
-from . import mapping, sessions
+from . import mapping, tasklist
 from .commands import INVALID_JOB_ID, CommandFailed, SlurmCommands
 from .config import SlurmConfig, parse_url, read_token
 from .http import TRANSITION_STATE_NO_UPDATE, SlurmAPIError, SlurmHTTP
@@ -198,12 +197,12 @@ class SlurmDriver(Driver):
     async def get_jobs(self, ids: Sequence[str]) -> dict[str, Job]:
         ids = [i for i in dict.fromkeys(ids) if is_job_id(i)]
         await self.store.poll(ids)
-        out: dict[str, Job] = {}
+        jobs: list[Job] = []
         for job_id in ids:
             recs = self.store.collect(job_id)
             if recs is not None:
-                out[job_id] = self.store.job(job_id, recs)
-        return out
+                jobs.append(self.store.job(job_id, recs))
+        return {job.id: job for job in await tasklist.count_tasks(self.store, jobs)}
 
     async def submit(self, specs: Sequence[JobSpec], attempt: SubmitAttempt | None = None) -> list[Job]:
         return await submit_specs(self.http, self.store, self.config, specs, attempt)
@@ -242,7 +241,7 @@ class SlurmDriver(Driver):
             jobs = [j for j in jobs if set(query.tags) <= set(j.tags)]
         epoch = datetime.fromtimestamp(0, timezone.utc)
         jobs.sort(key=lambda j: (j.created_at or epoch, int(j.id)), reverse=query.reverse)
-        page = jobs[offset : offset + page_size]
+        page = await tasklist.count_tasks(self.store, jobs[offset : offset + page_size])
         nxt = str(offset + page_size) if offset + page_size < len(jobs) else None
         return page, nxt
 
@@ -433,44 +432,11 @@ class SlurmDriver(Driver):
 
         await self._each([job_id], send)
 
-    async def _task_list(self, job_id: str) -> list[tuple[Task, int | None, Rec]]:
-        """(Task, array index, record) for every task of every step of ``job_id``; the
-        tasks of a step run in sessions come from the session runner's results files."""
-        store = self.store
-        sub = store.submitted.get(job_id)
-        steps = store.step_jobs(job_id)
-        multi = len(steps) > 1
-        found: list[tuple[str | None, list[Rec], Any]] = []
-        for step, jid in steps:
-            name = step or (sub.steps[0][0] if sub is not None else None)
-            recs = store.lookup(jid) or []
-            found.append((name, recs, mapping.parse_meta(recs[0].comment).get("sessions") if recs else None))
-        paths = [p for _, _, meta in found for p in sessions.results_paths(meta)]
-        results = await anyio.to_thread.run_sync(sessions.read_results, paths) if paths else {}
-        out: list[tuple[Task, int | None, Rec]] = []
-        for name, recs, meta in found:
-            params = sub.parameters.get(name, []) if sub is not None and name is not None else []
-            by_index = {r.array_task_id: r for r in recs if r.array_task_id is not None}
-            elements: list[tuple[Task, int | None, Rec]] = []
-            for task in mapping.tasks_from_records(job_id, recs, name):
-                index = int(task.id) if task.id.isdigit() else None
-                rec = (by_index.get(index) if index is not None else None) or next((r for r in recs if r.raw is task.raw), recs[0])
-                elements.append((task, index, rec))
-            expanded = sessions.expand(elements, meta, results, params)
-            if expanded is None:
-                expanded = [
-                    (attrs.evolve(task, parameters=params[index]) if index is not None and index < len(params) else task, index, rec)
-                    for task, index, rec in elements
-                ]
-            for task, index, rec in expanded:
-                out.append((attrs.evolve(task, id=f"{name}/{task.id}") if multi else task, index, rec))
-        return out
-
     async def tasks(self, job_id: str) -> list[Task]:
         if is_job_id(job_id):
             await self.store.fetch(job_id)
         await self.store.records_of(job_id)  # JobNotFound
-        return [task for task, _, _ in await self._task_list(job_id)]
+        return [task for task, _, _ in await tasklist.task_list(self.store, job_id)]
 
     async def explain(self, job_id: str) -> str:
         if is_job_id(job_id):
@@ -493,7 +459,7 @@ class SlurmDriver(Driver):
     # -- logs --------------------------------------------------------------------
     async def read_log(self, job_id: str, token: str | None, query: LogQuery) -> LogPage:
         recs = await self.store.records_of(job_id)
-        entries = await self._task_list(job_id)
+        entries = await tasklist.task_list(self.store, job_id)
         is_array = len(entries) > 1 or any(r.array_task_id is not None or r.array_task_string for r in recs)
         if query.task is None:
             # the tasks of one session share its output: read it once
@@ -502,9 +468,11 @@ class SlurmDriver(Driver):
 
         async def refreshed() -> dict[str, Task]:
             await self.store.fetch(job_id)
-            return {t.id: t for t, _, _ in await self._task_list(job_id)}
+            return {t.id: t for t, _, _ in await tasklist.task_list(self.store, job_id)}
 
-        return await read_log(job_id, token, query, entries, is_array, refreshed)
+        return await read_log(
+            job_id, token, query, entries, is_array, refreshed, tasklist.session_tasks(self.store, job_id)
+        )
 
     # -- interactive -------------------------------------------------------------
     async def _running_record(self, job_id: str, operation: str) -> Rec:

@@ -96,11 +96,14 @@ def job_description(
     default_name: str,
     meta: Mapping[str, Any] | None = None,
     requirements: Mapping[str, Any] | None = None,
+    append_output: bool = False,
 ) -> dict[str, Any]:
     """The job's properties under Slurm's names, ``environment`` as a mapping; the
     wire module of the API version shapes them into its submit body. ``requirements``:
     what a step's host requirements ask for (:mod:`.requirements`), on top of the
-    spec's resources (the larger amount wins; constraints must all hold)."""
+    spec's resources (the larger amount wins; constraints must all hold).
+    ``append_output``: a rerun (retry, requeue) appends to the output files instead
+    of truncating them (Slurm's default)."""
     job: dict[str, Any] = {
         "name": spec.name or default_name,
         # the API requires an environment; PATH first so a bare command name resolves
@@ -121,6 +124,8 @@ def job_description(
     else:
         job["standard_output"] = os.path.join(log_dir, "slurm-%j.out")
         job["standard_error"] = os.path.join(log_dir, "slurm-%j.err")
+    if append_output:
+        job["open_mode"] = "append"
     partition = spec.pool or default_partition
     if partition:
         job["partition"] = partition

@@ -19,9 +19,11 @@ import attrs
 from ...models import JobStatus, Task
 from .records import Rec
 
-__all__ = ["expand", "read_results", "results_paths", "session_split"]
+__all__ = ["Results", "expand", "read_results", "results_paths", "session_split", "task_counts", "task_total"]
 
 Entry = tuple[Task, "int | None", Rec]
+#: results file -> task id -> what its runs recorded (:func:`read_results`)
+Results = dict[str, dict[str, dict[str, Any]]]
 
 
 def session_split(n: int, k: int) -> list[range]:
@@ -39,14 +41,28 @@ def _meta(meta: Any) -> tuple[int, int, str] | None:
     return None
 
 
+def task_total(meta: Any) -> int:
+    """The tasks of a step run in sessions (0: not such a step)."""
+    parsed = _meta(meta)
+    return 0 if parsed is None else parsed[0]
+
+
 def results_paths(meta: Any) -> list[str]:
     parsed = _meta(meta)
     return [] if parsed is None else [f"{parsed[2]}{s}.jsonl" for s in range(parsed[1])]
 
 
-def read_results(paths: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
-    """path -> task id -> {"start": True, "end": {...}} (blocking: call in a thread)."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
+def _succeeded(slot: Mapping[str, Any]) -> bool:
+    end = slot.get("end")
+    return end is not None and end.get("exit") == 0
+
+
+def read_results(paths: Sequence[str]) -> Results:
+    """path -> task id -> {"start": True, "end": {...}} as of the session's latest run
+    (blocking: call in a thread). A rerun (retry, requeue) appends to the same file
+    after a ``run`` line: from there the tasks that had not succeeded are to run again,
+    and those that had are skipped and keep their result."""
+    out: Results = {}
     for path in paths:
         events: dict[str, dict[str, Any]] = {}
         try:
@@ -55,12 +71,18 @@ def read_results(paths: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
                     try:
                         event = json.loads(line)
                     except ValueError:
-                        continue  # the line being written
-                    if isinstance(event, dict) and event.get("id") is not None:
-                        slot = events.setdefault(str(event["id"]), {})
-                        slot["start"] = True
-                        if event.get("event") == "end":
-                            slot["end"] = event
+                        continue  # the line being written, or cut short by a kill
+                    if not isinstance(event, dict):
+                        continue
+                    if event.get("event") == "run":
+                        events = {i: slot for i, slot in events.items() if _succeeded(slot)}
+                    elif event.get("id") is not None:
+                        task_id = str(event["id"])
+                        if event.get("event") == "start":
+                            events[task_id] = {"start": True}
+                        elif event.get("event") == "end":
+                            events.setdefault(task_id, {})["start"] = True
+                            events[task_id]["end"] = event
         except OSError:
             pass
         out[path] = events
@@ -70,6 +92,10 @@ def read_results(paths: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
 def _task(element: Task, task_id: str, events: Mapping[str, Any], params: Mapping[str, Any]) -> Task:
     base = attrs.evolve(element, id=task_id, parameters=params)
     end = events.get("end")
+    if element.status in (JobStatus.PENDING, JobStatus.SUSPENDED) and not _succeeded(events):
+        # its session waits to run again (retry, requeue): the rerun runs this task
+        # again, and skips only those that succeeded
+        return attrs.evolve(base, exit_code=None, reason=element.reason, started_at=None, finished_at=None)
     if end is not None:
         code = end.get("exit") if isinstance(end.get("exit"), int) else 1
         fail = end.get("fail") if isinstance(end.get("fail"), str) else None
@@ -89,6 +115,14 @@ def _task(element: Task, task_id: str, events: Mapping[str, Any], params: Mappin
     if events.get("start"):
         return attrs.evolve(base, status=JobStatus.RUNNING, exit_code=None, finished_at=None)
     return attrs.evolve(base, status=JobStatus.PENDING, exit_code=None, started_at=None, finished_at=None)
+
+
+def task_counts(entries: Sequence[Entry]) -> dict[str, int]:
+    """``Job.task_counts`` of the tasks :func:`expand` gives."""
+    counts: dict[str, int] = {}
+    for task, _, _ in entries:
+        counts[task.status.value] = counts.get(task.status.value, 0) + 1
+    return counts
 
 
 def expand(

@@ -206,6 +206,9 @@ def submit_body(job: Mapping[str, Any], script: str) -> dict[str, Any]:
     tmp = body.pop("tmp_disk_mb", None)
     if tmp is not None:
         body["temporary_disk_per_node"] = tmp
+    mode = body.pop("open_mode", None)
+    if mode is not None:
+        body["open_mode"] = [str(mode).upper()]  # a flag list from v0.0.40 on
     body["script"] = script
     return {"job": body}
 
