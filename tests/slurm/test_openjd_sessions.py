@@ -15,6 +15,7 @@ from aiofarm import Client, InvalidSpec, JobStatus, UnsupportedError
 from aiofarm.drivers.slurm import SlurmDriver
 from aiofarm.drivers.slurm.script import SESSION_INPUTS
 from aiofarm.openjd.loading import template_spec
+from tests.slurm.templates import session_template
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slurm]
 
@@ -25,22 +26,7 @@ def _session_template(marker: str, n: int, fail: int | None = None) -> dict[str,
     run = f"echo task {{{{Task.Param.F}}}} $ENTERED >> {marker}; pwd > {marker}.{{{{Task.Param.F}}}}"
     if fail is not None:
         run += f"; [ {{{{Task.Param.F}}}} -ne {fail} ]"
-    return {
-        "specificationVersion": "jobtemplate-2023-09",
-        "name": "sessions",
-        "jobEnvironments": [{
-            "name": "Env",
-            "script": {"actions": {
-                "onEnter": {"command": "sh", "args": ["-c", f"echo enter >> {marker}; echo 'openjd_env: ENTERED=yes'"]},
-                "onExit": {"command": "sh", "args": ["-c", f"echo exit >> {marker}"]},
-            }},
-        }],
-        "steps": [{
-            "name": "S",
-            "parameterSpace": {"taskParameterDefinitions": [{"name": "F", "type": "INT", "range": f"1-{n}"}]},
-            "script": {"actions": {"onRun": {"command": "sh", "args": ["-c", run]}}},
-        }],
-    }
+    return session_template(marker, n, run)
 
 
 def _read(path: str) -> str:
@@ -88,11 +74,10 @@ async def test_a_session_enters_its_environments_once_for_many_tasks(farm: Clien
 
 async def test_retry_reruns_only_the_failed_task_of_a_session(farm: Client) -> None:
     marker = f"/tmp/aiofarm-session-retry-{uuid.uuid4().hex}"
-    template = _session_template(marker, 6)
     # each task appends its frame to <marker>.tasks; frame 3 fails while <marker>.fail exists
-    template["steps"][0]["script"]["actions"]["onRun"]["args"] = [
-        "-c", f"echo {{{{Task.Param.F}}}} >> {marker}.tasks; [ {{{{Task.Param.F}}}} -ne 3 ] || [ ! -e {marker}.fail ]"
-    ]
+    template = session_template(
+        marker, 6, f"echo {{{{Task.Param.F}}}} >> {marker}.tasks; [ {{{{Task.Param.F}}}} -ne 3 ] || [ ! -e {marker}.fail ]"
+    )
     _write(marker + ".fail", "")
     # two sessions of three frames: frame 3 is the last of the first
     (job,) = await farm.jobs.submit([template_spec(template, max_workers=2)])

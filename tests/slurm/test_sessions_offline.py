@@ -22,6 +22,7 @@ from aiofarm.drivers.slurm.requirements import step_requirements
 from aiofarm.drivers.slurm.sessions import Entry, expand, read_results, results_paths, task_counts
 from aiofarm.drivers.slurm.submit import _plan
 from aiofarm.drivers.slurm.wire import for_version
+from tests.slurm.templates import session_template
 
 
 def _spec(requirements: dict[str, Any], **options: Any) -> JobSpec:
@@ -100,23 +101,7 @@ def test_session_directory_is_made_fresh_and_removed_at_the_end(tmp_path: Path) 
 def _session_spec(marker: Path, frames: int) -> JobSpec:
     # each task appends its frame to <marker>.tasks and fails while <marker>.fail<F> exists
     run = f"echo {{{{Task.Param.F}}}} >> {marker}.tasks; [ ! -e {marker}.fail{{{{Task.Param.F}}}} ]"
-    template = {
-        "specificationVersion": "jobtemplate-2023-09",
-        "name": "sessions",
-        "jobEnvironments": [{
-            "name": "Env",
-            "script": {"actions": {
-                "onEnter": {"command": "sh", "args": ["-c", f"echo enter >> {marker}"]},
-                "onExit": {"command": "sh", "args": ["-c", f"echo exit >> {marker}"]},
-            }},
-        }],
-        "steps": [{
-            "name": "S",
-            "parameterSpace": {"taskParameterDefinitions": [{"name": "F", "type": "INT", "range": f"1-{frames}"}]},
-            "script": {"actions": {"onRun": {"command": "sh", "args": ["-c", run]}}},
-        }],
-    }
-    return JobSpec(template=template, max_workers=1)
+    return JobSpec(template=session_template(str(marker), frames, run), max_workers=1)
 
 
 def _tasks_as(state: str, step: Any) -> list[Entry]:

@@ -71,6 +71,8 @@ async def count_tasks(store: JobStore, jobs: Sequence[Job]) -> list[Job]:
     :func:`task_list` gives them, instead of per session (array element)."""
     with_sessions: dict[str, Steps] = {}
     for job in jobs:
+        if not any('"sessions"' in rec.comment for rec in store.collect(job.id) or ()):
+            continue  # a poll round reads every watched job: no JSON for the others
         found = _steps(store, job.id)
         if any(meta is not None for _, _, meta in found):
             with_sessions[job.id] = found
