@@ -172,6 +172,8 @@ async def test_full_disk_typed_error_no_rerun_and_recovery_in_the_same_client(tm
                 b = await farm.jobs.start(command=body)
                 await _until_running(farm, b.id)
                 await eventually(lambda: _log_is(farm, b.id, "before\n"))
+                # b's output is spliced to its raw file until the disk is full
+                assert list((state / "logs").glob("*.raw/o0.1")), "b's output was not spliced"
                 filler = fill(disk)
                 with pytest.raises(StateError) as info:
                     await farm.jobs.submit([JobSpec(command=["true"], name="x" * 200) for _ in range(3000)])

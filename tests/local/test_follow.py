@@ -5,6 +5,7 @@ the service died (no line lost, none repeated)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -77,7 +78,10 @@ async def test_a_follow_resumes_from_its_cursor_after_the_service_died(tmp_path:
 
 
 def _logged(state: Path) -> int:
-    return sum(p.read_bytes().count(b"\n") for p in (state / "logs").iterdir() if p.is_file())
+    """Lines in the job logs: line records, and the newlines of raw output files."""
+    raw = sum(p.read_bytes().count(b"\n") for p in (state / "logs").glob("*.raw/*"))
+    records = sum(len(re.findall(rb"(?m)^\S+ [oe]", p.read_bytes())) for p in (state / "logs").glob("*.log"))
+    return raw + records
 
 
 async def test_follow_filters_and_an_unknown_job(tmp_path: Path) -> None:

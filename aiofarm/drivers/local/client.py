@@ -284,19 +284,19 @@ class ServiceDriver(Driver):
         from .codec import from_dt
         from .queries import task_index_of
 
-        offset = start = logfile.decode_token(token)
+        offset, raw = start = logfile.decode_token(token)
         ids = self._task_ids.get(job_id)
         # at least two records of the longest kind, so a read always holds a whole one
         size = max(2 * logfile.MAX_LINE, min(RAW_PAGE, query.limit * 256))
         while True:
-            data, tasks = await self._raw_log(job_id, offset, size, tasks=ids is None)
+            data, tasks = await self._raw_log(job_id, offset, raw, size, tasks=ids is None)
             if tasks is not None:
                 ids = {int(k): v for k, v in tasks.items()}
                 if len(self._task_ids) > 1000:
                     self._task_ids.clear()
                 self._task_ids[job_id] = ids
             assert ids is not None
-            lines, used = logfile.parse_records(
+            lines, used, raw = logfile.parse_wire(
                 data,
                 limit=query.limit,
                 task_index=task_index_of(job_id, query, ids),
@@ -308,19 +308,18 @@ class ServiceDriver(Driver):
             )
             offset += used
             # a full read whose records all were filtered out: look further
-            if lines or used == 0 or len(data) < size // 2:
+            if lines or raw is not None or not data or len(data) < size // 2:
                 break
-        page = LogPage(tuple(lines), logfile.encode_token(offset))
-        if not lines and offset == start:
+        if not lines and (offset, raw) == start:
             return LogPage((), token)
-        return page
+        return LogPage(tuple(lines), logfile.encode_token(offset, raw))
 
     async def _raw_log(
-        self, job_id: str, offset: int, size: int, *, tasks: bool
+        self, job_id: str, offset: int, raw: int | None, size: int, *, tasks: bool
     ) -> tuple[bytes, dict[str, str] | None]:
         import aiohttp
 
-        body = {"id": job_id, "offset": offset, "max": size, "tasks": tasks}
+        body = {"id": job_id, "offset": offset, "raw": raw, "max": size, "tasks": tasks}
         for attempt in range(2):
             session = self._require()
             try:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ...errors import InvalidSpec, JobNotFound, JobNotRunning
 from ..base import Action, JobUpdate
-from . import store
+from . import logfile, store
 from .admin import Admin
 from .codec import dumps
 from .model import CANCELED, FAILED, PENDING, RUNNING, SUSPENDED, FarmJob
@@ -132,6 +132,7 @@ class Control(Admin):
         for seq in seqs:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._log_path(seq))
+            shutil.rmtree(logfile.raw_dir(self._log_path(seq)), ignore_errors=True)
             shutil.rmtree(os.path.join(self.state_dir, "work", str(seq)), ignore_errors=True)
             self._workdirs.discard(seq)
 

@@ -2,9 +2,9 @@
 
 The first frame from the service is JSON text: ``{"ok": true, "tasks": {index: id}}``
 or an error (as ``wire.error_to``). Then binary frames carry the job's log records
-exactly as they are on disk (whole records, in order, from the token's offset: the
-client parses them, and the token after a frame is the offset plus the bytes that
-came), and a text frame ``{"end": true}`` says the job has finished and every record
+in wire form (``logfile.read_wire``: whole records as on disk, in order, from the
+token's offset, each index record followed by its lines' raw bytes: the client parses
+them, and the token after a frame is the offset of the record after its last), and a text frame ``{"end": true}`` says the job has finished and every record
 was sent; the service then closes. The client sends nothing.
 
 Flow control: the service reads the log file one chunk at a time and reads the next
@@ -13,8 +13,8 @@ drain, and the client's reader stops reading while its queue is full). A slow
 follower costs the service its offset and nothing more, and never slows the job,
 whose output goes to the file whoever follows it.
 
-Latency: new output wakes the sender at once (a listener on each running task of the
-job); the tasks of a followed job have their pipes read from their first byte (not
+Latency: new output wakes the sender at once (``add_notify`` on each running task of
+the job, which leaves its output spliced); the tasks of a followed job have their pipes read from their first byte (not
 after ``processes.ARM_DELAY``); a task that starts later is found on the job's status
 event, or within ``POLL`` for a job that was already running.
 """
@@ -53,7 +53,7 @@ async def serve_log_follow(farm: EmbeddedDriver, request: web.Request) -> web.St
     await ws.prepare(request)
     job_id = request.query.get("job", "")
     try:
-        offset = logfile.decode_token(request.query.get("token") or None)
+        offset, raw = logfile.decode_token(request.query.get("token") or None)
         path, ids = farm.log_source(job_id)
     except FarmError as exc:
         await ws.send_str(wire.dumps(wire.error_to(exc)))
@@ -62,7 +62,7 @@ async def serve_log_follow(farm: EmbeddedDriver, request: web.Request) -> web.St
     news = asyncio.Event()
     watched: dict[RunningTask, Callable[[], None]] = {}
 
-    def on_output(_fileno: int, _data: bytes) -> None:
+    def on_output() -> None:
         news.set()  # the records are written by the time the sender runs
 
     def on_job(job: Job) -> None:
@@ -70,20 +70,20 @@ async def serve_log_follow(farm: EmbeddedDriver, request: web.Request) -> web.St
             news.set()
 
     async def send() -> None:
-        nonlocal offset
+        nonlocal offset, raw
         while True:
             news.clear()
             for task in farm.running_tasks(job_id):
                 if task not in watched and not task.exited:
-                    watched[task] = task.add_listener(on_output)
+                    watched[task] = task.add_notify(on_output)
             for task in [t for t in watched if t.exited]:
                 watched.pop(task)()
             # an unfinished job may write more; a finished one has written everything
             active = farm.job_active(job_id)
-            data = logfile.read_raw(path, offset, CHUNK)
+            data, after = logfile.read_wire(path, offset, raw, CHUNK)
             if data:
                 await ws.send_bytes(data)  # waits while the follower is behind
-                offset += len(data)
+                offset, raw = after, None
                 continue
             if not active:
                 await ws.send_str('{"end":true}')
@@ -129,7 +129,7 @@ async def follow_pages(
     from .queries import task_index_of
     from .streams import first_answer
 
-    offset = logfile.decode_token(token)
+    offset, _ = logfile.decode_token(token)
     answer = await first_answer(ws, f"log follow of {job_id}")
     ids = {int(k): v for k, v in answer["tasks"].items()}
     task_index = task_index_of(job_id, query, ids)
@@ -138,7 +138,7 @@ async def follow_pages(
     async for msg in ws:
         if msg.type == WSMsgType.BINARY:
             data: bytes = msg.data
-            lines, used = logfile.parse_records(
+            lines, used, _ = logfile.parse_wire(
                 data, limit=len(data), task_index=task_index, streams=query.streams, start=start, end=end, task_ids=ids
             )
             offset += used

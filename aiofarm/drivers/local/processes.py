@@ -18,10 +18,15 @@ Design (measured on this machine, see benchmarks/p2_local_throughput.py): the pr
 is started and reaped by :mod:`aiofarm.drivers.childproc` (the one child-process
 module: ``subprocess.Popen``, i.e. vfork + exec, in a session of its own, reaped
 through a pidfd on the event loop, no child watcher thread, no global loop policy).
-Output comes through pipes (stdout's enlarged to ``PIPE_SIZE``) read here with
-``loop.add_reader`` and raw ``os.read`` (watched from ``ARM_DELAY`` after the start,
-or at once for a job someone follows; a task that ends sooner is drained at exit),
-because each chunk goes to the log file and to the listeners, not to one reader.
+Output comes through pipes (stdout's enlarged to ``PIPE_SIZE``) watched with
+``loop.add_reader`` (from ``ARM_DELAY`` after the start, or at once for a job someone
+follows; a task that ends sooner is drained at exit). A plain task's output (no tty,
+no OpenJD message hook, no attacher) is moved in the kernel with ``os.splice`` to a
+raw file per stream, and an index record per move goes to the job's log
+(``logfile``): no copy through Python, no record per line; a pipe that a move finds
+full is enlarged to ``PIPE_MAX``. Otherwise, or once a move fails (a full disk), the
+output is read with ``os.read`` and written as a record per line, because each line
+goes to the attacher or the hook as well as to the log.
 
 When the task's main process exits, whatever it left behind in its process group
 is killed with SIGKILL before the zombie is reaped (so the pgid cannot have been
@@ -33,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 import signal
 import time
@@ -58,6 +64,24 @@ PIPE_SIZE = 256 << 10
 #: stamped up to this late, and a task writing more than its pipe buffer (PIPE_SIZE) in it
 #: waits up to this long.
 ARM_DELAY = 0.05
+#: a pipe that a splice finds full is enlarged to this (Linux's pipe-max-size default):
+#: only tasks that write fast hold big pipes, so many tasks stay under the quota
+PIPE_MAX = 1 << 20
+_F_GETPIPE_SZ = 1032
+_F_SETPIPE_SZ = 1031
+
+
+class _Raw:
+    """A stream spliced to its raw file: ``end`` bytes in the file, ``indexed`` of
+    them covered by index records."""
+
+    __slots__ = ("end", "fd", "indexed", "kind", "pipe")
+
+    def __init__(self, fd: int, kind: bytes, end: int, pipe: int) -> None:
+        self.fd = fd
+        self.kind = kind
+        self.end = self.indexed = end
+        self.pipe = pipe  # the pipe's capacity
 
 
 
@@ -109,6 +133,9 @@ class RunningTask:
         self._log_path = log_path
         self._log_fd: int | None = None
         self._listeners: list[OutputListener] = []
+        self._notify: list[Callable[[], None]] = []
+        self._raw: dict[int, _Raw] = {}  # read fd -> its raw file, while spliced
+        self._lines: set[int] = set()  # read fds read and logged line by line
         self._waiters: list[asyncio.Future[int]] = []
         self._on_exit = on_exit
         self.exited = False
@@ -142,11 +169,25 @@ class RunningTask:
         """Call ``callback(fileno, data)`` with every output chunk from now on;
         returns the function that removes it."""
         self._listeners.append(callback)
+        for fd in list(self._raw):
+            self._unsplice(fd)  # the listener gets the bytes: they go through Python now
         self.watch()
 
         def remove() -> None:
             with contextlib.suppress(ValueError):
                 self._listeners.remove(callback)
+
+        return remove
+
+    def add_notify(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` each time new output is in the log (a follower); returns
+        the function that removes it."""
+        self._notify.append(callback)
+        self.watch()
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._notify.remove(callback)
 
         return remove
 
@@ -178,6 +219,12 @@ class RunningTask:
 
     # -- internals ---------------------------------------------------------------
     def _write(self, data: bytes | list[bytes | memoryview]) -> None:
+        if not self._append(data):
+            # a full disk must not kill the scheduler: count what is lost
+            self.dropped_lines += _count_lines(data)
+
+    def _append(self, data: bytes | list[bytes | memoryview]) -> bool:
+        """Append records to the log, whole or not at all (False)."""
         if self._log_fd is None:
             # opened on first output: a silent task never creates a file
             try:
@@ -185,19 +232,88 @@ class RunningTask:
                     self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
                 )
             except OSError:
-                self.dropped_lines += _count_lines(data)
-                return
+                return False
         if self.dropped_lines:
             # space is back: say once how much is missing, then carry on
             if not append_whole(self._log_fd, dropped_note(self.task_index, self.dropped_lines)):
-                self.dropped_lines += _count_lines(data)
-                return
+                return False
             self.dropped_lines = 0
-        if not append_whole(self._log_fd, data):
-            # a full disk must not kill the scheduler: count what is lost
-            self.dropped_lines += _count_lines(data)
+        return append_whole(self._log_fd, data)
+
+    def _spliced(self, fd: int) -> bool:
+        """Whether ``fd``'s output goes to a raw file (decided at its first output)."""
+        if fd in self._raw:
+            return True
+        if fd in self._lines or self.tty or self.line_hook is not None or self._listeners or self.attempt is None:
+            self._lines.add(fd)
+            return False
+        _, kind = self._outputs[fd]
+        path = logfile.raw_path(self._log_path, kind, self.task_index, self.attempt)
+        try:
+            try:
+                raw_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                folder = os.path.dirname(path)
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder, 0o700)
+                    os.chmod(folder, 0o700)  # whatever the umask
+                raw_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            self._lines.add(fd)  # no raw file (a full disk): line by line
+            return False
+        # an attempt started again after a crash appends: earlier index records stay right
+        self._raw[fd] = _Raw(raw_fd, kind, os.fstat(raw_fd).st_size, fcntl.fcntl(fd, _F_GETPIPE_SZ))
+        return True
+
+    def _splice(self, fd: int) -> bool:
+        """Move what is in the pipe to the raw file and index it; False if the pipe is
+        empty. At the end of the output, or when a move fails, the stream goes on line
+        by line (``_unsplice``)."""
+        raw = self._raw[fd]
+        try:
+            n = os.splice(fd, raw.fd, PIPE_MAX, offset_dst=raw.end, flags=os.SPLICE_F_NONBLOCK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            n = -1  # the bytes stay in the pipe: the read path takes them (and counts drops)
+        if n <= 0:
+            self._unsplice(fd)
+            if n == 0:
+                self._feed(fd, b"")  # end of output: a last piece without newline, then close
+            return True
+        raw.end += n
+        if n > raw.pipe * 3 // 4 and raw.pipe < PIPE_MAX:  # full (in pages; writes leave gaps)
+            with contextlib.suppress(OSError):
+                raw.pipe = fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_MAX)
+        record = logfile.index_record(raw.kind, self.task_index, self.attempt or 0, time.time(), raw.indexed, n)
+        if not self._append(record):
+            self._unsplice(fd)  # what is not indexed goes line by line (or is counted)
+            return True
+        raw.indexed = raw.end
+        for notify in tuple(self._notify):
+            notify()
+        return True
+
+    def _unsplice(self, fd: int) -> None:
+        """Go on line by line: the unfinished last piece and whatever is not yet indexed
+        are fed to the line path (no index record yields them)."""
+        raw = self._raw.pop(fd)
+        self._lines.add(fd)
+        try:
+            start = logfile.piece_start(raw.fd, raw.indexed)
+            data = os.pread(raw.fd, raw.end - start, start)
+        except OSError:
+            data = b""
+        finally:
+            os.close(raw.fd)
+        self._bufs[fd] = b""
+        if data:
+            self._log_lines(fd, data)
 
     def _readable(self, fd: int) -> None:
+        if self._spliced(fd):
+            self._splice(fd)
+            return
         try:
             data = os.read(fd, _READ_SIZE)
         except BlockingIOError:
@@ -209,12 +325,18 @@ class RunningTask:
         self._feed(fd, data)
 
     def _feed(self, fd: int, data: bytes) -> None:
-        fileno, kind = self._outputs[fd]
+        fileno, _ = self._outputs[fd]
         for listener in tuple(self._listeners):
             listener(fileno, data)
         if not data:
             self._close_output(fd)
             return
+        self._log_lines(fd, data)
+        for notify in tuple(self._notify):
+            notify()
+
+    def _log_lines(self, fd: int, data: bytes) -> None:
+        _, kind = self._outputs[fd]
         rest = self._bufs[fd]
         buf = rest + data if rest else data
         if b"\n" not in data and len(buf) < logfile.MAX_LINE:
@@ -246,6 +368,8 @@ class RunningTask:
     def take_output(self) -> None:
         """Log whatever output is already in the pipes, a partial last line included (an
         OpenJD session's task boundary: the next output belongs to the next task)."""
+        for fd in list(self._raw):
+            self._unsplice(fd)
         for fd in list(self._outputs):
             while fd in self._outputs:
                 try:
@@ -281,6 +405,12 @@ class RunningTask:
     def _drain(self) -> None:
         for fd in list(self._outputs):
             while fd in self._outputs:
+                if fd in self._raw:
+                    if not self._splice(fd):
+                        # an escaped grandchild may hold the write end: stop here anyway
+                        self._unsplice(fd)
+                        self._feed(fd, b"")
+                    continue
                 try:
                     data = os.read(fd, _READ_SIZE)
                 except BlockingIOError:
@@ -299,6 +429,9 @@ class RunningTask:
         assert code is not None
         self.returncode = code
         self.exited = True
+        if not self._armed:
+            # drained only now: a task that ended within ARM_DELAY is not worth a raw file
+            self._lines.update(self._outputs)
         self._drain()
         self.close_stdin()
         if self._log_fd is not None:

@@ -141,12 +141,11 @@ class Queries(Scheduler):
 
     @translate
     async def read_log(self, job_id: str, token: str | None, query: LogQuery) -> LogPage:
-        offset = logfile.decode_token(token)
         path, ids = self.log_source(job_id)
         task_index = task_index_of(job_id, query, ids)
-        lines, end = logfile.read_page(
+        lines, next_token = logfile.read_page(
             path,
-            offset,
+            token,
             limit=query.limit,
             task_index=task_index,
             streams=query.streams,
@@ -155,7 +154,7 @@ class Queries(Scheduler):
             task_ids=ids,
             attempt=query.attempt,
         )
-        return LogPage(tuple(lines), logfile.encode_token(end))
+        return LogPage(tuple(lines), next_token)
 
     def log_source(self, job_id: str) -> tuple[str, dict[int, str]]:
         """The job's log file and its task ids by index (JobNotFound if none)."""

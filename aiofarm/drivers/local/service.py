@@ -338,17 +338,19 @@ class FarmService:
         return {"text": await self.farm.explain(str(body["id"]))}
 
     async def _log_raw(self, request: web.Request) -> web.StreamResponse:
-        """A log's whole records from a byte offset, as they are on disk: the client
-        parses them, so reading a busy log costs the service a pread per request."""
+        """A log's whole records from a byte offset, in wire form (``logfile.read_wire``:
+        as on disk, each index record with its raw bytes): the client parses them, so
+        reading a busy log costs the service a few preads per request."""
         from aiohttp import web
 
         async def read() -> web.StreamResponse:
             body = await request.json()
             job_id = str(body["id"])
             offset = int(body["offset"])
+            raw = body.get("raw")
             size = min(int(body["max"]), 8 << 20)
             path, ids = self.farm.log_source(job_id)
-            data = logfile.read_raw(path, offset, size)
+            data, _ = logfile.read_wire(path, offset, None if raw is None else int(raw), size)
             headers = {"X-Aiofarm-Tasks": wire.dumps(ids)} if body.get("tasks") else {}
             return web.Response(body=data, headers=headers, content_type="application/octet-stream")
 
