@@ -21,6 +21,7 @@ from aiofarm.drivers.local.logfile import (
     raw_dir,
     raw_path,
     read_page,
+    read_wire,
 )
 from aiofarm.errors import InvalidSpec
 
@@ -190,6 +191,20 @@ def read_all(path: str, token: str | None = None, limit: int = 10_000, **kw: Any
         out += [(ln.stream, ln.text, int(ln.task_id[-1]), ln.attempt, ln.time.timestamp()) for ln in lines if ln.time and ln.task_id]
 
 
+def follow_all(path: str, size: int) -> list[Any]:
+    offset, raw, out = 0, None, []
+    while True:
+        data, next_offset, next_raw = read_wire(path, offset, raw, size)
+        if not data:
+            return out
+        lines, used, resume = parse_wire(
+            data, limit=len(data), task_index=None, streams=ALL, start=None, end=None, task_ids=IDS
+        )
+        assert (offset + used, resume) == (next_offset, next_raw)
+        offset, raw = next_offset, next_raw
+        out += [(ln.stream, ln.text, int(ln.task_id[-1]), ln.attempt, ln.time.timestamp()) for ln in lines if ln.time and ln.task_id]
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_raw_output_reads_back_as_the_programs_lines_on_every_path(tmp_path: Path, seed: int) -> None:
     log = simulate(tmp_path, seed)
@@ -211,6 +226,10 @@ def test_raw_output_reads_back_as_the_programs_lines_on_every_path(tmp_path: Pat
     # a follow (the wire) dropped and resumed at every record boundary
     for i, offset in enumerate(log.offsets):
         assert read_all(log.path, f"o{offset}")[0] == log.lines(i)
+    # and in frames of every size (a record's lines split over several): the client's
+    # token after each frame is where the service goes on
+    for size in (1, 4096, 100_000):
+        assert follow_all(log.path, size) == every
     # filters: stream, task, attempt, time
     assert read_all(log.path, streams=frozenset({"stderr"}))[0] == [x for x in every if x[0] == "stderr"]
     assert read_all(log.path, task_index=1)[0] == [x for x in every if x[2] == 1]

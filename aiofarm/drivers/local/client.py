@@ -307,8 +307,9 @@ class ServiceDriver(Driver):
                 attempt=query.attempt,
             )
             offset += used
-            # a full read whose records all were filtered out: look further
-            if lines or raw is not None or not data or len(data) < size // 2:
+            # a full read whose records all were filtered out (or a record's first part,
+            # its lines filtered out): look further
+            if lines or not data or (len(data) < size // 2 and raw is None):
                 break
         if not lines and (offset, raw) == start:
             return LogPage((), token)

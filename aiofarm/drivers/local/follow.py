@@ -80,10 +80,10 @@ async def serve_log_follow(farm: EmbeddedDriver, request: web.Request) -> web.St
                 watched.pop(task)()
             # an unfinished job may write more; a finished one has written everything
             active = farm.job_active(job_id)
-            data, after = logfile.read_wire(path, offset, raw, CHUNK)
+            data, after, after_raw = logfile.read_wire(path, offset, raw, CHUNK)
             if data:
                 await ws.send_bytes(data)  # waits while the follower is behind
-                offset, raw = after, None
+                offset, raw = after, after_raw
                 continue
             if not active:
                 await ws.send_str('{"end":true}')
@@ -138,11 +138,11 @@ async def follow_pages(
     async for msg in ws:
         if msg.type == WSMsgType.BINARY:
             data: bytes = msg.data
-            lines, used, _ = logfile.parse_wire(
+            lines, used, raw = logfile.parse_wire(
                 data, limit=len(data), task_index=task_index, streams=query.streams, start=start, end=end, task_ids=ids
             )
             offset += used
-            yield LogPage(tuple(lines), logfile.encode_token(offset))
+            yield LogPage(tuple(lines), logfile.encode_token(offset, raw))
         elif msg.type == WSMsgType.TEXT and json.loads(msg.data).get("end"):
             return
         elif msg.type != WSMsgType.TEXT:

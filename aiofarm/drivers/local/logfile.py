@@ -47,8 +47,10 @@ exactly where it stopped (no line lost, none repeated).
 
 **Wire.** The service sends the client the record log as it is on disk, each index
 record followed by its lines' bytes: ``<base> <size>\\n`` and ``size`` bytes of the
-raw file from ``base`` (a piece start; whole pieces). The client parses the lines
-(:func:`parse_wire`); ``read_page`` (the embedded farm) reads the same way.
+raw file from ``base`` (a piece start; whole pieces). A record whose lines do not
+fit in one read comes in parts (``<base> <size> +\\n``: the index record again in the
+next read, with the next lines). The client parses the lines (:func:`parse_wire`);
+``read_page`` (the embedded farm) reads the same way.
 """
 
 from __future__ import annotations
@@ -237,22 +239,25 @@ def _after_pieces(buf: bytes, base: int, count: int) -> int:
 # -- reading -----------------------------------------------------------------------
 
 
-def read_wire(path: str, offset: int, raw: int | None, size: int) -> tuple[bytes, int]:
+def read_wire(path: str, offset: int, raw: int | None, size: int) -> tuple[bytes, int, int | None]:
     """The service's side of a read: the whole records of ``path`` from ``offset``
     (from raw position ``raw`` in the index record there), each index record followed
-    by its lines' bytes; about ``size`` bytes in all, at least one record when there is
-    one. Returns the bytes and the offset just after the last record in them."""
+    by its lines' bytes; about ``size`` bytes in all, at least one record or line when
+    there is one. An index record whose lines do not fit comes with the first of them
+    and a ``+``; the rest follows in the next read. Returns the bytes and where the
+    next read starts: the offset just after the last record in them, or the offset
+    of the last (a ``+`` one) and the raw position of its next line."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return b"", offset
+        return b"", offset, raw
     try:
-        data = os.pread(fd, size, offset)
+        data = os.pread(fd, max(size, 2 * MAX_LINE), offset)  # a whole record at least
     finally:
         os.close(fd)
     data = data[: data.rfind(b"\n") + 1]
     if raw is None and b" O" not in data and b" E" not in data:  # no index record
-        return data, offset + len(data)
+        return data, offset + len(data), None
     out: list[bytes] = []
     total = pos = 0
     raws: dict[bytes, int] = {}
@@ -265,7 +270,7 @@ def read_wire(path: str, offset: int, raw: int | None, size: int) -> tuple[bytes
                 out.append(data[pos : m.start()])
                 total += m.start() - pos
             if total >= size:
-                return b"".join(out), offset + m.start()
+                return b"".join(out), offset + m.start(), None
             kind, task, attempt, start, length = m.groups()
             name = kind.lower() + task + b"." + attempt
             if name not in raws:
@@ -285,6 +290,12 @@ def read_wire(path: str, offset: int, raw: int | None, size: int) -> tuple[bytes
                 payload = buf[: _pieces_end(buf, base, max(s - base, 0))]
             raw = None
             record = data[m.start() : m.end() + 1]
+            room = max(size - total - len(record), MAX_LINE)  # a piece always fits
+            if len(payload) > room:
+                part = _pieces_end(payload[:room], base, 0)
+                if 0 < part < len(payload):
+                    out += (record, b"%d %d +\n" % (base, part), payload[:part])
+                    return b"".join(out), offset + m.start(), base + part
             out += (record, b"%d %d\n" % (base, len(payload)), payload)
             total += len(record) + len(payload)
             pos = m.end() + 1
@@ -295,7 +306,7 @@ def read_wire(path: str, offset: int, raw: int | None, size: int) -> tuple[bytes
             if fd >= 0:
                 os.close(fd)
     out.append(data[pos:])
-    return b"".join(out), offset + len(data)
+    return b"".join(out), offset + len(data), None
 
 
 def parse_wire(
@@ -311,8 +322,8 @@ def parse_wire(
 ) -> tuple[list[LogLine], int, int | None]:
     """The matching lines of the whole records in ``data`` (at most ``limit``; wire
     form, see :func:`read_wire`), how many bytes of the record log they cover, and the
-    raw position to resume from when the limit stopped inside an index record (the
-    record at that offset)."""
+    raw position to resume from when the limit (or the end of a ``+`` record) stopped
+    inside an index record (the record at that offset)."""
     kinds = {k for k, name in STREAM_OF_KIND.items() if name in streams}
     lookup = task_ids.get if isinstance(task_ids, Mapping) else task_ids
     out: list[LogLine] = []
@@ -378,12 +389,11 @@ def parse_wire(
                 hl = data.find(b"\n", nl + 1)
                 if hl < 0:
                     break
-                base_s, _, size_s = data[nl + 1 : hl].partition(b" ")
-                body = hl + 1 + int(size_s)
+                base_s, size_s, more = (data[nl + 1 : hl] + b" ").split(b" ", 2)
+                base, body = int(base_s), hl + 1 + int(size_s)
                 if body > len(data):
                     break
                 if wanted:
-                    base = int(base_s)
                     payload = data[hl + 1 : body]
                     texts = _texts(payload, base)
                     room = limit - len(out)
@@ -391,6 +401,9 @@ def parse_wire(
                         out += [LogLine(when, stream, text, task_id, None, run) for text in texts[:room]]
                         return out, used, _after_pieces(payload, base, room)
                     out += [LogLine(when, stream, text, task_id, None, run) for text in texts]
+                if more.strip():
+                    # the record's other lines come in the next read
+                    return out, used, base + body - hl - 1
                 used += nl + 1 - rec_start
                 pos = body
                 continue
@@ -428,7 +441,7 @@ def read_page(
     offset, raw = decode_token(token)
     out: list[LogLine] = []
     while len(out) < limit:
-        data, _ = read_wire(path, offset, raw, _CHUNK)
+        data, _, _ = read_wire(path, offset, raw, _CHUNK)
         lines, used, raw = parse_wire(
             data,
             limit=limit - len(out),
@@ -441,8 +454,6 @@ def read_page(
         )
         out.extend(lines)
         offset += used
-        # the end of the file; a read with no whole record cannot happen (records are
-        # short) but must not loop
-        if raw is not None or not data:
-            break
+        if not data:
+            break  # the end of the file
     return out, encode_token(offset, raw)

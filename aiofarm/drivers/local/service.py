@@ -350,7 +350,7 @@ class FarmService:
             raw = body.get("raw")
             size = min(int(body["max"]), 8 << 20)
             path, ids = self.farm.log_source(job_id)
-            data, _ = logfile.read_wire(path, offset, None if raw is None else int(raw), size)
+            data, _, _ = logfile.read_wire(path, offset, None if raw is None else int(raw), size)
             headers = {"X-Aiofarm-Tasks": wire.dumps(ids)} if body.get("tasks") else {}
             return web.Response(body=data, headers=headers, content_type="application/octet-stream")
 
