@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import yarl
 
-from aiofarm import JobSpec, JobStatus, Resources
+from aiofarm import InvalidSpec, JobSpec, JobStatus, Resources
 from aiofarm.drivers.ray import wire
+from aiofarm.drivers.ray.driver import RayDriver
 from aiofarm.drivers.ray.package import PackageTooLarge, zip_directory
 
 pytestmark = pytest.mark.ray
@@ -69,21 +71,22 @@ def test_list_leaves_out_ray_drivers() -> None:
 
 
 def test_split_log_streams_partial_lines_and_cursor() -> None:
-    text = (
-        "2026-11-29 09:47:51,174\tINFO job_manager.py:581 -- Runtime env is setting up.\n"
-        "hello\nRunning entrypoint for job j1: exec echo hello\nwor"
+    data = (
+        b"2026-11-29 09:47:51,174\tINFO job_manager.py:581 -- Runtime env is setting up.\n"
+        b"h\xc3\xa9llo\r\nRunning entrypoint for job j1: exec echo hello\nwor"
     )
     cursor = wire.LogCursor()
-    lines = wire.split_log(text, cursor, final=False, limit=100, streams=frozenset({"stdout", "ray"}), job_id="j1")
+    lines = wire.split_log(data, cursor, final=False, limit=100, streams=frozenset({"stdout", "ray"}), job_id="j1")
     assert [(ln.stream, ln.text) for ln in lines] == [
         ("ray", "2026-11-29 09:47:51,174\tINFO job_manager.py:581 -- Runtime env is setting up."),
-        ("stdout", "hello"),
+        ("stdout", "h\u00e9llo"),
         ("ray", "Running entrypoint for job j1: exec echo hello"),
     ]
-    assert cursor.offset == len(text) - len("wor")  # the partial line waits
-    rest = wire.split_log(text[cursor.offset :] + "ld", cursor, final=True, limit=100,
+    assert cursor.offset == len(data) - len(b"wor")  # bytes; the partial line waits
+    rest = wire.split_log(b"wor" + b"ld\r50%\xff\n", cursor, final=True, limit=100,
                           streams=frozenset({"stdout"}), job_id="j1")  # fmt: skip
-    assert [ln.text for ln in rest] == ["world"] and cursor.offset == len(text) + 2
+    # a lone CR stays in its line; bytes that are not UTF-8 are replaced
+    assert [ln.text for ln in rest] == ["world\r50%\ufffd"] and cursor.offset == len(data) + 8
     assert wire.LogCursor.parse(cursor.token()).offset == cursor.offset
     with pytest.raises(ValueError):
         wire.LogCursor.parse("x")
@@ -108,3 +111,12 @@ def test_zip_directory_is_deterministic_and_bounded(tmp_path: Path) -> None:
     assert name1 == name2 and data1 == data2 and name1.startswith("_ray_pkg_") and b"a.pyc" not in data1
     with pytest.raises(PackageTooLarge):
         zip_directory(str(root), limit=3)
+
+
+@pytest.mark.parametrize("value", ["ftp://127.0.0.1:52365", "127.0.0.1:52365", "http://h:1/?x=1"])
+def test_agent_url_option_must_be_an_http_address(value: str) -> None:
+    with pytest.raises(InvalidSpec) as err:
+        RayDriver.from_url(yarl.URL("ray+http://127.0.0.1:8265"), {"agent_url": value, "token": "t"})
+    assert err.value.field == "options.agent_url"
+    driver = RayDriver.from_url(yarl.URL("ray+http://127.0.0.1:8265"), {"agent_url": "http://h:52365/", "token": "t"})
+    assert driver.log_files.agent_url == "http://h:52365"

@@ -17,7 +17,8 @@ and the answer is relayed whole, then the client connection is closed (clients
 reconnect; keep-alive is not what is tested). WebSocket upgrades are spliced
 through both ways; ``drop_streams()`` cuts every spliced connection at once (a
 forced disconnect during a log follow), and ``drop_all()`` every connection, in-flight
-requests and long polls too. ``listen_path``/a path ``upstream``: the same on unix sockets.
+requests and long polls too. ``counts`` tallies requests, faults, drops and the
+``body_bytes`` of the back end's answers. ``listen_path``/a path ``upstream``: the same on unix sockets.
 """
 
 from __future__ import annotations
@@ -241,6 +242,7 @@ class FaultProxy:
             answer = await _read_answer(up_reader)
         finally:
             up_writer.close()
+        self.counts["body_bytes"] += len(answer) - answer.find(b"\r\n\r\n") - 4  # the back end's bodies
         if fault == "reset_after":
             _reset(writer)  # the back end acted; the client never hears of it
             return False

@@ -2,7 +2,8 @@
 
 URLs: ``ray+http://127.0.0.1:8265`` and ``ray+https://head.example.com``; options
 (URL query or Client keywords): ``token``, ``token_file``, ``headers`` (JSON object
-or mapping), ``owner``, ``timeout``. See docs/ray.md for what
+or mapping), ``owner``, ``timeout``, ``agent_url`` (where node agents are reached;
+drivers/ray/logs.py). See docs/ray.md for what
 maps to what, held dependants, and what is unsupported.
 """
 
@@ -13,8 +14,7 @@ import json
 import os
 import signal as _signal
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -25,7 +25,6 @@ import anyio
 from ...errors import (
     BackendError,
     BackendUnavailable,
-    ConnectionLost,
     FarmError,
     InvalidSpec,
     JobNotFound,
@@ -46,15 +45,15 @@ from ..base import (
 )
 from . import wire
 from .http import RayAPIError, RayHTTP
+from .logs import LogFiles
 
 if TYPE_CHECKING:
-    import aiohttp
     import anyio.abc
     import yarl
 
 __all__ = ["RayDriver"]
 
-_OPTIONS = ("token", "token_file", "headers", "owner", "timeout")
+_OPTIONS = ("token", "token_file", "headers", "owner", "timeout", "agent_url")
 #: how long after a stop its effect is looked at again (Ray stops a job with SIGTERM,
 #: then SIGKILL 3 s later)
 STOP_CHECK_INTERVAL = 1.5
@@ -98,8 +97,8 @@ class RayDriver(Driver):
     fixed_parameters: ClassVar[Mapping[Capability, object]] = MappingProxyType({Capability.CANCEL_STOP_WORK: True})
     # Ray has no dependencies between jobs: the client holds dependants (aiofarm.release)
     native_dependencies: ClassVar[bool] = False
-    # logs follow over the head's WebSocket tail (follow_log)
-    log_push: ClassVar[bool] = True
+    # a follow polls read_log (ranged reads): Ray's tail restarts at byte 0, ~1 s late
+    log_push: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -109,10 +108,12 @@ class RayDriver(Driver):
         headers: Mapping[str, str],
         owner: str,
         timeout: float,
+        agent_url: str | None = None,
     ) -> None:
         self.base_url = base_url
         self.owner = owner
         self.http = RayHTTP(base_url, token=token, headers=headers, timeout=timeout)
+        self.log_files = LogFiles(self.http, agent_url)
         self.ray_version: str | None = None
         self._deleted: set[str] = set()  # ids whose DELETE was sent
 
@@ -145,6 +146,7 @@ class RayDriver(Driver):
             headers=_headers(merged.get("headers")),
             owner=option_text(merged, "owner") or getpass.getuser(),
             timeout=option_seconds(merged, "timeout", 30.0),
+            agent_url=_agent_url(option_text(merged, "agent_url")),
         )
 
     async def open(self, task_group: anyio.abc.TaskGroup) -> None:
@@ -322,6 +324,7 @@ class RayDriver(Driver):
             # it has stopped, this is a transient failure of the delete, repeated)
             await self._stop(job_id)
         self._deleted.add(job_id)
+        self.log_files.forget(job_id)
         try:
             await self.http.call("DELETE", self._path(job_id))
         except RayAPIError as exc:
@@ -364,93 +367,18 @@ class RayDriver(Driver):
         return "\n".join(lines)
 
     # -- logs --------------------------------------------------------------------
-    async def _log_text(self, job_id: str) -> str:
-        try:
-            data = await self.http.call("GET", self._path(job_id, "/logs"))
-        except RayAPIError as exc:
-            if exc.status == 404:
-                raise JobNotFound(job_id, driver=self.name) from None
-            raise exc.to_backend() from None
-        logs = data.get("logs") if isinstance(data, dict) else None
-        return logs if isinstance(logs, str) else ""
-
     async def read_log(self, job_id: str, token: str | None, query: LogQuery) -> LogPage:
-        """Lines after ``token`` from ``GET /api/jobs/{id}/logs`` (Ray sends the whole
-        log every time: it has no range requests)."""
+        """Lines after ``token`` (a byte offset in the job's log file), read from there
+        with a range request (drivers/ray/logs.py): a follow polls this, so a dropped
+        connection costs one read again from the same offset, never the whole log."""
         cursor = _cursor(token)
-        text = (await self._log_text(job_id))[cursor.offset :]
-        final = text.endswith("\n")
-        if text and not final:
+        data, end = await self.log_files.read(job_id, cursor.offset, lambda: self._record(job_id))
+        final = False
+        if end and data and not data.endswith(b"\n"):
             # a last line without its newline is final only once the job has ended
             final = wire.job_from_record(await self._record(job_id), self.name).status.is_finished
-        lines = wire.split_log(text, cursor, final=final, limit=query.limit, streams=query.streams, job_id=job_id)
+        lines = wire.split_log(data, cursor, final=final, limit=query.limit, streams=query.streams, job_id=job_id)
         return LogPage(tuple(lines), cursor.token())
-
-    @asynccontextmanager
-    async def follow_log(self, job_id: str, token: str | None, query: LogQuery) -> AsyncIterator[AsyncIterator[LogPage]]:
-        """Follow over the head's WebSocket tail. Ray re-sends the whole log on every
-        connection, so the first ``offset`` characters are skipped: the token says
-        where the last page ended. The tail closes ~3 s after the job ends; it also
-        closes, looking just as clean, when the head loses its own connection to the
-        node's agent, so a close is an end only if the job has finished (then what
-        came after the last chunk is read from the logs endpoint); otherwise it is
-        ConnectionLost, and the caller resumes from its token."""
-        cursor = _cursor(token)
-        try:
-            ws = await self.http.websocket(self._path(job_id, "/logs/tail"))
-        except RayAPIError:
-            raise JobNotFound(job_id, driver=self.name) from None
-        tail = self._tail(ws, job_id, cursor, query)
-        try:
-            yield tail
-        finally:
-            with anyio.CancelScope(shield=True):
-                await tail.aclose()
-                await ws.close()
-
-    async def _tail(
-        self, ws: aiohttp.ClientWebSocketResponse[bool], job_id: str, cursor: wire.LogCursor, query: LogQuery
-    ) -> AsyncGenerator[LogPage, None]:
-        import aiohttp
-
-        skip = cursor.offset
-        buf = ""
-
-        def pages(final: bool) -> list[LogPage]:
-            nonlocal buf
-            out = []
-            while buf:
-                start = cursor.offset
-                lines = wire.split_log(buf, cursor, final=final, limit=query.limit, streams=query.streams, job_id=job_id)
-                buf = buf[cursor.offset - start :]
-                if cursor.offset == start:
-                    break
-                out.append(LogPage(tuple(lines), cursor.token()))
-            return out
-
-        try:
-            async for msg in ws:
-                if msg.type is aiohttp.WSMsgType.TEXT:
-                    data = str(msg.data)
-                    if skip:
-                        cut = min(skip, len(data))
-                        data, skip = data[cut:], skip - cut
-                    buf += data
-                    for page in pages(final=False):
-                        yield page
-                elif msg.type is aiohttp.WSMsgType.ERROR:
-                    raise ConnectionLost(f"log tail of job {job_id} failed: {ws.exception()!r}")
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ConnectionLost(f"log tail of job {job_id} dropped: {type(exc).__name__}") from None
-        if ws.close_code not in (aiohttp.WSCloseCode.OK, None) or ws.exception() is not None:
-            raise ConnectionLost(f"log tail of job {job_id} closed with code {ws.close_code}")
-        job = wire.job_from_record(await self._record(job_id), self.name)
-        if not job.status.is_finished:
-            raise ConnectionLost(f"log tail of job {job_id} closed while it is {job.status.value}")
-        # finished: the rest (lines after the tail's last chunk, a last line without newline)
-        buf = (await self._log_text(job_id))[cursor.offset :]
-        for page in pages(final=True):
-            yield page
 
     # -- interactive -------------------------------------------------------------
     async def port_address(self, job_id: str, port: int) -> tuple[str, int]:
@@ -520,6 +448,17 @@ def _cursor(token: str | None) -> wire.LogCursor:
         return wire.LogCursor.parse(token)
     except ValueError:
         raise InvalidSpec("next_token", "not a log token of the Ray driver") from None
+
+
+def _agent_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    import yarl
+
+    url = yarl.URL(value)
+    if url.scheme not in ("http", "https") or not url.host or url.query_string or url.fragment:
+        raise InvalidSpec("options.agent_url", "must be an http:// or https:// address, e.g. http://127.0.0.1:52365")
+    return str(url).rstrip("/")
 
 
 def _find_token(token_file: str | None) -> str | None:

@@ -1,5 +1,5 @@
-"""The HTTP session to a Ray head's dashboard (Jobs REST API): auth headers,
-error translation, the log-tail WebSocket.
+"""The HTTP session to a Ray head's dashboard (Jobs REST API) and its nodes' agents:
+auth headers, error translation, ranged reads of log files.
 
 aiohttp is imported only when a session opens. No aiohttp exception leaves this
 module. One attempt per call: a failure that may pass (a connection error, a 5xx
@@ -21,7 +21,7 @@ from ...errors import AuthError, BackendError, BackendUnavailable, ConnectionFai
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["RayAPIError", "RayHTTP"]
+__all__ = ["RayAPIError", "RayHTTP", "Unreachable"]
 
 DRIVER = "ray"
 
@@ -42,6 +42,19 @@ class RayAPIError(Exception):
 
     def to_backend(self) -> BackendError:
         return BackendError(DRIVER, self.status, self.last_line[:500])
+
+
+class Unreachable(Exception):
+    """No connection could be made at all (refused, no route, no name, connect timed
+    out), as opposed to one dropped after it was made (internal to the driver package)."""
+
+
+def _content_range_total(value: str | None) -> int | None:
+    """The complete length of ``Content-Range: bytes a-b/TOTAL`` (or ``bytes */TOTAL``)."""
+    if not value or "/" not in value:
+        return None
+    total = value.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
 
 
 def _seconds(value: str | None) -> float | None:
@@ -146,24 +159,45 @@ class RayHTTP:
         except ValueError:
             raise BackendError(DRIVER, status, f"{method} {path}: not JSON: {text[:200]}") from None
 
-    async def websocket(self, path: str) -> aiohttp.ClientWebSocketResponse[bool]:
-        """Open a WebSocket (no retry: the caller resumes from its own cursor)."""
+    async def read_bytes(
+        self, url: str, *, first: int | None = None, last: int | None = None, connect_timeout: float | None = None
+    ) -> tuple[int, bytes, int | None]:
+        """``GET`` a path of the dashboard or an absolute URL (a node agent's), as bytes:
+        ``(status, body, total)``, with ``Range: bytes=first-last`` when ``first`` is given
+        (``total`` from the answer's ``Content-Range``). 206, 200 and 416 (the range starts
+        at or past the end) are answers; 404 is :class:`RayAPIError`. A connection that
+        cannot be made at all is :class:`Unreachable`; one dropped is ``ConnectionFailed``."""
         import aiohttp
 
         session = self._session
         if session is None:
             raise ConnectionLost("the Ray driver is not open")
+        target = url if "://" in url else self.base_url + url
+        headers = {"Range": f"bytes={first}-{'' if last is None else last}"} if first is not None else None
+        options: dict[str, Any] = {}
+        if connect_timeout is not None:
+            # an agent this host cannot reach is told quickly, not after the whole timeout
+            options["timeout"] = aiohttp.ClientTimeout(total=self.timeout, sock_connect=connect_timeout)
         self.requests += 1
         try:
-            # heartbeat: a head that vanished without a FIN is noticed, not waited on forever
-            return await session.ws_connect(self.base_url + path, heartbeat=10.0, max_msg_size=0)
-        except aiohttp.WSServerHandshakeError as exc:
-            if exc.status in (401, 403):
-                raise self._auth_error(exc.status, path) from None
-            if exc.status == 404:
-                raise RayAPIError(404, exc.message) from None
-            raise ConnectionLost(f"log tail of {path}: HTTP {exc.status}") from None
+            async with session.get(target, headers=headers, **options) as resp:
+                status = resp.status
+                body = await resp.read()
+                total = _content_range_total(resp.headers.get("Content-Range"))
+                retry_after = _seconds(resp.headers.get("Retry-After"))
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise Unreachable(f"{type(exc).__name__}: {str(exc)[:300]}") from None
+        except aiohttp.InvalidURL as exc:
+            raise BackendError(DRIVER, None, f"invalid URL {exc}") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise ConnectionLost(
-                f"cannot reach the Ray head at {self.base_url}: {type(exc).__name__}: {str(exc)[:300]}"
+            raise ConnectionFailed(
+                f"cannot read from the Ray cluster at {target.split('?')[0]}: {type(exc).__name__}: {str(exc)[:300]}"
             ) from None
+        if status in (401, 403):
+            raise self._auth_error(status, target.split("?")[0])
+        if status in (200, 206, 416):
+            return status, body, total
+        text = body.decode("utf-8", "replace")
+        if _is_request_error(status, text):
+            raise RayAPIError(status, text)
+        raise BackendUnavailable(DRIVER, status, text.strip()[-200:], retry_after=retry_after)

@@ -252,10 +252,9 @@ def submission_records(data: object) -> Iterable[Mapping[str, Any]]:
 
 # -- logs ------------------------------------------------------------------------
 class LogCursor:
-    """Where a reader is in a job's log: ``offset`` characters of the log text
-    consumed, always the end of a complete line. Its text form is the
-    ``next_token`` of a page, so a follow over the WebSocket and a page of
-    ``GET .../logs`` share one token."""
+    """Where a reader is in a job's log file: ``offset`` bytes consumed, always the
+    end of a complete line. Its text form is the ``next_token`` of a page; a read
+    resumes there with a range request (drivers/ray/logs.py)."""
 
     __slots__ = ("offset",)
 
@@ -290,22 +289,24 @@ def line_stream(line: str, job_id: str) -> str:
 
 
 def split_log(
-    text: str, cursor: LogCursor, *, final: bool, limit: int, streams: frozenset[str], job_id: str
+    data: bytes, cursor: LogCursor, *, final: bool, limit: int, streams: frozenset[str], job_id: str
 ) -> list[LogLine]:
-    """The lines of ``text`` (the log from ``cursor.offset`` on) of ``streams``, at
-    most ``limit``, advancing ``cursor``. A last line without its newline waits
-    unless ``final``."""
+    """The lines of ``data`` (the log file's bytes from ``cursor.offset`` on) of
+    ``streams``, at most ``limit``, advancing ``cursor`` by the bytes consumed. A last
+    line without its newline waits unless ``final``. Lines end at ``\n`` only (a
+    ``\r`` before it is dropped; a lone ``\r``, a progress bar's, stays in the line);
+    bytes that are not UTF-8 are replaced, never fatal."""
     lines: list[LogLine] = []
     pos = 0
-    while len(lines) < limit and pos < len(text):
-        end = text.find("\n", pos)
+    while len(lines) < limit and pos < len(data):
+        end = data.find(b"\n", pos)
         if end < 0:
             if not final:
                 break
-            end = nxt = len(text)
+            end = nxt = len(data)
         else:
             nxt = end + 1
-        line = text[pos:end].rstrip("\r")
+        line = data[pos:end].rstrip(b"\r").decode("utf-8", "replace")
         pos = nxt
         stream = line_stream(line, job_id)
         if stream in streams:
