@@ -122,13 +122,12 @@ async def _waits(farm: Client, good: list[str], bad: list[str]) -> tuple[dict[st
 
 
 async def _run_faults(
-    backend: Backend, good: int, bad: int, figure: Callable[[str, object], None], *, faulty_submit: bool = True
+    backend: Backend, good: int, bad: int, figure: Callable[[str, object], None]
 ) -> None:
     async with FaultProxy(backend.upstream, rate=0, kinds=KINDS, seed=16) as proxy:
         async with Client(backend.url(proxy)) as farm:
-            # the submits go through the proxy too, with faults (unless the back end
-            # cannot take them: see test_faults_clusters.py)
-            proxy.rate = RATE if faulty_submit else 0
+            # the submits go through the proxy too, with faults
+            proxy.rate = RATE
             good_ids, bad_ids = await backend.jobs(farm, good, bad)
             proxy.rate = RATE
             outcome, errors = await _waits(farm, good_ids, bad_ids)

@@ -80,8 +80,8 @@ async def ray_backend() -> UrlBackend:
 
 @pytest.mark.slurm
 async def test_slurm_waits_through_faults(slurm_backend: UrlBackend, figure: Callable[[str, object], None]) -> None:
-    # the jobs are submitted with faults off: see the next test
-    await _run_faults(slurm_backend, *SLURM_JOBS, figure, faulty_submit=False)
+    # the batch submit goes through the faults too (see the next test)
+    await _run_faults(slurm_backend, *SLURM_JOBS, figure)
 
 
 @pytest.mark.slurm

@@ -87,6 +87,8 @@ async def test_retry_reruns_only_the_failed_task_of_a_session(farm: Client) -> N
     # counted per task, as tasks() lists them, not per session
     assert result.job.task_counts == {"succeeded": 5, "failed": 1}
     assert (await farm.jobs.get(job.id)).task_counts == {"succeeded": 5, "failed": 1}
+    async with farm.jobs.list(name="sessions") as it:
+        assert [j.task_counts async for j in it if j.id == job.id] == [{"succeeded": 5, "failed": 1}]
     tasks = await farm.jobs.tasks(job.id)
     assert len(tasks) == 6 and [t.status for t in tasks].count(JobStatus.FAILED) == 1
 

@@ -14,6 +14,7 @@ from aiofarm import Client, JobSpec, JobStatus, UnsupportedError
 from aiofarm.drivers.base import SubmitAttempt
 from aiofarm.drivers.slurm import SlurmDriver
 from aiofarm.drivers.slurm.http import SlurmAPIError
+from aiofarm.drivers.slurm.script import job_description
 from aiofarm.drivers.slurm.wire import KNOWN_VERSIONS
 from tests.backends.slurm import Cluster
 from tests.waits import until_status
@@ -172,6 +173,30 @@ async def test_a_retried_submit_finds_what_the_first_attempt_made(farm: Client) 
     await until_status(farm, made[1].id, JobStatus.CANCELED)
     third = await driver.submit(specs, SubmitAttempt(first.tokens, retry=True))
     assert third[0].id == made[0].id and third[1].id != made[1].id
+
+
+async def test_a_retried_submit_replaces_a_multi_step_head_left_incomplete(farm: Client) -> None:
+    # an attempt whose head step was made (its answer lost, so it was not deleted) but
+    # that failed before naming the other steps: the retry deletes it and submits anew
+    driver = _driver(farm)
+    api = driver.api
+    assert api is not None
+    attempt = SubmitAttempt.new(1)
+    desc = job_description(
+        JobSpec(command=["sleep", "60"]), array_size=None, env={}, log_dir=driver.log_dir, dependency_ids=[],
+        default_partition=driver.config.partition, default_name="half", meta={"submit": attempt.tokens[0], "step": "A"},
+    )
+    _, data = await driver.http.call("POST", api.path("/job/submit"), body=api.wire.submit_body(desc, "#!/bin/sh\nsleep 60\n"))
+    half = str(data["job_id"])
+    steps = [
+        {"name": "A", "script": {"actions": {"onRun": {"command": "true"}}}},
+        {"name": "B", "dependencies": [{"dependsOn": "A"}], "script": {"actions": {"onRun": {"command": "true"}}}},
+    ]
+    spec = JobSpec(template={"specificationVersion": "jobtemplate-2023-09", "name": "two", "steps": steps})
+    (job,) = await driver.submit([spec], SubmitAttempt(attempt.tokens, retry=True))
+    assert job.id != half
+    await until_status(farm, half, JobStatus.CANCELED)
+    assert (await farm.jobs.wait(job.id, timeout=90, max_interval=0.5)).status is JobStatus.SUCCEEDED
 
 
 async def test_history_of_forgotten_jobs(farm: Client, slurm_cluster: Cluster) -> None:
