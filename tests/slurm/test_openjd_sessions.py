@@ -97,7 +97,9 @@ async def test_retry_reruns_only_the_failed_task_of_a_session(farm: Client) -> N
     again = await farm.jobs.wait(job.id, timeout=180, max_interval=0.5)
     assert again.status is JobStatus.SUCCEEDED, again.job.reason
     assert again.job.task_counts == {"succeeded": 6}
-    assert [t.status for t in await farm.jobs.tasks(job.id)] == [JobStatus.SUCCEEDED] * 6
+    tasks = await farm.jobs.tasks(job.id)
+    assert [t.status for t in tasks] == [JobStatus.SUCCEEDED] * 6
+    assert [t.attempts for t in tasks] == [1, 1, 2, 1, 1, 1]
     # only frame 3 ran again, in its session's rerun, with the environment entered
     # and exited around it (three entries: two sessions and one rerun)
     ran = _read(marker + ".tasks").split()

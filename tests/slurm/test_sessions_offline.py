@@ -139,6 +139,8 @@ def test_a_rerun_session_runs_only_the_tasks_that_did_not_succeed(tmp_path: Path
     for _ in range(2):  # the second rerun has nothing left to run
         assert run_session() == 0
         assert _statuses(_tasks_as("COMPLETED", step)) == [JobStatus.SUCCEEDED] * 4
+    # each task's attempts: the runs that started it
+    assert [t.attempts for t, _, _ in _tasks_as("COMPLETED", step)] == [1, 1, 2, 1]
     # only frame 3 ran again; the environment was entered and exited around each run
     assert Path(f"{marker}.tasks").read_text().split() == ["1", "2", "3", "4", "3"]
     assert Path(marker).read_text().split() == ["enter", "exit"] * 3

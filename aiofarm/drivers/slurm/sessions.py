@@ -58,7 +58,7 @@ def _succeeded(slot: Mapping[str, Any]) -> bool:
 
 
 def read_results(paths: Sequence[str]) -> Results:
-    """path -> task id -> {"start": True, "end": {...}} as of the session's latest run
+    """path -> task id -> {"start": True, "end": {...}, "runs": n} as of the session's latest run
     (blocking: call in a thread). A rerun (retry, requeue) appends to the same file
     after a ``run`` line: from there the tasks that had not succeeded are to run again,
     and those that had are skipped and keep their result."""
@@ -75,14 +75,17 @@ def read_results(paths: Sequence[str]) -> Results:
                     if not isinstance(event, dict):
                         continue
                     if event.get("event") == "run":
-                        events = {i: slot for i, slot in events.items() if _succeeded(slot)}
+                        # what did not succeed is to run again: only its count of runs stays
+                        events = {i: slot if _succeeded(slot) else {"runs": slot.get("runs", 0)} for i, slot in events.items()}
                     elif event.get("id") is not None:
                         task_id = str(event["id"])
+                        runs = events.get(task_id, {}).get("runs", 0)
                         if event.get("event") == "start":
-                            events[task_id] = {"start": True}
+                            events[task_id] = {"start": True, "runs": runs + 1}
                         elif event.get("event") == "end":
-                            events.setdefault(task_id, {})["start"] = True
-                            events[task_id]["end"] = event
+                            slot = events.setdefault(task_id, {"runs": runs + 1})
+                            slot["start"] = True
+                            slot["end"] = event
         except OSError:
             pass
         out[path] = events
@@ -90,7 +93,8 @@ def read_results(paths: Sequence[str]) -> Results:
 
 
 def _task(element: Task, task_id: str, events: Mapping[str, Any], params: Mapping[str, Any]) -> Task:
-    base = attrs.evolve(element, id=task_id, parameters=params)
+    # attempts: the runs of its session that started it (a skipped task is not run again)
+    base = attrs.evolve(element, id=task_id, parameters=params, attempts=int(events.get("runs", 0)))
     end = events.get("end")
     if element.status in (JobStatus.PENDING, JobStatus.SUSPENDED) and not _succeeded(events):
         # its session waits to run again (retry, requeue): the rerun runs this task
