@@ -1,10 +1,13 @@
 """The log path of plain tasks, with real processes: output spliced to raw files reads
 back as the program's own bytes on every path (pages and tokens, tail, since,
 timestamps, attempt, streams, task), in the embedded farm and through the service,
-whose follow dropped and resumed after every frame loses and repeats nothing."""
+whose follow dropped and resumed after every frame loses and repeats nothing; an
+attacher arriving mid-output takes the stream over with the log whole."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import random
 import stat
 import sys
@@ -16,8 +19,11 @@ import pytest
 
 from aiofarm import Client, JobStatus
 from aiofarm.drivers.base import LogQuery
+from aiofarm.drivers.local.logfile import read_page
+from aiofarm.drivers.local.processes import spawn
 from aiofarm.models import LogLine
 
+from .helpers import eventually
 from .test_logfile import program, reference_pieces
 
 pytestmark = pytest.mark.anyio
@@ -86,8 +92,9 @@ async def test_spliced_output_reads_back_on_every_path_in_the_embedded_farm(tmp_
             assert by_stream([ln async for ln in it], 2) == want
         async with farm.logs.stream(job.id, follow=False, task=task.id, streams=["stderr"], attempt=1) as it:
             assert [ln.text async for ln in it] == want[1]
-        text = await farm.logs.read(job.id, tail=5, attempt=1)
-        assert text.splitlines()[-5:] == [x for x in text.splitlines()][-5:] and len(text.splitlines()) <= 5
+        whole = await farm.logs.read(job.id, attempt=1)
+        assert sorted(whole.split("\n")[:-1]) == sorted(want[0] + want[1])
+        assert await farm.logs.read(job.id, tail=5, attempt=1) == "".join(x + "\n" for x in whole.split("\n")[-6:-1])
         stamped = await farm.logs.read(job.id, timestamps=True, attempt=2)
         got = [line.split(" ", 1) for line in stamped.split("\n")[:-1]]
         assert all(datetime.fromisoformat(when) for when, _ in got)
@@ -135,3 +142,42 @@ async def test_a_follow_resumed_after_every_frame_through_the_service(tmp_path: 
                 break
             token = page.next_token
         assert [(ln.stream, ln.text, ln.attempt) for ln in pages] == [(ln.stream, ln.text, ln.attempt) for ln in live]
+
+
+HALVES = """
+import os, sys, time
+first = b"".join(b"%09d line\\n" % i for i in range(50000)) + b"half a line"
+os.write(1, first)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+os.write(1, b" ends here\\n" + b"".join(b"%09d after\\n" % i for i in range(1000)))
+"""
+
+
+async def test_an_attacher_mid_output_takes_the_stream_and_the_log_stays_whole(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    log, gate = str(tmp_path / "logs" / "1.log"), tmp_path / "gate"
+    exited = anyio.Event()
+    task = spawn(
+        asyncio.get_running_loop(), [sys.executable, "-c", HALVES, str(gate)], env=dict(os.environb), cwd=None,
+        tty=False, stdin=False, log_path=log, job_id="j", task_id="t", task_index=0, attempt=1,
+        on_exit=lambda _: exited.set(),
+    )  # fmt: skip
+    task.watch()
+    raw = tmp_path / "logs" / "1.raw" / "o0.1"
+    await eventually(lambda: raw.exists() and raw.stat().st_size == 50000 * 15 + 11, 30, "the first half spliced")
+    got: list[bytes] = []
+    task.add_listener(lambda _fileno, data: got.append(data))
+    gate.touch()
+    with anyio.fail_after(30):
+        await exited.wait()
+    # the attacher gets what came after it; the log has every line once, the one cut
+    # by the switch whole
+    assert b"".join(got) == b" ends here\n" + b"".join(b"%09d after\n" % i for i in range(1000))
+    lines, _ = read_page(
+        log, None, limit=100_000, task_index=None, streams=frozenset({"stdout"}), start=None, end=None,
+        task_ids={0: "t"},
+    )  # fmt: skip
+    assert [ln.text for ln in lines] == [f"{i:09d} line" for i in range(50000)] + ["half a line ends here"] + [
+        f"{i:09d} after" for i in range(1000)
+    ]
