@@ -258,7 +258,7 @@ def read_wire(path: str, offset: int, raw: int | None, size: int) -> tuple[bytes
     data = data[: data.rfind(b"\n") + 1]
     if raw is None and b" O" not in data and b" E" not in data:  # no index record
         return data, offset + len(data), None
-    out: list[bytes] = []
+    out: list[bytes | memoryview] = []
     total = pos = 0
     raws: dict[bytes, int] = {}
     folder = raw_dir(path)
@@ -280,22 +280,24 @@ def read_wire(path: str, offset: int, raw: int | None, size: int) -> tuple[bytes
                     raws[name] = -1  # gone (deleted under us): its lines with it
             fd = raws[name]
             s, e = int(start), int(start) + int(length)
-            payload = b""
+            record = data[m.start() : m.end() + 1]
+            payload = memoryview(b"")
             base = s
             if fd >= 0:
                 base = piece_start(fd, s) if raw is None else raw
                 if not (base <= e and (raw is None or raw >= piece_start(fd, s))):
                     raise InvalidSpec("next_token", "points outside its record of raw output")
+                room = max(size - total - len(record), MAX_LINE)  # a piece always fits
+                if e - base > room:
+                    # the first lines only (read no more than they need)
+                    buf = os.pread(fd, room, base)
+                    part = _pieces_end(buf, base, max(s - base, 0))
+                    if part:
+                        out += (record, b"%d %d +\n" % (base, part), memoryview(buf)[:part])
+                        return b"".join(out), offset + m.start(), base + part
                 buf = os.pread(fd, e - base, base)
-                payload = buf[: _pieces_end(buf, base, max(s - base, 0))]
+                payload = memoryview(buf)[: _pieces_end(buf, base, max(s - base, 0))]
             raw = None
-            record = data[m.start() : m.end() + 1]
-            room = max(size - total - len(record), MAX_LINE)  # a piece always fits
-            if len(payload) > room:
-                part = _pieces_end(payload[:room], base, 0)
-                if 0 < part < len(payload):
-                    out += (record, b"%d %d +\n" % (base, part), payload[:part])
-                    return b"".join(out), offset + m.start(), base + part
             out += (record, b"%d %d\n" % (base, len(payload)), payload)
             total += len(record) + len(payload)
             pos = m.end() + 1
