@@ -117,3 +117,24 @@ async def test_follow_of_a_held_dependant(farm: Client) -> None:
     with anyio.fail_after(120):
         async with farm.logs.stream(second.id, follow=True) as lines:
             assert [ln.text async for ln in lines] == ["second", "done"]
+
+
+async def test_a_line_longer_than_a_read_and_a_log_file_that_is_gone(ray_head: Head) -> None:
+    """A line longer than one ranged read (1 MiB) comes whole; a log file deleted
+    under Ray reads as empty from the agent (404) and from the dashboard (its 500
+    "A file is not found"), never as an error that would be retried for ever."""
+    async with ray_head.client() as farm, ray_head.client(agent_url=f"http://127.0.0.1:{_closed_port()}") as viadash:
+        # (after Ray's "Running entrypoint" line: see test_agent_and_dashboard_give_the_same_bytes)
+        script = "sleep 2; head -c 1500000 /dev/zero | tr '\\0' x; echo; echo after"
+        job = await farm.jobs.start(["sh", "-c", script])
+        await farm.jobs.wait(job.id, timeout=120, max_interval=0.5)
+        async with farm.logs.stream(job.id, follow=False) as lines:
+            got = [line.text async for line in lines]
+        assert [(len(t), t.strip("x")) for t in got] == [(1_500_000, ""), (5, "after")]
+        (path,) = [p async for p in anyio.Path(ray_head.state).glob(f"**/logs/job-driver-{job.id}.log")]
+        await path.unlink()
+        for client in (farm, viadash):
+            assert (await client.logs.read(job.id)) == ""
+            with anyio.fail_after(30):
+                async with client.logs.stream(job.id, follow=True) as lines:
+                    assert [line.text async for line in lines] == []

@@ -370,15 +370,21 @@ class RayDriver(Driver):
     async def read_log(self, job_id: str, token: str | None, query: LogQuery) -> LogPage:
         """Lines after ``token`` (a byte offset in the job's log file), read from there
         with a range request (drivers/ray/logs.py): a follow polls this, so a dropped
-        connection costs one read again from the same offset, never the whole log."""
+        connection costs one read again from the same offset, never the whole log. A
+        page is empty only at the file's end (a read of Ray's own lines alone goes on)."""
         cursor = _cursor(token)
-        data, end = await self.log_files.read(job_id, cursor.offset, lambda: self._record(job_id))
-        final = False
-        if end and data and not data.endswith(b"\n"):
-            # a last line without its newline is final only once the job has ended
-            final = wire.job_from_record(await self._record(job_id), self.name).status.is_finished
-        lines = wire.split_log(data, cursor, final=final, limit=query.limit, streams=query.streams, job_id=job_id)
-        return LogPage(tuple(lines), cursor.token())
+        while True:
+            data, end = await self.log_files.read(job_id, cursor.offset, lambda: self._record(job_id))
+            final = False
+            if end and data and not data.endswith(b"\n"):
+                # a last line without its newline is final only once the job has ended
+                final = wire.job_from_record(await self._record(job_id), self.name).status.is_finished
+            start = cursor.offset
+            lines = wire.split_log(
+                data, cursor, final=final, limit=query.limit, streams=query.streams, job_id=job_id
+            )
+            if lines or end or cursor.offset == start:
+                return LogPage(tuple(lines), cursor.token())
 
     # -- interactive -------------------------------------------------------------
     async def port_address(self, job_id: str, port: int) -> tuple[str, int]:

@@ -160,12 +160,19 @@ class RayHTTP:
             raise BackendError(DRIVER, status, f"{method} {path}: not JSON: {text[:200]}") from None
 
     async def read_bytes(
-        self, url: str, *, first: int | None = None, last: int | None = None, connect_timeout: float | None = None
+        self,
+        url: str,
+        *,
+        first: int | None = None,
+        last: int | None = None,
+        connect_timeout: float | None = None,
+        accept: frozenset[int] = frozenset({200, 206, 416}),
     ) -> tuple[int, bytes, int | None]:
         """``GET`` a path of the dashboard or an absolute URL (a node agent's), as bytes:
         ``(status, body, total)``, with ``Range: bytes=first-last`` when ``first`` is given
-        (``total`` from the answer's ``Content-Range``). 206, 200 and 416 (the range starts
-        at or past the end) are answers; 404 is :class:`RayAPIError`. A connection that
+        (``total`` from the answer's ``Content-Range``). The statuses in ``accept`` (200,
+        206, and 416: the range starts at or past the end) are answers; 404 is
+        :class:`RayAPIError`. A connection that
         cannot be made at all is :class:`Unreachable`; one dropped is ``ConnectionFailed``."""
         import aiohttp
 
@@ -195,7 +202,7 @@ class RayHTTP:
             ) from None
         if status in (401, 403):
             raise self._auth_error(status, target.split("?")[0])
-        if status in (200, 206, 416):
+        if status in accept:
             return status, body, total
         text = body.decode("utf-8", "replace")
         if _is_request_error(status, text):

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from ...errors import ConnectionFailed
+from ...errors import BackendUnavailable, ConnectionFailed
 from .http import RayAPIError, RayHTTP, Unreachable
 
 __all__ = ["LogFiles"]
@@ -35,6 +35,8 @@ __all__ = ["LogFiles"]
 CHUNK = 1 << 20
 #: seconds to wait for a connection to an agent before reading through the dashboard
 AGENT_CONNECT_TIMEOUT = 5.0
+#: how the dashboard's /api/v0/logs/file says the file does not exist
+_NO_FILE = (b"A file is not found at", b"Could not find a log file")
 #: job locations remembered (they never change once the supervisor started)
 _KEEP = 4096
 
@@ -82,7 +84,7 @@ class LogFiles:
                     return b"", True  # the supervisor has not opened the file yet
                 if exc.status == 404:
                     break  # agent_url= is another node's agent: the dashboard knows
-                raise
+                raise exc.to_backend() from None
             if end or b"\n" in data:
                 return data, end
             size *= 2  # one line longer than the chunk
@@ -104,11 +106,17 @@ class LogFiles:
     async def _from_dashboard(self, job_id: str, node: str) -> bytes:
         query = urlencode({"node_id": node, "submission_id": job_id, "lines": "-1"})
         try:
-            _, data, _ = await self.http.read_bytes(f"/api/v0/logs/file?{query}")
+            status, data, _ = await self.http.read_bytes(f"/api/v0/logs/file?{query}", accept=frozenset({200, 500}))
         except Unreachable as exc:
             raise ConnectionFailed(f"cannot reach the Ray head at {self.http.base_url}: {exc}") from None
         except RayAPIError as exc:
             if exc.status == 404:
                 return b""
-            raise
+            raise exc.to_backend() from None
+        if status == 500:
+            # Ray 2.60 answers 500 when the file is not there (yet): no output, not a failure
+            if any(text in data for text in _NO_FILE):
+                return b""
+            text = data.decode("utf-8", "replace").strip()
+            raise BackendUnavailable("ray", status, text[-200:])
         return data
