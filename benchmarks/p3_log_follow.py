@@ -13,7 +13,7 @@ only moves a 1 MiB pipe to a file with ``os.splice`` (the least any farm that dr
 a pipe to a file can cost), each also with one core kept busy (a follower that
 parses 2 million lines is one busy core for the whole run: on 2 cores the job, the
 farm and the follower share two), the program alone with a busy core, and the farm
-with nobody following (its pipes are watched from ``ARM_DELAY`` after the start).
+with nobody following (its pipes are watched once full, ``processes.PEEK``).
 
 Latency: a job prints a line every 10 ms carrying the time it was written; the
 follower computes receive time - write time. Goal: p50 <= 10 ms, p99 <= 50 ms.

@@ -41,6 +41,8 @@ import errno
 import fcntl
 import os
 import signal
+import sys
+import termios
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -61,9 +63,13 @@ PIPE_SIZE = 256 << 10
 #: output pipes are watched only once a task has run this long: most short tasks end
 #: before, and their output is drained at exit, which saves two add_reader/remove_reader
 #: pairs (~0.1 ms of parent CPU) per task. The cost: a line written in that window is
-#: stamped up to this late, and a task writing more than its pipe buffer (PIPE_SIZE) in it
-#: waits up to this long.
+#: stamped up to this late; a task that fills a pipe in it waits up to PEEK (below).
 ARM_DELAY = 0.05
+#: until then, the pipes are looked at (FIONREAD, one ioctl each) this often, and
+#: watched at once when one holds PEEK_FULL bytes: a fast writer waits ~PEEK, not
+#: ARM_DELAY, and a trivial task, gone before the first look, costs nothing more
+PEEK = 0.005
+PEEK_FULL = 32 << 10
 #: a pipe that a splice finds full is enlarged to this (Linux's pipe-max-size default):
 #: only tasks that write fast hold big pipes, so many tasks stay under the quota
 PIPE_MAX = 1 << 20
@@ -146,8 +152,25 @@ class RunningTask:
         for fd in outputs:
             os.set_blocking(fd, False)
         self._armed = False
-        self._arm_timer: asyncio.TimerHandle | None = loop.call_later(ARM_DELAY, self._arm)
+        self._arm_timer: asyncio.TimerHandle | None = loop.call_later(PEEK, self._peek)
         child.add_exit_callback(self._exited)
+
+    def _peek(self) -> None:
+        """Watch the pipes once one has much in it, or once ARM_DELAY is over."""
+        self._arm_timer = None
+        if self._armed or self.exited:
+            return
+        if time.time() - self.started < ARM_DELAY - PEEK:
+            size = bytearray(4)
+            for fd in self._outputs:
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(fd, termios.FIONREAD, size)
+                    if int.from_bytes(size, sys.byteorder) >= PEEK_FULL:
+                        break
+            else:
+                self._arm_timer = self.loop.call_later(PEEK, self._peek)
+                return
+        self._arm()
 
     def _arm(self) -> None:
         self._arm_timer = None
