@@ -4,30 +4,26 @@ retries, timeouts, cancel (SIGTERM, then SIGKILL after a grace period).
 Every task is durably recorded as launching (``store.record_launches``, with the
 token its process carries in ``AIOFARM_LAUNCH``) before its process is started:
 whatever happens to the farm after that, recovery finds the process and never runs
-the task a second time. While the state cannot be written, nothing is started.
+the task a second time (launch.py starts the processes). While the state cannot
+be written, nothing is started.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-import functools
 import heapq
 import json
 import os
 import signal as _signal
 import socket
-import sqlite3
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ...models import JobStatus, StatusTransition
-from ...openjd.plan import RunSpec, command_argv
-from . import logfile, processes, sessions, store
+from . import launch, processes, sessions, store
 from .codec import spec_from_json, to_dt
 from .model import (
     CANCELED,
@@ -47,7 +43,7 @@ from .model import (
     job_model,
     now,
 )
-from .writer import StateWriter, storage_message
+from .writer import StateWriter
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -287,133 +283,10 @@ class Scheduler(StateWriter):
                 job.running += 1
                 batch.append((task, pool))
         if batch:
-            self._launch(batch)
-
-    def _launch(self, batch: list[tuple[FarmTask, FarmPool]]) -> None:
-        """Record the launches durably, then start the processes. If the record cannot
-        be written, nothing starts: the tasks go back to the front of their queues and
-        the writer retries (dispatch resumes when it succeeds)."""
-        t0 = now()
-        rows = []
-        for t, _ in batch:
-            t.launch = f"{self._instance}-{t.job.seq}-{t.idx}-{t.attempts + 1}"
-            rows.append((t.launch, t.job.seq, t.idx, t0))
-        try:
-            store.record_launches(self._require_db(), rows)
-        except (sqlite3.Error, OSError) as exc:
-            self.write_error = storage_message(exc)
-            for t, pool in reversed(batch):
-                t.launch = None
-                pool.used -= t.job.slots
-                t.job.running -= 1
-                t.job.ready.appendleft(t)
-                self._enqueue(t.job, force=True)
-            if self._flush_wake is not None:
-                self._flush_wake.set()
-            return
-        for t, pool in batch:
-            self._start(t, pool)
-
-    def _run_spec(self, t: FarmTask) -> RunSpec:
-        spec = t.job.spec
-        if spec.template is not None:
-            from ...openjd import taskrun as bundles
-            from ...openjd.hosts import UnmetRequirement, unmet_requirement
-
-            # a session directory per attempt (removed when it ends): a retry starts clean
-            parent = sessions.job_workdir(self, t.job)
-            workdir = os.path.join(parent, f"{t.idx}.{t.attempts}")
-            why = unmet_requirement(spec, t.step.name, parent)
-            if why is not None:
-                raise UnmetRequirement(f"steps.{t.step.name}.hostRequirements", why)
-            return bundles.task_run(spec, t.step.name, t.params, workdir)
-        assert spec.command is not None
-        return RunSpec(argv=command_argv(spec.command), env=spec.env, cwd=spec.cwd, timeout=spec.timeout)
+            launch.launch(self, batch)
 
     def _log_path(self, seq: int) -> str:
         return os.path.join(self.state_dir, "logs", f"{seq}.log")
-
-    def _start(self, t: FarmTask, pool: FarmPool) -> None:
-        job = t.job
-        loop = self._loop
-        assert loop is not None
-        started = now()
-        t.attempts += 1
-        t.started_at = started
-        t.finished_at = None
-        t.exit_code = None
-        t.progress = t.status_message = t.fail_message = None
-        session = None
-        try:
-            session = sessions.session_for(self, t, pool) if job.spec.template is not None else None
-            run = self._run_spec(t) if session is None else session.run
-            env = dict(self._base_env)
-            for key, value in run.env.items():
-                env[os.fsencode(key)] = os.fsencode(value)
-            env[b"AIOFARM_JOB_ID"] = os.fsencode(job.id)
-            env[b"AIOFARM_TASK_ID"] = os.fsencode(t.id)
-            env[b"AIOFARM_TASK_ATTEMPT"] = b"%d" % t.attempts
-            env[b"AIOFARM_LAUNCH"] = os.fsencode(t.launch or "")
-            proc = processes.spawn(
-                loop,
-                run.argv,
-                env=env,
-                cwd=run.cwd,
-                tty=job.spec.tty,
-                stdin=job.spec.stdin or session is not None,
-                log_path=self._log_path(job.seq),
-                job_id=job.id,
-                task_id=t.id,
-                task_index=t.idx,
-                attempt=t.attempts,
-                on_exit=(
-                    functools.partial(self._on_exit, t)
-                    if session is None
-                    else functools.partial(sessions.session_exit, self, session)
-                ),
-                pass_fds=session.run_fds() if session is not None else (),
-            )
-        except Exception as exc:  # whatever stops a start fails the attempt, not the farm
-            if session is not None:
-                session.discard()
-            message = f"cannot start: {exc}"
-            if type(exc).__name__ == "UnmetRequirement":
-                message = str(getattr(exc, "reason", exc))
-                t.failures = job.spec.retries  # another attempt on this host cannot help
-            append_log(self._log_path(job.seq), t.idx, message)
-            t.finished_at = started
-            t.exit_code = 127
-            job.last_code = 127
-            pool.used -= job.slots
-            job.running -= 1
-            self._task_status(t, RUNNING)  # keep counts right: PENDING -> RUNNING -> FAILED
-            self._attempt_failed(t, message, 127)
-            self._check(job)
-            return
-        t.proc = proc
-        if job.id in self.followed:
-            proc.watch()
-        if session is not None:
-            sessions.session_started(self, session, t, proc)
-        else:
-            t.session_dir = run.session_dir
-            if job.spec.template is not None:
-                proc.line_hook = functools.partial(sessions.task_messages, self, t)
-        t.pid = t.pgid = proc.pid
-        # the start time that guards crash recovery against pid reuse is read when the
-        # RUNNING row is written (_write_dirty): reading /proc right after the exec
-        # costs ~0.3 ms, and a task that ends before the next flush never needs it
-        t.pstart = None
-        t.grace = run.cancel_grace
-        self._running.add(t)
-        if job.started_at is None:
-            job.started_at = started
-        self._task_status(t, RUNNING)
-        self._refresh(job)
-        # a template action's own timeout wins; the job's timeout covers the others
-        timeout = run.timeout if run.timeout is not None else job.spec.timeout
-        if timeout is not None and timeout > 0:
-            t.timer = loop.call_later(timeout, self._on_timeout, t)
 
     def _on_timeout(self, t: FarmTask) -> None:
         t.timer = None
@@ -614,12 +487,3 @@ class Scheduler(StateWriter):
             what = "not found" if status is None else status.value
             self._abort(job, f"dependency {dep} {what}")
             return
-
-def append_log(path: str, task_index: int, text: str) -> None:
-    """A line from the farm itself in a job's log (best effort)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, logfile.format_records(b"x", task_index, [text.encode()], time.time()))
-        finally:
-            os.close(fd)
