@@ -67,6 +67,7 @@ __all__ = [
     "open_pty",
     "set_winsize",
     "spawn",
+    "stdin_closed",
     "veof",
 ]
 
@@ -377,7 +378,9 @@ class Child:
 # -- stdio -----------------------------------------------------------------------------
 
 
-def _stdin_closed(detail: str) -> ConnectionLost:
+def stdin_closed(detail: str) -> ConnectionLost:
+    """The one error for writing to a stdin that is closed (by us or by the process),
+    whichever driver, pipe or pty, here or through a farm service."""
     return ConnectionLost(f"stdin is closed: {detail}")
 
 
@@ -496,14 +499,14 @@ class ChildStdio:
         while view:
             fd = self._input_fd
             if fd is None or self._closed:
-                raise _stdin_closed("it was closed or never opened")
+                raise stdin_closed("it was closed or never opened")
             try:
                 n = os.write(fd, view)
             except (BlockingIOError, InterruptedError):
                 await anyio.wait_writable(fd)
                 continue
             except OSError as exc:
-                raise _stdin_closed(exc.strerror or str(exc)) from None
+                raise stdin_closed(exc.strerror or str(exc)) from None
             view = view[n:]
 
     async def send_eof(self) -> None:

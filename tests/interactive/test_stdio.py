@@ -98,7 +98,7 @@ async def test_leaving_exec_kills_the_process_group(farm: Farm) -> None:
         grandchild = int((await read_until(stream, b"\n")).strip())
         assert psutil.pid_exists(grandchild)
     await until(lambda: gone(grandchild), 5)
-    assert open_fds() == before
+    assert not open_fds() - before  # the session's WebSocket may have taken an idle pooled connection
 
 
 @pytest.mark.parametrize("tty", [False, True])
@@ -112,7 +112,7 @@ async def test_cancel_in_the_middle_of_a_read_leaves_nothing(farm: Farm, tty: bo
             await stream.read_out()  # blocks: sleep writes nothing
     assert scope.cancelled_caught and pid is not None
     assert not psutil.pid_exists(pid)
-    assert open_fds() == before
+    assert not open_fds() - before
 
 
 async def test_cancel_in_the_middle_of_a_write_leaves_nothing(farm: Farm) -> None:
@@ -125,7 +125,7 @@ async def test_cancel_in_the_middle_of_a_write_leaves_nothing(farm: Farm) -> Non
             await stream.write_in(b"x" * (16 << 20))  # nobody reads: the pipe fills up
     assert scope.cancelled_caught and pid is not None
     assert not psutil.pid_exists(pid)
-    assert open_fds() == before
+    assert not open_fds() - before
 
 
 async def test_read_and_write_run_concurrently(farm: Farm) -> None:

@@ -88,6 +88,7 @@ class ServiceDriver(Driver):
         self._session: aiohttp.ClientSession | None = None
         self._subscribers: list[Callable[[Job], None]] = []
         self._scope: anyio.CancelScope | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None  # the client's: stdio readers
         self._active: set[str] = set()  # ids seen unfinished: re-read after a reconnect
         self._task_ids: dict[str, dict[int, str]] = {}  # job id -> task ids by index
         # names our event stream to the service, which then leaves out what we caused
@@ -118,6 +119,7 @@ class ServiceDriver(Driver):
         import aiohttp
 
         await self._ensure_service()
+        self._task_group = task_group
         self._session = aiohttp.ClientSession(
             connector=_connector(self.cfg.socket_path),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
@@ -376,27 +378,42 @@ class ServiceDriver(Driver):
         stderr: bool,
         size: tuple[int, int] | None = None,
     ) -> StdioChannel:
-        if command is not None:
-            # exec runs here, as this client's child, in the job's cwd and environment
-            from .interactive import start_exec
-
-            ctx = await self._call("exec_context", {"id": job_id})
-            return start_exec(
-                command, cwd=ctx["cwd"], env=ctx["env"], tty=tty, stdin=stdin, stdout=stdout,
-                stderr=stderr, size=size,
-            )
+        # attach and exec both go through the service, which holds the job's stdio
+        # and runs an exec'd command where the job runs (streams.py)
         import aiohttp
 
-        from .streams import RemoteAttachChannel
+        from .streams import RemoteStdioChannel
 
-        params = {"job": job_id, "stdin": int(stdin), "stdout": int(stdout), "stderr": int(stderr)}
+        request = {
+            "job": job_id,
+            "command": None if command is None else list(command),
+            "tty": tty,
+            "stdin": stdin,
+            "stdout": stdout,
+            "stderr": stderr,
+            "size": None if size is None else list(size),
+        }
         try:
-            ws = await self._require().ws_connect(
-                "http://farm/v1/attach", params={k: str(v) for k, v in params.items()}, heartbeat=None, max_msg_size=0
-            )
+            ws = await self._require().ws_connect("http://farm/v1/stdio", heartbeat=None, max_msg_size=0)
         except (aiohttp.ClientError, OSError) as exc:
-            raise ConnectionLost(f"attach: cannot reach the farm service: {exc}") from None
-        return await RemoteAttachChannel.open(ws, job_id, stdin=stdin)
+            raise ConnectionLost(f"attach/exec: cannot reach the farm service: {exc}") from None
+        assert self._task_group is not None
+        return await RemoteStdioChannel.open(ws, request, self._task_group, end=self._end_stdio)
+
+    async def _end_stdio(self, session: str) -> None:
+        import aiohttp
+
+        # on a connection of its own, closed after: ending a session leaves no socket
+        try:
+            async with self._require().post(
+                "http://farm/v1/stdio_end", data=wire.dumps({"session": session}), headers={"Connection": "close"}
+            ) as resp:
+                await resp.read()
+            # the transport closes its socket on the loop's next turn: let it, so the
+            # session is over with nothing of it left open when the caller goes on
+            await anyio.lowlevel.checkpoint()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConnectionLost(f"the farm service for {self.state_dir} went away: {exc}") from None
 
     async def port_address(self, job_id: str, port: int) -> tuple[str, int]:
         # the service dials the port where the job runs and tunnels it (connect_port)

@@ -15,8 +15,10 @@ The local driver delegates to these (signatures are the contract)::
 ``start_exec(argv, *, cwd, env, tty, stdin, stdout, stderr, size=None)``
     Start ``argv`` (a list: the client turned a ``str`` into ``/bin/sh -c``) through
     :mod:`aiofarm.drivers.childproc` (its own session; pipes or a pty that is its
-    controlling terminal at ``size``), as a child of the calling process. Closing the
-    channel stops it (SIGKILL to its group) and reaps it, also under cancellation.
+    controlling terminal at ``size``), as a child of the calling process: the farm
+    service (streams.py relays its stdio to the client), or an embedded farm's
+    client. Closing the channel stops it (SIGKILL to its group) and reaps it, also
+    under cancellation.
 
 ``AttachChannel(task, ...)``
     One of any number of attachers of a running task: output from the moment of
@@ -46,7 +48,7 @@ from ...errors import (
 )
 from ...models import JobStatus, Message, Task
 from ..base import StdioChannel
-from ..childproc import ChildChannel, Wakeup, invalid_command, set_winsize, veof
+from ..childproc import ChildChannel, Wakeup, invalid_command, set_winsize, stdin_closed, veof
 from ..childproc import open_pty as open_job_pty
 
 #: bytes queued for one attacher before it is cut off (the job never waits for it)
@@ -200,15 +202,13 @@ class AttachChannel(StdioChannel):
 
     async def send(self, data: bytes) -> None:
         if not self._stdin:
-            raise ConnectionLost("attached without stdin")
+            raise stdin_closed("it was not opened (stdin=False)")
         async with self._lock:
             view = memoryview(data)
             while view:
                 fd = self._task.stdin_fd
                 if fd is None or self._task.exited:
-                    raise ConnectionLost(
-                        "the job's stdin is closed (or it was not started with stdin=True)"
-                    )
+                    raise stdin_closed("the job closed it, ended, or was not started with stdin=True")
                 try:
                     n = os.write(fd, view)
                 except (BlockingIOError, InterruptedError):
@@ -217,7 +217,7 @@ class AttachChannel(StdioChannel):
                         await anyio.wait_writable(fd)
                     continue
                 except OSError as exc:
-                    raise ConnectionLost(f"the job's stdin is closed: {exc.strerror}") from None
+                    raise stdin_closed(exc.strerror or str(exc)) from None
                 view = view[n:]
 
     async def send_eof(self) -> None:

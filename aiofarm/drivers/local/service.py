@@ -8,7 +8,9 @@ a unix socket (aiohttp). See docs/local-driver.md.
 Requests are JSON ``POST /v1/<primitive>`` (a submit: JSON lines, wire.py; a log
 read answers raw records); answers are JSON, an error is ``{"error": type, "args":
 [...]}`` with status 422. Streams are WebSockets: ``/v1/events`` (every status
-change, as committed), ``/v1/attach`` (a running task's stdio, streams.py),
+change, as committed; a client that falls ``EVENT_BACKLOG`` events behind is
+cut off and re-reads what it watches when it reconnects), ``/v1/stdio`` (attach
+to a running task's stdio, or exec a command where the job runs: streams.py),
 ``/v1/log_follow`` (a job's new log records as they are written, follow.py),
 ``/v1/port_forward`` (a connection the service dials to a job's port, tunnel.py). The service exits on ``POST /v1/stop``, on SIGTERM/SIGINT, or
 after ``idle_timeout`` seconds with no client connected, no request and no job
@@ -37,7 +39,7 @@ from ..base import Action
 from . import config, connect, logfile, wire
 from .embedded import EmbeddedDriver, private_dir
 from .follow import serve_log_follow
-from .streams import serve_attach
+from .streams import StdioSessions
 from .tunnel import serve_port_forward
 
 if TYPE_CHECKING:
@@ -46,6 +48,10 @@ if TYPE_CHECKING:
 _Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 #: the most events one frame of the event stream carries
 EVENT_FRAME = 1000
+#: events queued for one client whose socket is not draining before its stream is cut
+#: (it reconnects and re-reads what it watches); a burst from one request to a client
+#: that keeps up is never cut, it is bounded by that request
+EVENT_BACKLOG = 20_000
 
 
 class FarmService:
@@ -61,6 +67,8 @@ class FarmService:
         self.stopping = asyncio.Event()
         self._listeners: list[_Listener] = []  # open event streams
         self._origin: str | None = None  # the client whose submit is being recorded
+        self.events_cut = 0  # event streams cut for falling behind
+        self.stdio = StdioSessions(self.farm)
         self._handlers: dict[str, _Handler] = {
             "hello": self.hello,
             "status": self.status,
@@ -73,7 +81,7 @@ class FarmService:
             "signal": self.signal,
             "tasks": self.tasks,
             "explain": self.explain,
-            "exec_context": self.exec_context,
+            "stdio_end": self.stdio_end,
             "pools": self.pools,
             "pool_create": self.pool_create,
             "pool_rename": self.pool_rename,
@@ -99,7 +107,7 @@ class FarmService:
             app.router.add_post("/v1/submit", self._submit)
             app.router.add_post("/v1/{name}", self._call)
             app.router.add_get("/v1/events", self._events)
-            app.router.add_get("/v1/attach", self._attach)
+            app.router.add_get("/v1/stdio", self.stdio.serve)
             app.router.add_get("/v1/log_follow", self._log_follow)
             app.router.add_get("/v1/port_forward", self._port_forward)
             runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -195,7 +203,7 @@ class FarmService:
 
         ws = web.WebSocketResponse(heartbeat=None, max_msg_size=0)
         await ws.prepare(request)
-        listener = _Listener(request.query.get("client"))
+        listener = _Listener(request.query.get("client"), request)
         if not self._listeners:
             self.farm.subscribe(self._on_job)
         self._listeners.append(listener)
@@ -215,7 +223,9 @@ class FarmService:
                     batch = [wire.job_to(queue.popleft()) for _ in range(min(len(queue), EVENT_FRAME))]
                     if not queue:
                         listener.news.clear()
+                    listener.sending = True  # still set if this waits for the socket to drain
                     await ws.send_str(wire.dumps(batch))
+                    listener.sending = False
                     await asyncio.sleep(0)
 
             async with anyio.create_task_group() as tg:
@@ -224,7 +234,8 @@ class FarmService:
                     pass
                 tg.cancel_scope.cancel()
         finally:
-            self._listeners.remove(listener)
+            if listener in self._listeners:
+                self._listeners.remove(listener)
             if not self._listeners:
                 self.farm.unsubscribe(self._on_job)
             self.clients -= 1
@@ -233,13 +244,30 @@ class FarmService:
 
     def _on_job(self, job: Any) -> None:
         # encoded by each pump, once the request that caused it has been answered
+        cut = False
         for listener in self._listeners:
             if listener.client is None or listener.client != self._origin:
                 listener.queue.append(job)
                 listener.news.set()
+                cut = cut or (listener.sending and len(listener.queue) > EVENT_BACKLOG)
+        if cut:
+            for listener in [x for x in self._listeners if x.sending and len(x.queue) > EVENT_BACKLOG]:
+                self._cut(listener)
 
-    async def _attach(self, request: web.Request) -> web.StreamResponse:
-        return await serve_attach(self.farm, request)
+    def _cut(self, listener: _Listener) -> None:
+        """A client that stopped reading its events: drop what it was owed and its
+        connection (it cannot take a close frame). It reconnects when it reads again
+        and re-reads the jobs it watches; until then it costs nothing here."""
+        self._listeners.remove(listener)
+        if not self._listeners:
+            self.farm.unsubscribe(self._on_job)
+        owed = len(listener.queue)
+        listener.queue.clear()
+        self.events_cut += 1
+        print(f"{_stamp()} a client fell {owed} events behind: its event stream is cut", flush=True)
+        transport = listener.request.transport
+        if transport is not None:
+            transport.abort()
 
     async def _log_follow(self, request: web.Request) -> web.StreamResponse:
         return await serve_log_follow(self.farm, request)
@@ -270,6 +298,9 @@ class FarmService:
             "jobs_active": self.farm.active_jobs(),
             "idle_timeout": self.idle_timeout,
             "write_error": self.farm.write_error,
+            "events_cut": self.events_cut,
+            "event_backlog": max((len(x.queue) for x in self._listeners), default=0),
+            "stdio_sessions": len(self.stdio),
             "protocol": wire.PROTOCOL,
             "log": os.path.join(self.cfg.state_dir, connect.LOG_NAME),
         }
@@ -356,12 +387,9 @@ class FarmService:
 
         return await _respond(read)
 
-    async def exec_context(self, body: dict[str, Any]) -> Any:
-        job_id = str(body["id"])
-        from .interactive import live_task
-
-        task = await live_task(self.farm, job_id, "exec")
-        return {"cwd": task.cwd or self.cfg.state_dir, "env": dict(task.env)}
+    async def stdio_end(self, body: dict[str, Any]) -> Any:
+        await self.stdio.end(str(body["session"]))
+        return {}
 
     async def pools(self, body: dict[str, Any]) -> Any:
         return {"pools": [wire.pool_to(p) for p in await self.farm.list_pools()]}
@@ -392,12 +420,14 @@ class FarmService:
 class _Listener:
     """One client's event stream: what is still to send it."""
 
-    __slots__ = ("client", "news", "queue")
+    __slots__ = ("client", "news", "queue", "request", "sending")
 
-    def __init__(self, client: str | None) -> None:
+    def __init__(self, client: str | None, request: web.Request) -> None:
         self.client = client
+        self.request = request
         self.queue: collections.deque[Any] = collections.deque()
         self.news = asyncio.Event()
+        self.sending = False
 
 
 async def _respond(fn: Callable[[], Awaitable[Any]]) -> web.StreamResponse:

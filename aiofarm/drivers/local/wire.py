@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .model import FarmJob
 
 #: bumped whenever a request or an answer changes shape
-PROTOCOL = 7  # 3: listings carry their native ``where`` and ``sort``; ``count``; 4: jobs carry labels; 5: followed logs over /v1/log_follow; 6: port forwards tunnelled by the service (/v1/port_forward); 7: log reads in wire form (index records with their raw bytes)
+PROTOCOL = 8  # 3: listings carry their native ``where`` and ``sort``; ``count``; 4: jobs carry labels; 5: followed logs over /v1/log_follow; 6: port forwards tunnelled by the service (/v1/port_forward); 7: log reads in wire form (index records with their raw bytes); 8: exec runs in the service, attach and exec over /v1/stdio
 
 
 def _t(value: Any) -> float | None:
