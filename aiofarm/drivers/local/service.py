@@ -51,7 +51,7 @@ EVENT_FRAME = 1000
 #: events queued for one client whose socket is not draining before its stream is cut
 #: (it reconnects and re-reads what it watches); a burst from one request to a client
 #: that keeps up is never cut, it is bounded by that request
-EVENT_BACKLOG = 20_000
+EVENT_BACKLOG = 10_000
 
 
 class FarmService:
