@@ -57,6 +57,8 @@ __all__ = ["ForwardError", "ForwardEvent", "PortForward"]
 #: per-transport write buffer high-water mark; reading from the peer pauses above it
 WRITE_HIGH = 1024 * 1024
 WRITE_LOW = 256 * 1024
+#: the most a tunnelled stream's receive is asked for at once
+READ_SIZE = 1024 * 1024
 
 
 @attrs.frozen
@@ -223,7 +225,8 @@ class _StreamTransport(asyncio.Transport):
             while True:
                 await self._reading.wait()
                 try:
-                    data = await self._stream.receive()
+                    # as much as the stream has (a tunnel's whole frame), not 64 KiB slices
+                    data = await self._stream.receive(READ_SIZE)
                 except anyio.EndOfStream:
                     if not self._protocol.eof_received():
                         self.close()

@@ -123,3 +123,39 @@ async def _port(lines: object) -> int:
         if line.text.startswith("port "):
             return int(line.text.split()[1])
     raise AssertionError("the server never said its port")
+
+
+# a job that sends each connection 3 MiB of a known pattern, then closes it
+BLOB_SERVER = """
+import socket, threading
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print("port", s.getsockname()[1], flush=True)
+def serve(c):
+    c.sendall(bytes(range(256)) * (3 << 12)); c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+async def test_the_tunnel_stream_hands_frames_on_whole_or_in_pieces(tmp_path: Path) -> None:
+    # the driver's byte stream (what back ends that only tunnel give the relay): a
+    # reader asking for less than a frame gets it in order, a big reader whole frames
+    async with Client(f"local://{tmp_path / 'state'}", cancel_grace=0.5) as farm:
+        job = await farm.jobs.start(command=[sys.executable, "-c", BLOB_SERVER])
+        try:
+            with anyio.fail_after(60):
+                async with farm.logs.stream(job.id) as lines:
+                    port = await _port(lines)
+                for size in (1000, 1 << 20):
+                    stream = await farm.driver.connect_port(job.id, port)
+                    async with stream:
+                        got = bytearray()
+                        with pytest.raises(anyio.EndOfStream):
+                            while True:
+                                piece = await stream.receive(size)
+                                assert 0 < len(piece) <= size
+                                got += piece
+                        assert got == bytes(range(256)) * (3 << 12)
+        finally:
+            await farm.jobs.cancel(job.id)
