@@ -159,3 +159,55 @@ async def test_the_tunnel_stream_hands_frames_on_whole_or_in_pieces(tmp_path: Pa
                         assert got == bytes(range(256)) * (3 << 12)
         finally:
             await farm.jobs.cancel(job.id)
+
+
+# a job that sends its one connection 48 MiB, saying how many it has sent so far
+FLOOD_SERVER = """
+import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print("port", s.getsockname()[1], flush=True)
+c, _ = s.accept()
+block = bytes(range(256)) * 4096
+for i in range(48):
+    c.sendall(block)
+    with open(sys.argv[1], "w") as f:
+        f.write(str(i + 1))
+c.close()
+"""
+
+
+def _in_send(pid: int) -> bool:
+    """The process is blocked in sendto(2) (x86-64 and arm64 numbers)."""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            return f.read().split()[0] in ("44", "206")
+    except (OSError, IndexError):
+        return False
+
+
+async def test_a_client_that_does_not_read_holds_the_job_back(tmp_path: Path) -> None:
+    # flow control end to end: nothing piles up in the service; the job itself waits
+    sent = tmp_path / "sent"
+    async with Client(f"local://{tmp_path / 'state'}", cancel_grace=0.5) as farm:
+        job = await farm.jobs.start(command=[sys.executable, "-c", FLOOD_SERVER, str(sent)])
+        try:
+            with anyio.fail_after(60):
+                async with farm.logs.stream(job.id) as lines:
+                    port = await _port(lines)
+                pid = (await farm.jobs.tasks(job.id))[0].raw["pid"]
+                stream = await farm.driver.connect_port(job.id, port)
+                async with stream:
+                    first = await stream.receive(1)
+
+                    def held() -> bool:
+                        return _in_send(pid) and sent.exists() and sent.read_text() != ""
+
+                    await eventually(held, 30, "the job blocked in send")
+                    assert int(sent.read_text()) < 40  # held back well before the end
+                    got = len(first)
+                    with pytest.raises(anyio.EndOfStream):
+                        while True:
+                            got += len(await stream.receive(1 << 20))
+                    assert got == 48 << 20
+        finally:
+            await farm.jobs.cancel(job.id)

@@ -11,25 +11,31 @@ nothing listens). Then binary frames carry the bytes both ways, and a text frame
 ``{"eof": true}`` a half-close (each side says it once). The service closes the
 WebSocket when both directions are done or the job's side breaks.
 
-Flow control: each side sends the next chunk only once the last has been taken
-(the service awaits the WebSocket's drain and the TCP socket's; the client's
-reader stops reading while the relay's write buffer is full), so neither the
-service nor the client buffers more than a chunk per connection.
+Flow control: the service reads the job's connection with a protocol whose
+callback writes each chunk to the client as one frame, and stops reading while
+``OUT_HIGH`` bytes wait for the client's socket (resumed once it drains); it
+writes what the client sends to the job and reads the next frame only once the
+job's socket takes it. The client's reader stops while the relay's write buffer
+is full. Neither side buffers more than about a megabyte per connection: a
+client that does not read holds the job itself back (tests/local/test_tunnel.py).
 
 Speed: the job's bytes cross two more processes than a direct connection, so
-what each hop costs per chunk is the figure (P4). Chunks are as big as asyncio
-reads (256 KiB) and go as one frame each; the unix socket's send buffer is
-raised (``SOCKET_BUFFER``, within the kernel's ``wmem_max``) so a frame is
-mostly taken by one ``send`` instead of being copied into the transport's
-buffer and moved down it a piece at a time; the client hands a frame on whole
-(a memoryview walks it when the reader asks for less).
+what each hop costs per chunk is the figure (P4). From the job to the client a
+chunk costs the service one ``recv`` and one ``send`` (the frame header and the
+bytes written together: ``writelines``, a ``sendmsg`` from Python 3.12, a join
+before; no task switch, no pause and resume of reading per chunk); the unix socket's send buffer is raised (``SOCKET_BUFFER``, within the
+kernel's ``wmem_max``) so a frame is mostly taken by one ``send`` instead of
+being copied into the transport's buffer and moved down it; the client hands a
+frame on whole (a memoryview walks it when the reader asks for less).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
+import struct
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -44,9 +50,10 @@ if TYPE_CHECKING:
     from .embedded import EmbeddedDriver
 
 _EOF = '{"eof":true}'
-_CHUNK = 256 << 10
 #: the unix socket's send buffer asked for on a tunnel (the kernel caps it at wmem_max)
 SOCKET_BUFFER = 4 << 20
+#: bytes waiting for the client's socket before the job's connection is no longer read
+OUT_HIGH = 1 << 20
 
 
 def widen(transport: Any) -> None:
@@ -57,66 +64,147 @@ def widen(transport: Any) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
 
 
+def _frame_header(opcode: int, size: int) -> bytes:
+    """A final, unmasked frame's header (RFC 6455 5.2): what a server sends."""
+    if size < 126:
+        return struct.pack("!BB", 0x80 | opcode, size)
+    if size < 1 << 16:
+        return struct.pack("!BBH", 0x80 | opcode, 126, size)
+    return struct.pack("!BBQ", 0x80 | opcode, 127, size)
+
+
+_EOF_FRAME = _frame_header(0x1, len(_EOF)) + _EOF.encode()
+
+
+class _JobSide(asyncio.Protocol):
+    """The service's connection to the job's port. What the job sends goes to the
+    client at once as one binary frame (header and bytes in one write) from the
+    loop's callback, with no task or await per chunk; reading stops only while the
+    client's socket holds ``OUT_HIGH`` bytes it has not taken."""
+
+    def __init__(self, out: asyncio.WriteTransport) -> None:
+        self.out = out
+        self.transport: asyncio.Transport | None = None
+        self.backed_up = asyncio.Event()  # reading paused for the client's socket
+        self.writable = asyncio.Event()  # the job takes what is written to it
+        self.writable.set()
+        self.ended = asyncio.Event()  # the job half-closed or the connection is gone
+        self.gone = asyncio.Event()  # the connection is gone
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.pause_reading()  # until the client has its answer: no frame before it
+
+    def data_received(self, data: bytes) -> None:
+        out = self.out
+        if out.is_closing():
+            return
+        out.writelines([_frame_header(0x2, len(data)), data])
+        if out.get_write_buffer_size() > OUT_HIGH:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self.backed_up.set()
+
+    def eof_received(self) -> bool:
+        if not self.out.is_closing():
+            self.out.write(_EOF_FRAME)
+        self.ended.set()
+        return True  # half-open: the client may still send
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.writable.set()
+        self.ended.set()
+        self.gone.set()
+
+
 async def serve_port_forward(farm: EmbeddedDriver, request: web.Request) -> web.StreamResponse:
     from aiohttp import WSMsgType, web
 
-    ws = web.WebSocketResponse(heartbeat=None, max_msg_size=0)
+    from .streams import peer_hangup
+
+    ws = web.WebSocketResponse(heartbeat=None, max_msg_size=0, compress=False)
     await ws.prepare(request)
     job_id = request.query.get("job", "")
+    out = request.transport
     try:
         try:
             port = int(request.query.get("port", ""))
         except ValueError:
             raise InvalidSpec("job_port", "must be an integer") from None
         host, real = await farm.port_address(job_id, port)
+        assert out is not None
         try:
-            conn = await anyio.connect_tcp(host, real)
+            _, job = await asyncio.get_running_loop().create_connection(lambda: _JobSide(out), host, real)
         except OSError as exc:
             raise ConnectionLost(f"cannot connect to port {port} of job {job_id}: {exc.strerror or exc}") from None
     except FarmError as exc:
         await ws.send_str(wire.dumps(wire.error_to(exc)))
         await ws.close()
         return ws
-    widen(request.transport)
+    conn = job.transport
+    assert conn is not None
+    widen(out)
     try:
-        async with conn, anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
             await ws.send_str('{"ok":true}')
-            done = {"in": False, "out": False}
-
-            def finished(direction: str) -> None:
-                done[direction] = True
-                if all(done.values()):
-                    tg.cancel_scope.cancel()
+            conn.resume_reading()
+            half_closed = False  # the client's half-close reached the job
 
             async def to_job() -> None:
+                nonlocal half_closed
                 async for msg in ws:
-                    if done["in"]:
+                    if half_closed or job.lost:
                         continue  # nothing after a half-close; read on to see the close
                     if msg.type == WSMsgType.BINARY:
-                        await conn.send(msg.data)
+                        conn.write(msg.data)
+                        await job.writable.wait()
                     elif msg.type == WSMsgType.TEXT and json.loads(msg.data).get("eof"):
-                        await conn.send_eof()
-                        finished("in")
+                        conn.write_eof()
+                        half_closed = True
+                        if job.ended.is_set():
+                            break  # both directions are done
                 tg.cancel_scope.cancel()  # the client went away: drop the connection
 
             async def from_job() -> None:
-                while True:
-                    try:
-                        data = await conn.receive(_CHUNK)
-                    except anyio.EndOfStream:
-                        await ws.send_str(_EOF)
-                        finished("out")
-                        return
-                    await ws.send_bytes(data)
+                await job.ended.wait()
+                if not job.lost and not half_closed:
+                    await job.gone.wait()  # half-closed: the client may still send
+                # both directions are done, or the job's side broke (the client sees the close)
+                tg.cancel_scope.cancel()
 
-            tg.start_soon(to_job)
-            try:
-                await from_job()
-            except (OSError, anyio.BrokenResourceError):
-                tg.cancel_scope.cancel()  # the job's side broke: the client sees the close
-    except (ConnectionError, RuntimeError, OSError, anyio.BrokenResourceError):
+            async def drained() -> None:
+                while True:
+                    await job.backed_up.wait()
+                    job.backed_up.clear()
+                    await request.writer.drain()
+                    if not conn.is_closing():
+                        conn.resume_reading()
+
+            async def hangup() -> None:
+                sock = out.get_extra_info("socket")
+                if sock is not None:
+                    await peer_hangup(sock)
+                    tg.cancel_scope.cancel()
+
+            for task in (from_job, drained, hangup):
+                tg.start_soon(task)
+            await to_job()
+    except (ConnectionError, RuntimeError, OSError):
         pass  # either side vanished mid-send
     finally:
+        if half_closed and job.ended.is_set():
+            conn.close()  # both directions done: what is buffered for the job still goes
+        else:
+            conn.abort()
         await ws.close()
     return ws
 
