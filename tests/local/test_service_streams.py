@@ -159,3 +159,19 @@ async def test_a_client_that_stops_reading_events_is_cut_off_and_recovers(tmp_pa
             with anyio.fail_after(60):
                 assert await lines.receive_until(b"\n", 100) == b"succeeded"
                 assert await watcher.wait() == 0
+
+
+async def test_a_stop_ends_open_streams_and_the_commands_they_run(tmp_path: Path) -> None:
+    # a connected client, an attacher and an exec'd command do not hold the stop up
+    # (aiohttp would wait a minute for their handlers)
+    state = tmp_path / "state"
+    async with Client(f"local://{state}", cancel_grace=0.5) as farm:
+        job = await running(farm, ["sh", "-c", "read x"], stdin=True)
+        async with farm.jobs.attach(job), farm.jobs.exec(job, ["sleep", "60"], stdin=True) as stream:
+            pid = stream._channel.pid  # type: ignore[attr-defined]
+            with anyio.fail_after(20):
+                await anyio.to_thread.run_sync(lambda: connect.stop_service(str(state), cancel_jobs=True, timeout=15))
+            assert not alive(pid)
+            with anyio.fail_after(10):
+                while await stream.read_out() is not None:
+                    pass

@@ -63,6 +63,7 @@ class FarmService:
         self.started = time.time()
         self.clients = 0  # open event streams: one per connected client
         self.in_flight = 0
+        self._streams: set[Any] = set()  # transports of open WebSockets, ended at a stop
         self.last_activity = time.monotonic()
         self.stopping = asyncio.Event()
         self._listeners: list[_Listener] = []  # open event streams
@@ -129,6 +130,11 @@ class FarmService:
                         os.unlink(os.path.join(self.cfg.state_dir, connect.SOCKET_NAME))
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(os.path.join(self.cfg.state_dir, connect.PID_NAME))
+                    # open WebSockets (a connected client's events, attach, exec,
+                    # follows, forwards) would hold aiohttp's graceful shutdown for a
+                    # minute: end them, which ends their handlers (an exec is killed)
+                    for transport in tuple(self._streams):
+                        transport.abort()
                     await runner.cleanup()
                     await self.farm.aclose()
                     tg.cancel_scope.cancel()
@@ -151,9 +157,13 @@ class FarmService:
             # another user reached the socket (it should not be able to): say nothing
             raise web.HTTPForbidden()
         self.in_flight += 1
+        stream = request.transport if request.method == "GET" else None  # GET: a WebSocket
+        if stream is not None:
+            self._streams.add(stream)
         try:
             return await handler(request)
         finally:
+            self._streams.discard(stream)
             self.in_flight -= 1
             self.last_activity = time.monotonic()
 
