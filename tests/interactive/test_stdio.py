@@ -275,3 +275,18 @@ async def test_exec_tty_starts_with_the_given_size(farm: Farm) -> None:
         async with open_exec(farm.client.driver, job, ["true"], tty=True, size=(0, 80)):
             pass
     assert info.value.field == "size"
+
+
+async def test_an_embedded_farm_execs_in_the_clients_own_process(tmp_path: Path) -> None:
+    from aiofarm import Client
+
+    async with Client(f"local://{tmp_path}/state?embedded=true") as client:
+        farm = Farm(client)
+        job = await farm.start(SLEEPER)
+        async with farm.jobs.exec(job, 'echo "$PPID"; cat', stdin=True, tty=True) as stream:
+            assert int(await read_until(stream, b"\n")) == os.getpid()
+            pid = stream._channel.pid
+            await stream.write_in(b"ping\n")
+            await read_until(stream, b"ping\r\nping\r\n")
+        assert not psutil.pid_exists(pid)
+        await farm.jobs.cancel(job)
