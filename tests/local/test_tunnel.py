@@ -8,6 +8,8 @@ import hashlib
 import os
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -69,12 +71,9 @@ async def exchange(port: int, payload: bytes, opened: anyio.Event | None = None)
 async def test_the_service_dials_the_job_and_tunnels_both_ways(tmp_path: Path) -> None:
     state = tmp_path / "state"
     async with Client(f"local://{state}", cancel_grace=0.5) as farm:
-        job = await farm.jobs.start(command=[sys.executable, "-c", SERVER])
-        try:
+        async with serving(farm, SERVER) as (job_id, port):
             with anyio.fail_after(60):
-                async with farm.logs.stream(job.id) as lines:
-                    port = await _port(lines)
-                async with farm.jobs.port_forward(job.id, job_port=port) as fwd:
+                async with farm.jobs.port_forward(job_id, job_port=port) as fwd:
                     payloads = [os.urandom(6 << 20), os.urandom(1 << 20), b""]
                     answers: list[bytes] = [b""] * len(payloads)
                     held = anyio.Event()
@@ -94,9 +93,7 @@ async def test_the_service_dials_the_job_and_tunnels_both_ways(tmp_path: Path) -
                     for payload, answer in zip(payloads, answers, strict=True):
                         assert answer == f"{len(payload)} {hashlib.sha256(payload).hexdigest()}\n".encode()
                     assert not fwd.errors
-        finally:
-            await farm.jobs.cancel(job.id)
-        assert (await farm.jobs.wait(job.id, timeout=30)).status is JobStatus.CANCELED
+        assert (await farm.jobs.wait(job_id, timeout=30)).status is JobStatus.CANCELED
 
 
 async def test_a_port_nobody_listens_on_is_a_reported_error(tmp_path: Path) -> None:
@@ -125,6 +122,20 @@ async def _port(lines: object) -> int:
     raise AssertionError("the server never said its port")
 
 
+@asynccontextmanager
+async def serving(farm: Client, *argv: str) -> AsyncIterator[tuple[str, int]]:
+    """A job running ``python -c *argv`` that says the port it listens on, and the
+    port; the job is cancelled after."""
+    job = await farm.jobs.start(command=[sys.executable, "-c", *argv])
+    try:
+        with anyio.fail_after(60):
+            async with farm.logs.stream(job.id) as lines:
+                port = await _port(lines)
+        yield job.id, port
+    finally:
+        await farm.jobs.cancel(job.id)
+
+
 # a job that sends each connection 3 MiB of a known pattern, then closes it
 BLOB_SERVER = """
 import socket, threading
@@ -141,24 +152,18 @@ while True:
 async def test_the_tunnel_stream_hands_frames_on_whole_or_in_pieces(tmp_path: Path) -> None:
     # the driver's byte stream (what back ends that only tunnel give the relay): a
     # reader asking for less than a frame gets it in order, a big reader whole frames
-    async with Client(f"local://{tmp_path / 'state'}", cancel_grace=0.5) as farm:
-        job = await farm.jobs.start(command=[sys.executable, "-c", BLOB_SERVER])
-        try:
-            with anyio.fail_after(60):
-                async with farm.logs.stream(job.id) as lines:
-                    port = await _port(lines)
-                for size in (1000, 1 << 20):
-                    stream = await farm.driver.connect_port(job.id, port)
-                    async with stream:
-                        got = bytearray()
-                        with pytest.raises(anyio.EndOfStream):
-                            while True:
-                                piece = await stream.receive(size)
-                                assert 0 < len(piece) <= size
-                                got += piece
-                        assert got == bytes(range(256)) * (3 << 12)
-        finally:
-            await farm.jobs.cancel(job.id)
+    async with Client(f"local://{tmp_path / 'state'}", cancel_grace=0.5) as farm, serving(farm, BLOB_SERVER) as (job_id, port):
+        with anyio.fail_after(60):
+            for size in (1000, 1 << 20):
+                stream = await farm.driver.connect_port(job_id, port)
+                async with stream:
+                    got = bytearray()
+                    with pytest.raises(anyio.EndOfStream):
+                        while True:
+                            piece = await stream.receive(size)
+                            assert 0 < len(piece) <= size
+                            got += piece
+                    assert got == bytes(range(256)) * (3 << 12)
 
 
 # a job that sends its one connection 48 MiB, saying how many it has sent so far
@@ -188,26 +193,20 @@ def _in_send(pid: int) -> bool:
 async def test_a_client_that_does_not_read_holds_the_job_back(tmp_path: Path) -> None:
     # flow control end to end: nothing piles up in the service; the job itself waits
     sent = tmp_path / "sent"
-    async with Client(f"local://{tmp_path / 'state'}", cancel_grace=0.5) as farm:
-        job = await farm.jobs.start(command=[sys.executable, "-c", FLOOD_SERVER, str(sent)])
-        try:
-            with anyio.fail_after(60):
-                async with farm.logs.stream(job.id) as lines:
-                    port = await _port(lines)
-                pid = (await farm.jobs.tasks(job.id))[0].raw["pid"]
-                stream = await farm.driver.connect_port(job.id, port)
-                async with stream:
-                    first = await stream.receive(1)
+    async with Client(f"local://{tmp_path / 'state'}", cancel_grace=0.5) as farm, serving(farm, FLOOD_SERVER, str(sent)) as (job_id, port):
+        with anyio.fail_after(60):
+            pid = (await farm.jobs.tasks(job_id))[0].raw["pid"]
+            stream = await farm.driver.connect_port(job_id, port)
+            async with stream:
+                first = await stream.receive(1)
 
-                    def held() -> bool:
-                        return _in_send(pid) and sent.exists() and sent.read_text() != ""
+                def held() -> bool:
+                    return _in_send(pid) and sent.exists() and sent.read_text() != ""
 
-                    await eventually(held, 30, "the job blocked in send")
-                    assert int(sent.read_text()) < 40  # held back well before the end
-                    got = len(first)
-                    with pytest.raises(anyio.EndOfStream):
-                        while True:
-                            got += len(await stream.receive(1 << 20))
-                    assert got == 48 << 20
-        finally:
-            await farm.jobs.cancel(job.id)
+                await eventually(held, 30, "the job blocked in send")
+                assert int(sent.read_text()) < 40  # held back well before the end
+                got = len(first)
+                with pytest.raises(anyio.EndOfStream):
+                    while True:
+                        got += len(await stream.receive(1 << 20))
+                assert got == 48 << 20
