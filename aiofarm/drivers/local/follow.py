@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 CHUNK = 256 << 10
 #: how often a waiting sender looks for tasks of the job that started meanwhile
 POLL = 0.25
+#: the most lines a page of the client's side holds
+PAGE = 1000
 
 
 async def serve_log_follow(farm: EmbeddedDriver, request: web.Request) -> web.StreamResponse:
@@ -121,8 +123,9 @@ async def serve_log_follow(farm: EmbeddedDriver, request: web.Request) -> web.St
 async def follow_pages(
     ws: ClientWebSocketResponse[Any], job_id: str, token: str | None, query: LogQuery
 ) -> AsyncGenerator[LogPage, None]:
-    """The client side: a page per frame (its token just after the frame's records),
-    until the service says the job has ended. ConnectionLost if the stream breaks
+    """The client side: the lines of each frame in pages of up to PAGE (the last with
+    the token just after the frame's records, the others with none), until the
+    service says the job has ended. ConnectionLost if the stream breaks
     first (the caller resumes from the last page's token)."""
     from aiohttp import WSMsgType
 
@@ -142,7 +145,12 @@ async def follow_pages(
                 data, limit=len(data), task_index=task_index, streams=query.streams, start=start, end=end, task_ids=ids
             )
             offset += used
-            yield LogPage(tuple(lines), logfile.encode_token(offset, raw))
+            # a frame holds thousands of lines: they go on a page at a time (the caller
+            # checkpoints between pages, so other tasks run), the token on the last
+            last = (len(lines) - 1) // PAGE * PAGE if lines else 0
+            for i in range(0, last, PAGE):
+                yield LogPage(tuple(lines[i : i + PAGE]), None)
+            yield LogPage(tuple(lines[last:]), logfile.encode_token(offset, raw))
         elif msg.type == WSMsgType.TEXT and json.loads(msg.data).get("end"):
             return
         elif msg.type != WSMsgType.TEXT:
