@@ -412,7 +412,7 @@ class ServiceDriver(Driver):
             # the transport closes its socket on the loop's next turn: let it, so the
             # session is over with nothing of it left open when the caller goes on
             await anyio.lowlevel.checkpoint()
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, RuntimeError) as exc:  # RuntimeError: the session closed
             raise ConnectionLost(f"the farm service for {self.state_dir} went away: {exc}") from None
 
     async def port_address(self, job_id: str, port: int) -> tuple[str, int]:
