@@ -316,7 +316,7 @@ class RemoteStdioChannel(StdioChannel):
                     else:
                         self._out_done = self._over = True  # closed: the service went away
                     self._notify()
-        except (ValueError, TypeError, KeyError, ConnectionError, RuntimeError) as exc:
+        except Exception as exc:  # it runs in the client's task group: never crash that
             self._error = ConnectionLost(f"the farm service's stdio stream broke: {exc!r}")
         finally:
             self._out_done = self._over = True
