@@ -217,6 +217,10 @@ async def main() -> None:
                         assert got == line, got
             finally:
                 await farm.jobs.cancel(job.id)
+        # the farm service outlives its clients: stop the one this run started
+        from aiofarm.drivers.local.connect import stop_service
+
+        await anyio.to_thread.run_sync(lambda: stop_service(f"{tmp}/state", cancel_jobs=True))
 
     gb = 1e9
     print(f"P4 port forward: {size >> 20} MiB in one HTTP GET from a job's server, best of 2 each")
