@@ -5,8 +5,9 @@ a file of its own): 0 lost, 0 repeated.
 - local: the client reaches the farm service through a unix-socket proxy that
   resets every connection (in-flight long polls included) every 30 ms;
 - dummy: every third ``read_log`` of the driver fails with ``ConnectionLost``;
-- Deadline: CloudWatch Logs (moto) is reached through the proxy, which resets half of
-  the follow's requests (before or after they reach moto) besides the periodic drops;
+- Deadline: CloudWatch Logs (moto) is reached through the proxy, which resets a third
+  of the follow's requests (before or after they reach moto) besides the periodic
+  drops; the job writes until the follow has seen 100 resets;
 - Ray: in test_faults_clusters.py.
 """
 
@@ -29,14 +30,18 @@ pytestmark = pytest.mark.anyio
 
 LINES = 3000 if FULL else 600
 DROPS = 100
-#: a reset poll backs off (up to 1 s), so 100 resets on Deadline take minutes: the
-#: default run does a tenth of them (nox -s reliability all)
-DEADLINE_LINES = 3000 if FULL else 200
+#: on Deadline the job writes until the follow has seen this many resets
+DEADLINE_RESETS = 300 if FULL else DROPS
 
 
-def _writer_command(out: Path, lines: int, pause: float) -> list[str]:
-    # each line goes to stdout and to the job's own file, paced so the follow is live
-    script = f'i=0; while [ $i -lt {lines} ]; do echo "line $i"; echo "line $i" >> "$1"; i=$((i+1)); sleep {pause}; done'
+def _writer_command(out: Path, lines: int, pause: float, stop: Path | None = None) -> list[str]:
+    # each line goes to stdout and to the job's own file, paced so the follow is live;
+    # with `stop`, it writes until that file exists (at most `lines` lines)
+    until = f' && [ ! -e "{stop}" ]' if stop is not None else ""
+    script = (
+        f'i=0; while [ $i -lt {lines} ]{until}; do echo "line $i"; echo "line $i" >> "$1"; i=$((i+1));'
+        f" sleep {pause}; done"
+    )
     return ["sh", "-c", script, "sh", str(out)]
 
 
@@ -126,24 +131,42 @@ async def test_deadline_follow_survives_forced_disconnects(tmp_path: Path, figur
     logs = process.logs_endpoint
     assert logs is not None
     host, _, port = logs.split("//", 1)[1].rstrip("/").partition(":")
-    out = tmp_path / "out.txt"
+    out, stop = tmp_path / "out.txt", tmp_path / "stop"
     try:
         process.admin("config", {"execute": True})
         process.auto(0.05)
         with patched_environ(aws_env(str(tmp_path))):
-            # the follow polls: besides the drops, half of its requests are reset before
-            # or after CloudWatch answered
-            async with FaultProxy((host, int(port)), rate=0.5, kinds=("reset_before", "reset_after")) as proxy, Client(
-                process.url(logs_endpoint_url=f"http://{proxy.address}")
+            # Besides the drops, a third of the follow's requests are reset before or
+            # after CloudWatch answered. botocore makes one attempt (max_attempts=1), so
+            # every reset reaches aiofarm: its retry of the read, then the follower's
+            # resume from its cursor. (With botocore's own retries, each reset cost a
+            # jittered 0-1 s, 0-2 s, ... wait inside the call: 100 took minutes.)
+            async with FaultProxy((host, int(port)), rate=0.3, kinds=("reset_before", "reset_after")) as proxy, Client(
+                process.url(logs_endpoint_url=f"http://{proxy.address}", max_attempts="1")
             ) as farm:
-                job = await farm.jobs.start(_writer_command(out, DEADLINE_LINES, 0.05))
+
+                def resets() -> int:
+                    return proxy.counts["dropped"] + proxy.counts["reset_before"] + proxy.counts["reset_after"]
+
+                def drop_then_stop_when_enough() -> None:
+                    proxy.drop_all()
+                    if resets() >= DEADLINE_RESETS:
+                        stop.touch()  # the job ends, and with it the follow
+
+                job = await farm.jobs.start(_writer_command(out, 100_000, 0.01, stop))
                 # Deadline's session log is one stream (stdout and stderr merged)
-                got, _drops = await _follow_while_dropping(farm, job.id, proxy.drop_all, streams=("stdout", "stderr"))
+                got, _drops = await _follow_while_dropping(
+                    farm, job.id, drop_then_stop_when_enough, streams=("stdout", "stderr")
+                )
+                assert (await farm.jobs.get(job.id)).status is JobStatus.SUCCEEDED
     finally:
         process.reset()
-    resets = proxy.counts["dropped"] + proxy.counts["reset_before"] + proxy.counts["reset_after"]
-    figure("deadline: connections reset during one follow", f"{resets} of {proxy.counts['requests']} requests")
-    assert resets >= (DROPS if FULL else 10)
+    written = out.read_text().splitlines()
+    figure(
+        "deadline: connections reset during one follow",
+        f"{resets()} of {proxy.counts['requests']} requests, {len(written)} lines",
+    )
+    assert resets() >= DEADLINE_RESETS
     # Deadline's session log frames the command's output with worker lines
     mine = [text for text in got if text.startswith("line ")]
-    assert mine == out.read_text().splitlines()
+    assert mine == written

@@ -205,8 +205,10 @@ class DeadlineApi:
                 # most operations carry a "management." host prefix, which only the
                 # real endpoints resolve
                 extra["inject_host_prefix"] = False
+            # total_max_attempts counts the first attempt (botocore's max_attempts counts
+            # only retries: max_attempts=1 made two, with up to 1 s between them)
             config = Config(
-                retries={"mode": self.retry_mode, "max_attempts": self.max_attempts},
+                retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
                 max_pool_connections=64,
                 **extra,
             )
@@ -385,7 +387,7 @@ class DeadlineApi:
             region_name=self.region,
             endpoint_url=endpoint,
             config=Config(
-                retries={"mode": self.retry_mode, "max_attempts": self.max_attempts}, **extra
+                retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts}, **extra
             ),
             **keys,
         )
