@@ -8,6 +8,7 @@ it does not exit for idleness). It starts the service when none answers.
 
 from __future__ import annotations
 
+import json
 import os
 import signal as _signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -18,7 +19,7 @@ import anyio
 import anyio.lowlevel
 
 from ...backoff import Backoff
-from ...errors import ConnectionLost, FarmError
+from ...errors import BackendError, ConnectionLost, FarmError
 from ...models import (
     Capability,
     Job,
@@ -51,6 +52,10 @@ if TYPE_CHECKING:
 RAW_PAGE = 4 << 20
 
 
+#: a list answer as the service writes it (wire.dumps of {"jobs": [...], "next": ...})
+_PAGE_HEAD = '{"jobs":['
+_DECODER = json.JSONDecoder()
+#: jobs decoded between two checkpoints
 _DECODE_SLICE = 100
 
 
@@ -58,7 +63,7 @@ class _ConnectFailed(ConnectionLost):
     """Nothing answers on the socket (the request never left)."""
 
 
-def _connector(path: str) -> aiohttp.UnixConnector:
+def _connector(path: str, limit: int) -> aiohttp.UnixConnector:
     import aiohttp
 
     class Connector(aiohttp.UnixConnector):
@@ -70,7 +75,7 @@ def _connector(path: str) -> aiohttp.UnixConnector:
             _, proto = await self._loop.create_unix_connection(self._factory, sock=sock)
             return proto
 
-    return Connector(path, limit=64)
+    return Connector(path, limit=limit)
 
 
 class ServiceDriver(Driver):
@@ -86,6 +91,10 @@ class ServiceDriver(Driver):
         self.cfg = cfg
         self.state_dir = cfg.state_dir
         self._session: aiohttp.ClientSession | None = None
+        # WebSockets (events, log follows, attach, port forwards) each hold a connection
+        # for as long as they last: they have their own session without a limit, so the
+        # 65th follow neither waits for the first to end nor starves the requests
+        self._stream_session: aiohttp.ClientSession | None = None
         self._subscribers: list[Callable[[Job], None]] = []
         self._scope: anyio.CancelScope | None = None
         self._task_group: anyio.abc.TaskGroup | None = None  # the client's: stdio readers
@@ -120,10 +129,13 @@ class ServiceDriver(Driver):
 
         await self._ensure_service()
         self._task_group = task_group
-        self._session = aiohttp.ClientSession(
-            connector=_connector(self.cfg.socket_path),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-            json_serialize=wire.dumps,
+        self._session, self._stream_session = (
+            aiohttp.ClientSession(
+                connector=_connector(self.cfg.socket_path, limit),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                json_serialize=wire.dumps,
+            )
+            for limit in (64, 0)
         )
         body = {"protocol": wire.PROTOCOL, "slots": self.cfg.slots, "cancel_grace": self.cfg.cancel_grace}
         try:
@@ -145,9 +157,10 @@ class ServiceDriver(Driver):
             if self._scope is not None:
                 self._scope.cancel()
                 self._scope = None
-            if self._session is not None:
-                await self._session.close()
-                self._session = None
+            for session in (self._session, self._stream_session):
+                if session is not None:
+                    await session.close()
+            self._session = self._stream_session = None
 
     async def _events(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         import aiohttp
@@ -158,7 +171,7 @@ class ServiceDriver(Driver):
             self._scope = scope
             while True:
                 try:
-                    session = self._require()
+                    session = self._require(stream=True)
                     async with session.ws_connect(
                         "http://farm/v1/events", params={"client": self._token}, heartbeat=None, max_msg_size=0
                     ) as ws:
@@ -197,10 +210,11 @@ class ServiceDriver(Driver):
             for job in (await self.get_jobs(ids[i : i + self.max_batch_get])).values():
                 self._emit(job)
 
-    def _require(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def _require(self, *, stream: bool = False) -> aiohttp.ClientSession:
+        session = self._stream_session if stream else self._session
+        if session is None:
             raise FarmError("the local driver is not open")
-        return self._session
+        return session
 
     async def _call(self, name: str, body: Mapping[str, Any]) -> Any:
         return await self._post_raw(name, wire.dumps(body))
@@ -215,17 +229,19 @@ class ServiceDriver(Driver):
             self._emit(job)
         return jobs
 
-    async def _post_raw(self, name: str, text: str) -> Any:
+    async def _post_raw(self, name: str, text: str, *, decode: bool = True) -> Any:
+        """The service's answer to ``name``, decoded from JSON (``decode=False``: its text)."""
         import aiohttp
 
         for attempt in range(2):
             session = self._require()
             try:
                 async with session.post(f"http://farm/v1/{name}", data=text) as resp:
-                    data = await resp.json(loads=wire.json_loads, content_type=None)
                     if resp.status == 422:
-                        raise wire.error_from(data)
-                    return data
+                        raise wire.error_from(await resp.json(loads=wire.json_loads, content_type=None))
+                    if not decode:
+                        return (await resp.read()).decode()
+                    return await resp.json(loads=wire.json_loads, content_type=None)
             except _ConnectFailed:
                 if attempt:
                     raise
@@ -240,16 +256,26 @@ class ServiceDriver(Driver):
         return {j.id: j for j in jobs}
 
     async def list_page(self, query: ListQuery, page_token: str | None, page_size: int) -> tuple[list[Job], str | None]:
-        data = await self._call("list", {"query": wire.list_query_to(query), "token": page_token, "size": page_size})
-        records = data["jobs"]
+        body = {"query": wire.list_query_to(query), "token": page_token, "size": page_size}
+        text = await self._post_raw("list", wire.dumps(body), decode=False)
+        # The page is decoded one record at a time, each turned into its Job at once:
+        # a whole page decoded first (4 lists a record) set off the collector's young
+        # collections many times a page, and what they kept alive piled up into full
+        # collections, which walk the whole process's heap (240 ms in CI's process;
+        # docs/reliability.md). And a checkpoint between slices of a page.
+        if not text.startswith(_PAGE_HEAD):  # the service speaks our PROTOCOL (hello)
+            raise BackendError("local", None, f"the farm service answered a listing with {text[:40]!r}")
+        scan = _DECODER.raw_decode
         jobs: list[Job] = []
-        # decoding costs ~0.1 ms a job: yield to the loop between slices of a page, so
-        # a 500-job page does not hold it for the whole decode (docs/reliability.md)
-        for start in range(0, len(records), _DECODE_SLICE):
-            if start:
+        end = len(_PAGE_HEAD)
+        while text[end] != "]":
+            record, end = scan(text, end)
+            jobs.append(wire.job_from(record))
+            if text[end] == ",":
+                end += 1
+            if len(jobs) % _DECODE_SLICE == 0:
                 await anyio.lowlevel.checkpoint()
-            jobs.extend(wire.job_from(d) for d in records[start : start + _DECODE_SLICE])
-        return jobs, data["next"]
+        return jobs, wire.json_loads("{" + text[end + 2 :])["next"]
 
     def plan_list(self, query: ListQuery) -> ListPlan:
         return filtering.plan(query)
@@ -351,7 +377,7 @@ class ServiceDriver(Driver):
 
         params = {"job": job_id, "token": token or ""}
         try:
-            ws = await self._require().ws_connect(
+            ws = await self._require(stream=True).ws_connect(
                 "http://farm/v1/log_follow", params=params, heartbeat=None, max_msg_size=0
             )
         except (aiohttp.ClientError, OSError) as exc:
@@ -394,7 +420,7 @@ class ServiceDriver(Driver):
             "size": None if size is None else list(size),
         }
         try:
-            ws = await self._require().ws_connect("http://farm/v1/stdio", heartbeat=None, max_msg_size=0)
+            ws = await self._require(stream=True).ws_connect("http://farm/v1/stdio", heartbeat=None, max_msg_size=0)
         except (aiohttp.ClientError, OSError) as exc:
             raise ConnectionLost(f"attach/exec: cannot reach the farm service: {exc}") from None
         assert self._task_group is not None
@@ -425,7 +451,7 @@ class ServiceDriver(Driver):
         from .tunnel import TunnelStream
 
         try:
-            ws = await self._require().ws_connect(
+            ws = await self._require(stream=True).ws_connect(
                 "http://farm/v1/port_forward",
                 params={"job": job_id, "port": str(port)},
                 heartbeat=None,
