@@ -87,6 +87,10 @@ class Backend:
     name: str
     upstream: tuple[str, int]
     submit_path: str  # the submit request's path (a regular expression)
+    #: specs per submit call (None: all in one). A driver that does not tell the client
+    #: which specs an attempt made (SubmitAttempt.made) is retried a batch whole, and
+    #: under faults a big batch runs out of attempts (Ray's 20 in the full run)
+    submit_batch: int | None = None
 
     def url(self, proxy: FaultProxy) -> str:
         raise NotImplementedError
@@ -95,7 +99,8 @@ class Backend:
         """Ids of ``good`` jobs that will succeed and ``bad`` ones that will fail."""
         specs = [JobSpec(command=["true"], name=f"good-{i}") for i in range(good)]
         specs += [JobSpec(command=["false"], name=f"bad-{i}") for i in range(bad)]
-        made = await farm.jobs.submit(specs)
+        step = self.submit_batch or len(specs)
+        made = [job for i in range(0, len(specs), step) for job in await farm.jobs.submit(specs[i : i + step])]
         return [j.id for j in made[:good]], [j.id for j in made[good:]]
 
 
@@ -126,18 +131,20 @@ async def _run_faults(
 ) -> None:
     async with FaultProxy(backend.upstream, rate=0, kinds=KINDS, seed=16) as proxy:
         async with Client(backend.url(proxy)) as farm:
-            # the submits go through the proxy too, with faults
+            # the submits go through the proxy too, with faults; the share of faults
+            # counts the requests made while faults were on (not the client's opening)
             proxy.rate = RATE
+            first = proxy.counts["requests"]
             good_ids, bad_ids = await backend.jobs(farm, good, bad)
-            proxy.rate = RATE
             outcome, errors = await _waits(farm, good_ids, bad_ids)
             proxy.rate = 0
+            faulting = proxy.counts["requests"] - first
         counts = {k: proxy.counts[k] for k in KINDS}
-        figure(f"{backend.name}: {WAITS} waits through faults {counts} of {proxy.counts['requests']} requests",
+        figure(f"{backend.name}: {WAITS} waits through faults {counts} of {faulting} requests",
                f"{outcome}, {len(errors)} errors")
     assert not errors, f"{len(errors)} errors reached the caller, e.g. {errors[:3]}"
     assert outcome == {"right": WAITS}
-    assert sum(counts.values()) >= 0.15 * proxy.counts["requests"]
+    assert sum(counts.values()) >= 0.15 * faulting
 
 
 async def _run_lost_submit(backend: Backend, farm_count: Callable[[Client, str], Any]) -> None:

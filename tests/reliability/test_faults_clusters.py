@@ -75,7 +75,9 @@ async def ray_backend() -> UrlBackend:
     from tests.backends import ray
 
     head = await anyio.to_thread.run_sync(ray.start_head)
-    return UrlBackend("ray", head.url, r"^/api/jobs/?$", token=head.token)
+    backend = UrlBackend("ray", head.url, r"^/api/jobs/?$", token=head.token)
+    backend.submit_batch = 4
+    return backend
 
 
 @pytest.mark.slurm
