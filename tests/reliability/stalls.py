@@ -2,10 +2,12 @@
 
 While active, :class:`StallTracer` times every callback the asyncio loop runs (a task
 step is one callback) and every garbage collection. For each loop iteration it keeps
-the time from the moment ``select`` returned to the end of the iteration (the time the
-loop could not look at its sockets and timers), and what ran in it. It also keeps the
-process's CPU time over that span, so an iteration that took long because the kernel
-ran another process (a busy machine) shows less CPU than wall time.
+its time less what ``select`` waited for I/O within its timeout: the time the loop
+could not look at its sockets and timers. That is its callbacks, its own work before
+``select`` (timers), and ``select`` returning past its timeout (the process did not
+get a core back in time). It also keeps the process's CPU time over the iteration, so
+one that took long because the kernel ran another process (a busy machine) shows
+less CPU than wall time.
 
 ``str(tracer.longest)`` says it in one line for the end-of-run figures, e.g.
 ``105.9 ms (CPU 38.1 ms): 2 callbacks, gc gen2 103.3 ms; step of follow 2.4 ms``: a
@@ -60,11 +62,14 @@ def _task_name(task: asyncio.Task[Any]) -> str:
 class Iteration:
     """One loop iteration's busy time and what it spent it on."""
 
-    __slots__ = ("callbacks", "cpu", "gc", "spent", "wall")
+    __slots__ = ("before", "callbacks", "cpu", "gc", "late", "spent", "waited", "wall")
 
     def __init__(self) -> None:
-        self.wall = 0.0
+        self.wall = 0.0  # the iteration's time, less what it waited in select for I/O
         self.cpu = 0.0
+        self.before = 0.0  # the loop's own work before select (timers, cancelled ones)
+        self.waited = 0.0
+        self.late = 0.0  # select returned this long after its timeout
         self.callbacks = 0
         self.gc: Counter[str] = Counter()  # "gen2" -> seconds
         self.spent: Counter[str] = Counter()  # callback name -> seconds
@@ -72,6 +77,8 @@ class Iteration:
     def __str__(self) -> str:
         parts = [f"{self.wall * 1000:.1f} ms (CPU {self.cpu * 1000:.1f} ms): {self.callbacks} callbacks"]
         parts += [f"gc {gen} {s * 1000:.1f} ms" for gen, s in self.gc.most_common()]
+        parts += [f"{what} {s * 1000:.1f} ms" for what, s in (("before select", self.before), ("select late", self.late))
+                  if s >= _NAMED]
         top = "; ".join(f"{name} {s * 1000:.1f} ms" for name, s in self.spent.most_common(3))
         return ", ".join(parts) + (f"; {top}" if top else "")
 
@@ -102,25 +109,32 @@ class StallTracer:
         tracer = self
 
         def select(timeout: float | None = None) -> Any:
-            events = real_select(timeout)
-            if tracer._current is None:
-                tracer._current = Iteration()
-                tracer._current.wall = -time.perf_counter()
-                tracer._current.cpu = -time.process_time()
-            return events
+            start = time.perf_counter()
+            try:
+                return real_select(timeout)
+            finally:
+                it = tracer._current
+                if it is not None:
+                    took = time.perf_counter() - start
+                    it.before = start + it.wall  # it.wall holds -(the iteration's start)
+                    # blocked waiting for I/O is not a stall; past its timeout it is
+                    # (the process did not get a core back in time)
+                    it.waited = took if timeout is None else min(took, timeout)
+                    it.late = took - it.waited
 
         def run_once() -> None:
+            it = tracer._current = Iteration()
+            it.wall, it.cpu = -time.perf_counter(), -time.process_time()
             try:
                 real_run_once()
             finally:
-                it, tracer._current = tracer._current, None
-                if it is not None:
-                    it.wall += time.perf_counter()
-                    it.cpu += time.process_time()
-                    if tracer.measuring and it.wall > tracer.longest.wall:
-                        tracer.longest = it
-                    if tracer.measuring and it.cpu > tracer.costliest.cpu:
-                        tracer.costliest = it
+                tracer._current = None
+                it.wall += time.perf_counter() - it.waited
+                it.cpu += time.process_time()
+                if tracer.measuring and it.wall > tracer.longest.wall:
+                    tracer.longest = it
+                if tracer.measuring and it.cpu > tracer.costliest.cpu:
+                    tracer.costliest = it
 
         def handle_run(handle: asyncio.Handle) -> None:
             it = tracer._current
