@@ -85,8 +85,8 @@ class Iteration:
 
 class StallTracer:
     """``with StallTracer() as tracer:`` around code running on the current loop (enter
-    it from a coroutine); ``tracer.longest`` is the busiest iteration while
-    ``tracer.measuring`` (True from the start, unless ``measuring=False``), and
+    it from a coroutine); ``tracer.longest`` is the busiest iteration that began and
+    ended while ``tracer.measuring`` (True from the start, unless ``measuring=False``), and
     ``tracer.costliest`` the one that took the most CPU time (what the code costs,
     whatever else the machine runs)."""
 
@@ -125,15 +125,17 @@ class StallTracer:
         def run_once() -> None:
             it = tracer._current = Iteration()
             it.wall, it.cpu = -time.perf_counter(), -time.process_time()
+            measured = tracer.measuring  # an iteration counts if measured from start to end
             try:
                 real_run_once()
             finally:
                 tracer._current = None
                 it.wall += time.perf_counter() - it.waited
                 it.cpu += time.process_time()
-                if tracer.measuring and it.wall > tracer.longest.wall:
+                measured = measured and tracer.measuring
+                if measured and it.wall > tracer.longest.wall:
                     tracer.longest = it
-                if tracer.measuring and it.cpu > tracer.costliest.cpu:
+                if measured and it.cpu > tracer.costliest.cpu:
                     tracer.costliest = it
 
         def handle_run(handle: asyncio.Handle) -> None:
