@@ -18,7 +18,14 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ...errors import AuthError, BackendError, InvalidSpec, JobNotFound, PoolNotFound
+from ...errors import (
+    AuthError,
+    BackendError,
+    InvalidSpec,
+    JobNotFound,
+    PoolNotFound,
+    TransientError,
+)
 from ...models import (
     Capability,
     Job,
@@ -213,7 +220,13 @@ class DeadlineDriver(Driver):
         shows as FAILED with the service's message). A spec with dependencies is created
         suspended and held (holds.py); the client releases it (aiofarm/release.py)."""
         api = self.api
-        tokens = (attempt or SubmitAttempt.new(len(specs))).tokens
+        attempt = attempt or SubmitAttempt.new(len(specs))
+        tokens = attempt.tokens
+        # A transient failure of one CreateJob does not stop the others: it is raised once
+        # every spec was tried, and each job made is recorded in attempt.made, so the
+        # client layer counts attempts per spec and a batch under faults gets closer with
+        # every attempt (the client token makes a repeated CreateJob return the same job).
+        transient: list[TransientError] = []
         if not any(spec.depends_on for spec in specs):
             requests = []
             for i, spec in enumerate(specs):
@@ -222,15 +235,25 @@ class DeadlineDriver(Driver):
             job_ids: list[str] = [""] * len(requests)
 
             async def create(i: int) -> None:
-                job_ids[i] = (await api.call("create_job", **requests[i]))["jobId"]
+                try:
+                    job_ids[i] = attempt.made[i] = (await api.call("create_job", **requests[i]))["jobId"]
+                except TransientError as exc:
+                    transient.append(exc)
 
             await concurrently([functools.partial(create, i) for i in range(len(requests))])
+            if transient:
+                raise transient[0]
             return await self._created(job_ids)
         # in dependency order, one by one: a later spec may name an earlier one's id
         real: dict[str, str] = {}
         created: list[str] = []
+        failed: set[str] = set()  # ids of specs not made in this attempt (dependants wait)
         for i, spec in enumerate(specs):
             self._check_pool(spec.pool, f"specs[{i}].pool")
+            if failed.intersection(spec.depends_on):
+                if spec.id is not None:
+                    failed.add(spec.id)
+                continue
             deps = [real.get(d, d) for d in spec.depends_on]
             unknown = [d for d in deps if d not in created]
             if unknown:
@@ -241,10 +264,18 @@ class DeadlineDriver(Driver):
                         f"specs[{i}].depends_on", f"no job {missing[0]!r} in this queue"
                     )
             req = await self._request(spec, tokens[i], deps)
-            job_id = (await api.call("create_job", **req))["jobId"]
+            try:
+                job_id = attempt.made[i] = (await api.call("create_job", **req))["jobId"]
+            except TransientError as exc:
+                transient.append(exc)
+                if spec.id is not None:
+                    failed.add(spec.id)
+                continue
             created.append(job_id)
             if spec.id is not None:
                 real[spec.id] = job_id
+        if transient:
+            raise transient[0]
         return await self._created(created)
 
     async def held_jobs(self) -> dict[str, tuple[str, ...]]:

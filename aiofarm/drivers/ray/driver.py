@@ -29,6 +29,7 @@ from ...errors import (
     InvalidSpec,
     JobNotFound,
     JobNotRunning,
+    TransientError,
     UnsupportedError,
 )
 from ...models import Capability, Job, JobSpec, JobStatus, LogPage, Pool, Task, Worker
@@ -201,21 +202,36 @@ class RayDriver(Driver):
     async def submit(self, specs: Sequence[JobSpec], attempt: SubmitAttempt | None = None) -> list[Job]:
         packages: dict[str, str] = {}  # cwd -> gcs:// URI, once per directory per call
         out: list[Job] = []
-        tokens = (attempt or SubmitAttempt.new(len(specs))).tokens
+        attempt = attempt or SubmitAttempt.new(len(specs))
+        tokens = attempt.tokens
+        # the first transient failure, raised once every other spec was tried: each job
+        # made is recorded in attempt.made, so the client layer counts attempts per spec
+        # and a batch under faults gets closer with every attempt (as on Slurm)
+        transient: TransientError | None = None
         for index, spec in enumerate(specs):
             field = f"specs[{index}]"
             if spec.command is None:
                 raise UnsupportedError(self.name, "submit_template", "Ray runs one entrypoint command per job")
-            working_dir: str | None = None
-            if spec.cwd is not None:
-                working_dir = packages.get(spec.cwd)
-                if working_dir is None:
-                    working_dir = packages[spec.cwd] = await self._upload(spec.cwd, f"{field}.cwd")
-            # the submission id is the attempt's token: a retry of the call submits the
-            # same ids, and Ray's "already exists" answers with the job the first made
-            job_id = spec.id or f"aiofarm_{tokens[index]}"
-            body = wire.submit_body(spec, job_id, owner=self.owner, working_dir=working_dir, depends_on=spec.depends_on)
-            out.append(await self._post(body, field))
+            try:
+                working_dir: str | None = None
+                if spec.cwd is not None:
+                    working_dir = packages.get(spec.cwd)
+                    if working_dir is None:
+                        working_dir = packages[spec.cwd] = await self._upload(spec.cwd, f"{field}.cwd")
+                # the submission id is the attempt's token: a retry of the call submits the
+                # same ids, and Ray's "already exists" answers with the job the first made
+                job_id = spec.id or f"aiofarm_{tokens[index]}"
+                body = wire.submit_body(
+                    spec, job_id, owner=self.owner, working_dir=working_dir, depends_on=spec.depends_on
+                )
+                job = await self._post(body, field)
+            except TransientError as exc:
+                transient = transient or exc
+                continue
+            attempt.made[index] = job.id
+            out.append(job)
+        if transient is not None:
+            raise transient
         return out
 
     async def _post(self, body: Mapping[str, Any], field: str) -> Job:
