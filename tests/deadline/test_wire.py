@@ -59,6 +59,9 @@ def test_description_line_round_trip_and_limit() -> None:
     assert text == '[aiofarm]{"tags":["x"]}'
     assert wire.split_description(text) == (None, {"tags": ["x"]})
     assert wire.split_description("plain [aiofarm] words") == ("plain [aiofarm] words", {})
+    # the user's own trailing newlines survive (found by the property test)
+    for user in ("\n", "text\n\n"):
+        assert wire.split_description(wire.join_description(user, {"tags": "0"})) == (user, {"tags": "0"})
     with pytest.raises(InvalidSpec):
         wire.join_description("x" * 2040, {"tags": ["long-tag"]})
 

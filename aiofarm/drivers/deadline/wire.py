@@ -328,7 +328,10 @@ def split_description(text: str | None) -> tuple[str | None, dict[str, Any]]:
         return text, {}
     if not isinstance(meta, dict):
         return text, {}
-    head = head.rstrip("\n")
+    # only the one newline join_description put before the marker: the user's own
+    # trailing newlines are part of their text
+    if head.endswith("\n"):
+        head = head[:-1]
     return (head or None), meta
 
 
