@@ -2,13 +2,15 @@
 TCP proxy (faultproxy.py): 503s, 429 throttling, connections reset before the request
 reaches the server and after (the reply is lost), slow replies — on a quarter of all
 calls. 1,000 concurrent waits all end with the right status, no error reaches the
-user, and a submit whose reply was lost creates one job."""
+user, a batch submitted through the faults makes each of its jobs once, and a submit
+whose reply was lost creates one job."""
 
 from __future__ import annotations
 
 import collections
 import os
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -87,10 +89,6 @@ class Backend:
     name: str
     upstream: tuple[str, int]
     submit_path: str  # the submit request's path (a regular expression)
-    #: specs per submit call (None: all in one). A driver that does not tell the client
-    #: which specs an attempt made (SubmitAttempt.made) is retried a batch whole, and
-    #: under faults a big batch runs out of attempts (Ray's 20 in the full run)
-    submit_batch: int | None = None
 
     def url(self, proxy: FaultProxy) -> str:
         raise NotImplementedError
@@ -99,8 +97,7 @@ class Backend:
         """Ids of ``good`` jobs that will succeed and ``bad`` ones that will fail."""
         specs = [JobSpec(command=["true"], name=f"good-{i}") for i in range(good)]
         specs += [JobSpec(command=["false"], name=f"bad-{i}") for i in range(bad)]
-        step = self.submit_batch or len(specs)
-        made = [job for i in range(0, len(specs), step) for job in await farm.jobs.submit(specs[i : i + step])]
+        made = await farm.jobs.submit(specs)
         return [j.id for j in made[:good]], [j.id for j in made[good:]]
 
 
@@ -145,6 +142,29 @@ async def _run_faults(
     assert not errors, f"{len(errors)} errors reached the caller, e.g. {errors[:3]}"
     assert outcome == {"right": WAITS}
     assert sum(counts.values()) >= 0.15 * faulting
+
+
+async def _run_batch_submit(backend: Backend, count: int, figure: Callable[[str, object], None]) -> None:
+    """A batch of ``count`` specs submitted through the faults. An attempt goes on past a
+    faulted request and records the jobs it made (``SubmitAttempt.made``), so the client
+    layer counts attempts per spec: the batch gets through, and nothing is made twice."""
+    run = uuid.uuid4().hex[:8]
+    specs = [JobSpec(command=["true"], name=f"batch-{run}-{i}") for i in range(count)]
+    async with FaultProxy(backend.upstream, rate=0, kinds=KINDS, seed=16) as proxy, Client(
+        backend.url(proxy)
+    ) as farm:
+        proxy.rate = RATE  # opening the client is not what is tested
+        made = await farm.jobs.submit(specs)
+        proxy.rate = 0
+        async with farm.jobs.list() as it:
+            names = [j.name async for j in it if (j.name or "").startswith(f"batch-{run}-")]
+    faults = sum(proxy.counts[k] for k in KINDS)
+    figure(f"{backend.name}: batch of {count} submitted through faults",
+           f"{faults} of {proxy.counts['requests']} requests faulted; {len(names)} jobs")
+    assert faults > 0
+    assert [j.name for j in made] == [s.name for s in specs]
+    assert len({j.id for j in made}) == count
+    assert sorted(names) == sorted(str(s.name) for s in specs)  # each once
 
 
 async def _run_lost_submit(backend: Backend, farm_count: Callable[[Client, str], Any]) -> None:
@@ -214,3 +234,10 @@ async def test_deadline_lost_submit_reply_makes_one_job(deadline_backend: Deadli
     deadline_backend.fake.admin("config", {"execute": True})
     deadline_backend.fake.auto(0.05)
     await _run_lost_submit(deadline_backend, _count_named)
+
+
+@pytest.mark.deadline
+async def test_deadline_batch_submit_through_faults(
+    deadline_backend: DeadlineBackend, figure: Callable[[str, object], None]
+) -> None:
+    await _run_batch_submit(deadline_backend, 200 if FULL else 50, figure)

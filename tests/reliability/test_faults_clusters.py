@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,12 @@ from typing import Any
 import anyio
 import pytest
 
-from aiofarm import Client, JobSpec, JobStatus
+from aiofarm import Client, JobStatus
 
 from .conftest import FULL
 from .faultproxy import FaultProxy
 from .test_disconnects import DROPS, _follow_while_dropping, _writer_command
-from .test_faults import KINDS, RATE, Backend, _count_named, _run_faults, _run_lost_submit
+from .test_faults import Backend, _count_named, _run_batch_submit, _run_faults, _run_lost_submit
 
 pytestmark = pytest.mark.anyio
 
@@ -75,9 +74,7 @@ async def ray_backend() -> UrlBackend:
     from tests.backends import ray
 
     head = await anyio.to_thread.run_sync(ray.start_head)
-    backend = UrlBackend("ray", head.url, r"^/api/jobs/?$", token=head.token)
-    backend.submit_batch = 4
-    return backend
+    return UrlBackend("ray", head.url, r"^/api/jobs/?$", token=head.token)
 
 
 @pytest.mark.slurm
@@ -90,26 +87,8 @@ async def test_slurm_waits_through_faults(slurm_backend: UrlBackend, figure: Cal
 async def test_slurm_batch_submit_through_faults(
     slurm_backend: UrlBackend, figure: Callable[[str, object], None]
 ) -> None:
-    # one POST per spec: each attempt of the client's goes on past a faulted POST and
-    # the next one's tag lookup keeps what it made, so the batch gets through, once
-    run = uuid.uuid4().hex[:8]
-    specs = [JobSpec(command=["true"], name=f"batch-{run}-{i}") for i in range(sum(SLURM_JOBS))]
-    async with FaultProxy(slurm_backend.upstream, rate=0, kinds=KINDS, seed=16) as proxy, Client(
-        slurm_backend.url(proxy)
-    ) as farm:
-        proxy.rate = RATE  # open is not retried; the submit is what is tested
-        made = await farm.jobs.submit(specs)
-        proxy.rate = 0
-        async with farm.jobs.list() as it:
-            names = [j.name async for j in it if (j.name or "").startswith(f"batch-{run}-")]
-    faults = sum(proxy.counts[k] for k in KINDS)
-    figure(f"{slurm_backend.name}: batch of {len(specs)} submitted through faults",
-           f"{faults} of {proxy.counts['requests']} requests faulted; {len(names)} jobs")
-    assert faults > 0
-    assert [j.name for j in made] == [s.name for s in specs]
-    assert len({j.id for j in made}) == len(specs)
-    # nothing created twice
-    assert sorted(names) == sorted(str(s.name) for s in specs)
+    # one POST per spec; the next attempt's tag lookup keeps what the last one made
+    await _run_batch_submit(slurm_backend, sum(SLURM_JOBS), figure)
 
 
 @pytest.mark.slurm
@@ -120,6 +99,12 @@ async def test_slurm_lost_submit_reply_makes_one_job(slurm_backend: UrlBackend) 
 @pytest.mark.ray
 async def test_ray_waits_through_faults(ray_backend: UrlBackend, figure: Callable[[str, object], None]) -> None:
     await _run_faults(ray_backend, *RAY_JOBS, figure)
+
+
+@pytest.mark.ray
+async def test_ray_batch_submit_through_faults(ray_backend: UrlBackend, figure: Callable[[str, object], None]) -> None:
+    # one POST per spec; Ray's "already exists" answers a repeated submission id
+    await _run_batch_submit(ray_backend, 50, figure)
 
 
 @pytest.mark.ray
