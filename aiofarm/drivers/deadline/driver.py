@@ -228,19 +228,23 @@ class DeadlineDriver(Driver):
         # every attempt (the client token makes a repeated CreateJob return the same job).
         transient: list[TransientError] = []
         if not any(spec.depends_on for spec in specs):
-            requests = []
+            requests: dict[int, dict[str, Any]] = {}
             for i, spec in enumerate(specs):
                 self._check_pool(spec.pool, f"specs[{i}].pool")
-                requests.append(await self._request(spec, tokens[i]))
-            job_ids: list[str] = [""] * len(requests)
+                if i not in attempt.made:
+                    requests[i] = await self._request(spec, tokens[i])
+            job_ids: list[str] = [""] * len(specs)
 
             async def create(i: int) -> None:
+                if i in attempt.made:  # made by an earlier attempt of this call
+                    job_ids[i] = attempt.made[i]
+                    return
                 try:
                     job_ids[i] = attempt.made[i] = (await api.call("create_job", **requests[i]))["jobId"]
                 except TransientError as exc:
                     transient.append(exc)
 
-            await concurrently([functools.partial(create, i) for i in range(len(requests))])
+            await concurrently([functools.partial(create, i) for i in range(len(specs))])
             if transient:
                 raise transient[0]
             return await self._created(job_ids)
@@ -263,6 +267,12 @@ class DeadlineDriver(Driver):
                     raise InvalidSpec(
                         f"specs[{i}].depends_on", f"no job {missing[0]!r} in this queue"
                     )
+            if i in attempt.made:  # made by an earlier attempt of this call
+                job_id = attempt.made[i]
+                created.append(job_id)
+                if spec.id is not None:
+                    real[spec.id] = job_id
+                continue
             req = await self._request(spec, tokens[i], deps)
             try:
                 job_id = attempt.made[i] = (await api.call("create_job", **req))["jobId"]

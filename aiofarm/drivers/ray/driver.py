@@ -224,7 +224,8 @@ class RayDriver(Driver):
                 body = wire.submit_body(
                     spec, job_id, owner=self.owner, working_dir=working_dir, depends_on=spec.depends_on
                 )
-                job = await self._post(body, field)
+                # made by an earlier attempt of this call: not asked for again
+                job = self._submitted(body) if index in attempt.made else await self._post(body, field)
             except TransientError as exc:
                 transient = transient or exc
                 continue
@@ -248,6 +249,10 @@ class RayDriver(Driver):
             if existing.get("entrypoint") != body["entrypoint"] or existing.get("metadata") != body["metadata"]:
                 raise InvalidSpec(f"{field}.id", f"a Ray job with submission id {job_id!r} already exists") from None
             return wire.job_from_record(existing, self.name)
+        return self._submitted(body)
+
+    def _submitted(self, body: Mapping[str, Any]) -> Job:
+        """The job a submit of ``body`` made, as Ray shows it at first."""
         now = datetime.now(timezone.utc).timestamp() * 1000
         return wire.job_from_record({**body, "status": "PENDING", "start_time": now, "type": "SUBMISSION"}, self.name)
 
