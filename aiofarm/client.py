@@ -183,23 +183,25 @@ class Client:
             # from_url built another class than its own (local's embedded farm): put the
             # client layer in front of that one
             driver.__class__ = _client_side(type(driver))
+        from .tracing import trace_driver
+        from .watch import Hub
+
         supervisor = _Supervisor()
         await supervisor.start()
         assert supervisor.tg is not None
         try:
             await driver.open(supervisor.tg)
+            trace_driver(driver)  # spans per driver call, only when OpenTelemetry is configured
+            hub = Hub(driver, supervisor.spawn)
+            await hub.open(supervisor.tg)  # the driver's event stream, if it has one
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await driver.aclose()
                 await supervisor.stop()
             raise
-        from .tracing import trace_driver
-        from .watch import Hub
-
-        trace_driver(driver)  # spans per driver call, only when OpenTelemetry is configured
         self._supervisor = supervisor
         self._driver = driver
-        self._hub = Hub(driver, supervisor.spawn)
+        self._hub = hub
         if not driver.native_dependencies:
             from .release import HoldMixin
 
@@ -211,8 +213,10 @@ class Client:
         """Close the driver and stop background work; safe to call twice, and it
         completes even when the caller is being cancelled."""
         self._closed = True
-        driver, supervisor = self._driver, self._supervisor
+        driver, supervisor, hub = self._driver, self._supervisor, self._hub
         self._driver = self._supervisor = self._hub = None
+        if hub is not None:
+            hub.close()
         if driver is not None and not driver.native_dependencies:
             from .release import HoldMixin
 

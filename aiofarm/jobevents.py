@@ -17,8 +17,8 @@ import anyio
 
 from .errors import InvalidSpec, WaitTimeout
 from .models import Job, JobEvent, JobStatus
+from .subscriptions import CallbackSubscription, FilterSubscription
 from .validation import as_ids, check_interval, check_timeout
-from .watch import CallbackSubscription, FilterSubscription
 
 if TYPE_CHECKING:
     from .client import Client

@@ -22,6 +22,7 @@ import attrs
 from .backoff import Backoff
 from .errors import ConnectionLost, InvalidSpec, JobNotFound, TransientError
 from .models import Capability, Job, LogLine, LogPage
+from .subscriptions import CallbackSubscription
 from .tracing import span
 from .validation import (
     MAX_ID_LEN,
@@ -32,7 +33,6 @@ from .validation import (
     check_id,
     check_text,
 )
-from .watch import CallbackSubscription
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream

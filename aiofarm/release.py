@@ -44,7 +44,7 @@ import attrs
 from .drivers.base import Driver, SubmitAttempt
 from .errors import AuthError, FarmError, JobNotFound, JobNotRunning
 from .models import Job, JobSpec, JobStatus, LogPage, StatusTransition, Task
-from .watch import CallbackSubscription
+from .subscriptions import CallbackSubscription
 
 if TYPE_CHECKING:
     from .drivers.base import Action, ListQuery, LogQuery

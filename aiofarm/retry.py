@@ -71,6 +71,7 @@ NOT_RETRIED = {
     "connect_port": "a stream, not a call: the port-forward relay redials per connection",
     "follow_log": "the log follower resumes from its last cursor itself",
     "subscribe": "no I/O",
+    "job_events": "a stream: the Hub re-opens it on its back-off and re-reads what it watches",
     "new_job_id": "no I/O",
     "plan_list": "no I/O",
 }

@@ -16,8 +16,9 @@ import attrs
 
 from .errors import InvalidSpec, StatusNotReached, WaitTimeout
 from .models import Capability, CompletionResult, Job, JobStatus, Task
+from .subscriptions import Waiter
 from .validation import check_id, check_interval, check_timeout
-from .watch import DEFAULT_MAX_INTERVAL, Waiter
+from .watch import DEFAULT_MAX_INTERVAL
 
 if TYPE_CHECKING:
     from .drivers.base import Driver

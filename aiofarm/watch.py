@@ -4,7 +4,12 @@ A :class:`Hub` belongs to one Client. Every ``wait``, ``as_completed`` and
 ``watch`` registers a subscription for the ids it cares about; the hub feeds
 them from ONE source:
 
-- push drivers (``Capability.PUSH``) call :meth:`Hub.offer` on every change;
+- push drivers (``Capability.PUSH``) call :meth:`Hub.offer` on every change. When
+  the changes come over a connection (``Driver.event_stream``: the local farm
+  service's WebSocket), the Hub owns that connection as it owns polling: the driver
+  hands it ONE attempt (``Driver.job_events``), and when it drops the Hub opens it
+  again on the one back-off and re-reads every job it watches (and lists every
+  filter watch again), so a change made while nothing could be pushed is not missed;
 - otherwise ONE poller task fetches every watched id in batched ``get_jobs``
   calls (``driver.max_batch_get`` ids per call), starting at 0.5 s and doubling
   up to the smallest ``max_interval`` asked for while nothing changes.
@@ -45,12 +50,14 @@ import anyio
 from .backoff import Backoff
 from .errors import ConnectionLost, FarmError, JobNotFound, TransientError
 from .models import Capability, Job, JobStatus
+from .subscriptions import FilterSubscription, Subscription
 
 if TYPE_CHECKING:
-    from .drivers.base import Driver
-    from .where import Expr
+    import anyio.abc
 
-__all__ = ["FilterSubscription", "Hub", "Subscription", "batched_get"]
+    from .drivers.base import Driver
+
+__all__ = ["Hub", "batched_get"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,9 @@ MIN_PROBE_INTERVAL = 0.25  # at most four probes a second, however many jobs
 MIN_ROUND_GAP = 0.5  # the back-off's first step: after a changed round, as polling
 FEED_MARGIN = 1.0  # the feed's clock is the back end's: allow this much skew
 FEED_ROUND_FACTOR = 2  # with a feed, full rounds are a consistency check
+#: re-opening a dropped event stream: a farm service on this host that restarts (or
+#: closed a client whose queue overflowed) is back within milliseconds
+STREAM_BACKOFF = (0.05, 2.0)
 
 
 ChunkCallback = Callable[[Sequence[str], "dict[str, Job]"], None]
@@ -102,155 +112,8 @@ async def batched_get(
     return found, (errors[0] if errors else None)
 
 
-def version(job: Job) -> int:
-    """Status transitions only accumulate, so the length of the history orders two
-    snapshots of one job; this keeps a late batched read from undoing a push."""
-    return len(job.history)
-
-
 def _each(subs: Subscription | list[Subscription]) -> tuple[Subscription, ...]:
     return tuple(subs) if isinstance(subs, list) else (subs,)
-
-
-class Subscription:
-    """Receives every known state of its ids. Subclasses decide what to do with it."""
-
-    __slots__ = ("max_interval",)
-
-    def __init__(self, max_interval: float) -> None:
-        self.max_interval = max_interval
-
-    @property
-    def ids(self) -> tuple[str, ...]:
-        """The job ids this subscription watches."""
-        raise NotImplementedError
-
-    def offer(self, job: Job) -> None:
-        raise NotImplementedError
-
-    def fail(self, job_id: str, exc: BaseException) -> None:
-        raise NotImplementedError
-
-
-class Waiter(Subscription):
-    """One job. It holds a Job only until the waiting coroutine takes it, so ten
-    thousand waits on pending jobs keep a status and a version each, not a Job."""
-
-    __slots__ = ("_exc", "_future", "_news", "job_id", "seen", "version")
-
-    def __init__(self, job_id: str, max_interval: float) -> None:
-        super().__init__(max_interval)
-        # no ``ids`` tuple kept per waiter (48 B each): the property makes one when
-        # the hub registers or unregisters it
-        self.job_id = job_id
-        self._news: Job | None = None  # a state with a status the waiter has not seen
-        self._future: asyncio.Future[None] | None = None
-        self._exc: BaseException | None = None
-        self.seen: JobStatus | None = None
-        self.version = -1
-
-    @property
-    def ids(self) -> tuple[str, ...]:
-        return (self.job_id,)
-
-    def offer(self, job: Job) -> None:
-        v = version(job)
-        if v < self.version:
-            return
-        self.version = v
-        if job.status is self.seen:
-            self._news = None  # back to what the waiter last saw: nothing to tell
-            return
-        self._news = job
-        fut = self._future
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
-    def fail(self, job_id: str, exc: BaseException) -> None:
-        self._exc = exc
-        fut = self._future
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
-    def next(self) -> Job | asyncio.Future[None]:
-        """The newest state whose status the waiter has not seen yet; else a future
-        that is done when one arrives (awaiting a bare future costs no coroutine
-        frame, which matters with ten thousand waits)."""
-        if self._exc is not None:
-            raise self._exc
-        job = self._news
-        if job is not None:
-            self._news = None
-            self.seen = job.status
-            return job
-        self._future = fut = asyncio.get_running_loop().create_future()
-        return fut
-
-
-class CallbackSubscription(Subscription):
-    """Calls ``on_job(job)`` / ``on_error(job_id, exc)`` synchronously from the hub."""
-
-    __slots__ = ("_ids", "_on_error", "_on_job")
-
-    def __init__(
-        self,
-        ids: tuple[str, ...],
-        max_interval: float,
-        on_job: Callable[[Job], None],
-        on_error: Callable[[str, BaseException], None],
-    ) -> None:
-        super().__init__(max_interval)
-        self._ids = ids
-        self._on_job = on_job
-        self._on_error = on_error
-
-    @property
-    def ids(self) -> tuple[str, ...]:
-        return self._ids
-
-    def offer(self, job: Job) -> None:
-        self._on_job(job)
-
-    def fail(self, job_id: str, exc: BaseException) -> None:
-        self._on_error(job_id, exc)
-
-
-class FilterSubscription:
-    """Every job matching ``expr`` whose status it has not seen yet goes to ``on_job``;
-    an error of the listing that feeds it to ``on_error(None, exc)``."""
-
-    __slots__ = ("_on_error", "_on_job", "_seen", "expr", "max_interval")
-
-    def __init__(
-        self,
-        expr: Expr,
-        max_interval: float,
-        on_job: Callable[[Job], None],
-        on_error: Callable[[str | None, BaseException], None],
-    ) -> None:
-        self.expr = expr
-        self.max_interval = max_interval
-        self._on_job = on_job
-        self._on_error = on_error
-        self._seen: dict[str, tuple[JobStatus, int]] = {}  # job id -> status, version
-
-    def offer(self, job: Job, *, baseline: bool = False) -> bool:
-        """True if this is news. ``baseline``: from the listing made when the watch
-        started, where only active jobs are news (what had finished is history)."""
-        if not self.expr.evaluate(job):
-            return False
-        v = version(job)
-        known = self._seen.get(job.id)
-        if known is not None and (known[1] > v or known[0] is job.status):
-            return False  # older than what we saw (a late read), or no change
-        self._seen[job.id] = (job.status, v)
-        if baseline and not job.status.is_active:
-            return False
-        self._on_job(job)
-        return True
-
-    def fail(self, exc: BaseException) -> None:
-        self._on_error(None, exc)
 
 
 class Hub:
@@ -271,8 +134,63 @@ class Hub:
         self._status: dict[str, JobStatus] = {}  # last status the poller saw per id
         self._feed = driver.change_feed and not self._push
         self._since: float | None = None  # wall time every watched job was last read by
+        self._stream: anyio.CancelScope | None = None
+        self.reconnects = 0  # event streams re-opened after a drop (for tests)
         if self._push:
             driver.subscribe(self.offer)
+
+    # -- the event stream ---------------------------------------------------------
+    async def open(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Start following the driver's event stream, if it has one: returns once the
+        first connection is up, and raises what kept it from coming up."""
+        if self._push and self._driver.event_stream:
+            await task_group.start(self._follow_events)
+
+    def close(self) -> None:
+        """Stop following the event stream (before the driver closes under it)."""
+        if self._stream is not None:
+            self._stream.cancel()
+
+    async def _follow_events(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        backoff = Backoff(*STREAM_BACKOFF)
+        first = True
+        with anyio.CancelScope() as scope:
+            self._stream = scope
+            while True:
+                try:
+                    async with self._driver.job_events() as batches:
+                        if first:
+                            first = False
+                            task_status.started()
+                        else:
+                            # the stream does not replay what it could not push: read
+                            # now, with the stream already open, so nothing falls between
+                            await self._resync()
+                            self.reconnects += 1
+                        backoff.reset()
+                        async for batch in batches:
+                            for job in batch:
+                                self.offer(job)
+                except (ConnectionLost, TransientError):
+                    if first:
+                        raise
+                    log.info("aiofarm: event stream dropped; re-opening", exc_info=True)
+                except FarmError as exc:
+                    if first:
+                        raise
+                    # nothing pushes until it comes back: tell everyone waiting why,
+                    # and keep trying, as the poller does
+                    log.warning("aiofarm: event stream cannot be re-opened; retrying", exc_info=True)
+                    self._fail_all(exc)
+                await backoff.sleep()
+
+    async def _resync(self) -> None:
+        """After the event stream was down: every watched job's state now, and every
+        filter watch's matches (what is news goes out, the rest is known already)."""
+        if self._subs:
+            await self._fetch(list(self._subs))
+        if self._filters:
+            await self._list(tuple(self._filters))
 
     # -- registration ------------------------------------------------------------
     def register(self, sub: Subscription) -> None:
@@ -349,6 +267,12 @@ class Hub:
         if subs is not None:
             for sub in _each(subs):
                 sub.fail(job_id, exc)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for job_id in list(self._subs):
+            self._fail(job_id, exc)
+        for flt in tuple(self._filters):
+            flt.fail(exc)
 
     # -- the poller --------------------------------------------------------------
     def _polled(self) -> bool:
@@ -532,10 +456,7 @@ class Hub:
                     log.warning("aiofarm: poll round failed; retrying", exc_info=True)
                     continue
                 except FarmError as exc:
-                    for job_id in list(self._subs):
-                        self._fail(job_id, exc)
-                    for flt in tuple(self._filters):
-                        flt.fail(exc)
+                    self._fail_all(exc)
                     continue
                 self._since = started
                 self.rounds += 1

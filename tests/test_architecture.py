@@ -72,20 +72,35 @@ CLI_DRIVER_IMPORTS = {
     "aiofarm.cli.deadline": "aiofarm.drivers.deadline",
 }
 
-# Exemptions, each precise (one file, or one file and one import) and with its reason.
-DRIVER_IMPORT_EXEMPT_PACKAGES: tuple[str, ...] = ()
-#: (driver module, imported module) pairs still to be removed by the drivers' own work
-DRIVER_IMPORT_EXEMPT: frozenset[tuple[str, str]] = frozenset(
+#: The local farm is a back end that ships inside aiofarm, as slurmctld ships with
+#: Slurm: its service process (or, with ``?embedded=true``, the client's own process)
+#: schedules the jobs, runs them and commits their state to SQLite. These modules are
+#: that back end, not a client of one. The one-attempt rule below is about clients
+#: (a driver call that retried inside would multiply with aiofarm/retry.py's
+#: attempts); the farm's own background work is no driver call, and may wait to try
+#: again with the one back-off: the state writer keeps changes the disk refused and
+#: commits them once it takes them again (a caller meanwhile gets StateError at
+#: once). The modules the client side of ``local://`` is made of (the service's
+#: socket, its wire format, its streams) are not here, and a test checks that.
+LOCAL_FARM_BACKEND = frozenset(
     {
-        # not a driver call: the local farm itself (the back end, in the service or an
-        # embedded farm) retries a state write that failed (disk full) until it succeeds
-        ("aiofarm.drivers.local.writer", "aiofarm.backoff"),
-        # the local service client re-opens its push stream after the service went
-        # away; to go once the Hub owns push streams as it owns polling (a driver
-        # handing the Hub a stream to follow, resumed like a log follow)
-        ("aiofarm.drivers.local.client", "aiofarm.backoff"),
+        "aiofarm.drivers.local.admin",
+        "aiofarm.drivers.local.control",
+        "aiofarm.drivers.local.embedded",
+        "aiofarm.drivers.local.model",
+        "aiofarm.drivers.local.processes",
+        "aiofarm.drivers.local.queries",
+        "aiofarm.drivers.local.scheduler",
+        "aiofarm.drivers.local.service",
+        "aiofarm.drivers.local.sessions",
+        "aiofarm.drivers.local.store",
+        "aiofarm.drivers.local.submit",
+        "aiofarm.drivers.local.writer",
     }
 )
+#: what the local farm's own modules may import besides what a driver may: the one
+#: back-off, for the farm's background work (see LOCAL_FARM_BACKEND)
+BACKEND_MAY_IMPORT = ("aiofarm.backoff",)
 #: modules still naming statuses by one or two letters (``P = JobStatus.PENDING``)
 SHORT_ALIAS_EXEMPT: frozenset[str] = frozenset()
 #: modules still carrying a comment about who wrote or owns code
@@ -156,8 +171,11 @@ def _walk(node: ast.AST, type_only: bool) -> Iterator[tuple[ast.AST, bool]]:
 @functools.cache
 def imports_of(name: str) -> tuple[Import, ...]:
     path = modules()[name]
-    is_package = path.name == "__init__.py"
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return tuple(_imports_in(name, tree, is_package=path.name == "__init__.py"))
+
+
+def _imports_in(name: str, tree: ast.Module, *, is_package: bool) -> list[Import]:
     known = modules()
     found: list[Import] = []
     for node, type_only in _walk(tree, False):
@@ -170,7 +188,7 @@ def imports_of(name: str) -> tuple[Import, ...]:
                 sub = f"{base}.{alias.name}"
                 # `from pkg import mod` imports the submodule; `from mod import name` the module
                 found.append(Import(name, sub if sub in known else base, node.lineno, type_only))
-    return tuple(found)
+    return found
 
 
 def aiofarm_imports(name: str) -> Iterator[Import]:
@@ -204,19 +222,33 @@ def test_the_scan_sees_the_tree() -> None:
     assert typed and all(i.type_only for i in typed)
 
 
+def is_client_side_driver(name: str) -> bool:
+    """A driver module that speaks to a back end for the client (every driver module
+    but the local farm's own, see LOCAL_FARM_BACKEND)."""
+    return is_driver(name) and name not in LOCAL_FARM_BACKEND
+
+
 def test_drivers_import_only_the_interface_and_shared_modules() -> None:
     bad = []
     for name in modules():
-        if not is_driver(name) or _within(name, DRIVER_IMPORT_EXEMPT_PACKAGES):
+        if not is_driver(name):
             continue
         own = driver_package(name)
+        allowed = DRIVER_MAY_IMPORT if is_client_side_driver(name) else DRIVER_MAY_IMPORT + BACKEND_MAY_IMPORT
         for imp in aiofarm_imports(name):
-            if _within(imp.target, own) or _within(imp.target, DRIVER_MAY_IMPORT):
-                continue
-            if (name, imp.target) in DRIVER_IMPORT_EXEMPT:
-                continue
-            bad.append(str(imp))
+            if not (_within(imp.target, own) or _within(imp.target, allowed)):
+                bad.append(str(imp))
     assert not bad, "drivers reach past the interface:\n" + "\n".join(bad)
+
+
+def test_the_local_farm_backend_is_named_precisely() -> None:
+    names = modules()
+    assert set(names) >= LOCAL_FARM_BACKEND, sorted(LOCAL_FARM_BACKEND - set(names))
+    # what a client of the farm service runs is client side: it makes one attempt
+    for client_side in ("client", "connect", "wire", "follow", "streams", "tunnel"):
+        assert is_client_side_driver(f"aiofarm.drivers.local.{client_side}")
+    # only the local farm ships its back end in aiofarm
+    assert all(_within(n, "aiofarm.drivers.local") for n in LOCAL_FARM_BACKEND)
 
 
 #: the back-off and retry modules of the client layer: a driver makes one attempt per
@@ -224,19 +256,47 @@ def test_drivers_import_only_the_interface_and_shared_modules() -> None:
 RETRY_MODULES = ("aiofarm.backoff", "aiofarm.retry")
 
 
+def retry_violations(name: str, source: str) -> list[str]:
+    """Where module ``name`` (its text ``source``) retries or backs off on its own."""
+    tree = ast.parse(source)
+    bad = [
+        str(imp)
+        for imp in _imports_in(name, tree, is_package=False)
+        if _within(imp.target, RETRY_MODULES)
+    ]
+    for node in ast.walk(tree):
+        named = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+        if named in ("retry_transient", "Backoff"):
+            bad.append(f"{name}:{getattr(node, 'lineno', 0)} uses {named}")
+    return bad
+
+
 def test_no_driver_retries_or_backs_off() -> None:
     bad = []
     for name, path in modules().items():
-        if not is_driver(name):
-            continue
-        for imp in aiofarm_imports(name):
-            if _within(imp.target, RETRY_MODULES) and (name, imp.target) not in DRIVER_IMPORT_EXEMPT:
-                bad.append(str(imp))
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            named = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
-            if named == "retry_transient":
-                bad.append(f"{name}:{getattr(node, 'lineno', 0)} uses retry_transient")
+        if is_client_side_driver(name):
+            bad += retry_violations(name, path.read_text(encoding="utf-8"))
     assert not bad, "a driver makes one attempt; the client layer retries:\n" + "\n".join(bad)
+
+
+def test_the_retry_rule_catches_a_planted_violation() -> None:
+    # the local service client as it was before the Hub owned its event stream
+    planted = (
+        "from ...backoff import Backoff\n"
+        "async def events(self):\n"
+        "    backoff = Backoff(0.05, 2.0)\n"
+        "    while True:\n"
+        "        await backoff.sleep()\n"
+    )
+    found = retry_violations("aiofarm.drivers.local.client", planted)
+    assert any("imports aiofarm.backoff" in b for b in found) and any("uses Backoff" in b for b in found)
+    assert is_client_side_driver("aiofarm.drivers.local.client")
+    lazy = "async def get(self):\n    from aiofarm.retry import retrying\n    from aiofarm.backoff import retry_transient\n"
+    assert len(retry_violations("aiofarm.drivers.slurm.http", lazy)) == 2
+    # the farm's own state writer backs off, and it is no client of a back end
+    writer = modules()["aiofarm.drivers.local.writer"]
+    assert retry_violations("aiofarm.drivers.local.writer", writer.read_text(encoding="utf-8"))
+    assert not is_client_side_driver("aiofarm.drivers.local.writer")
 
 
 def test_pure_filter_modules_stay_pure() -> None:

@@ -347,6 +347,9 @@ class Driver:
     holds_in_backend: ClassVar[bool] = False
     #: whether :meth:`follow_log` is implemented (the back end pushes new log lines)
     log_push: ClassVar[bool] = False
+    #: push drivers whose changes come over a connection: :meth:`job_events` is
+    #: implemented, and the Hub keeps it open (without it, :meth:`subscribe` alone)
+    event_stream: ClassVar[bool] = False
     #: whether a ``submit`` repeated with the same ``SubmitAttempt.tokens`` creates
     #: nothing twice; the client layer retries a transiently failed submit only then
     idempotent_submit: ClassVar[bool] = False
@@ -470,6 +473,15 @@ class Driver:
     def subscribe(self, callback: Callable[[Job], None]) -> None:
         """Push drivers (Capability.PUSH) call ``callback`` with the new Job on every
         status change of any job. Polling drivers leave this unimplemented."""
+        raise self._unsupported("push")
+
+    def job_events(self) -> AbstractAsyncContextManager[AsyncIterator[Sequence[Job]]]:
+        """``event_stream`` drivers: ONE connection to the back end's stream of status
+        changes. Entering it connects (``ConnectionLost`` / ``TransientError`` when the
+        back end cannot be reached); the iterator yields the jobs each message names and
+        raises ``ConnectionLost`` when the connection drops or ends. The driver neither
+        reconnects nor remembers what it saw: the Hub opens it when the client opens,
+        again on its back-off after a drop, and then re-reads what it watches."""
         raise self._unsupported("push")
 
     # -- logs --------------------------------------------------------------------

@@ -15,10 +15,11 @@ dashboard), reads each request, and decides one fault per request from a seeded 
 Each request goes to the back end on a fresh connection with ``Connection: close``,
 and the answer is relayed whole, then the client connection is closed (clients
 reconnect; keep-alive is not what is tested). WebSocket upgrades are spliced
-through both ways; ``drop_streams()`` cuts every spliced connection at once (a
-forced disconnect during a log follow), and ``drop_all()`` every connection, in-flight
-requests and long polls too. ``counts`` tallies requests, faults, drops and the
-``body_bytes`` of the back end's answers. ``listen_path``/a path ``upstream``: the same on unix sockets.
+through both ways (only a ``target``ed ``reset_before`` refuses one); ``drop_streams()``
+cuts every spliced connection at once (a forced disconnect during a log follow), and
+``drop_all()`` every connection, in-flight requests and long polls too. ``counts``
+tallies requests, faults, drops and the ``body_bytes`` of the back end's answers.
+``listen_path``/a path ``upstream``: the same on unix sockets.
 """
 
 from __future__ import annotations
@@ -179,12 +180,18 @@ class FaultProxy:
         self.counts["dropped"] += len(dropped)
         return len(dropped)
 
-    def _pick(self, method: str, path: str) -> str | None:
+    def _targeted(self, method: str, path: str) -> str | None:
         for entry in self.targets:
             wanted, pattern, fault, left = entry
             if left and wanted == method and pattern.search(path):  # type: ignore[union-attr]
                 entry[3] = left - 1  # type: ignore[operator]
                 return str(fault)
+        return None
+
+    def _pick(self, method: str, path: str) -> str | None:
+        targeted = self._targeted(method, path)
+        if targeted is not None:
+            return targeted
         if self.rate and self._rng.random() < self.rate:
             return self._rng.choice(self.kinds)
         return None
@@ -217,6 +224,12 @@ class FaultProxy:
         self.paths[path.split("?")[0]] += 1
         self.counts["requests"] += 1
         if (_header(head, b"upgrade") or b"").lower() == b"websocket":
+            # an upgrade meets only the faults targeted at it (a stream that cannot
+            # come back for a while), never the dice
+            if self._targeted(method.decode("latin-1"), path) == "reset_before":
+                self.counts["reset_before"] += 1
+                _reset(writer)
+                return False
             await self._splice(head, body, reader, writer)
             return False
         fault = self._pick(method.decode("latin-1"), path)

@@ -1,9 +1,10 @@
 """The client side of ``local://``: a thin driver over the farm service's socket.
 
 Scheduling, processes and SQLite live only in the service (service.py); this
-driver sends each primitive as one request and keeps one WebSocket open for
-pushed status changes (which also tells the service a client is connected, so
-it does not exit for idleness). It starts the service when none answers.
+driver sends each primitive as one request and opens one WebSocket for pushed
+status changes (``job_events``: the client's Hub keeps it open, which also tells
+the service a client is connected, so it does not exit for idleness, and re-opens
+it after a drop). It starts the service when none answers.
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import signal as _signal
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 import anyio.lowlevel
 
-from ...backoff import Backoff
 from ...errors import BackendError, ConnectionLost, FarmError
 from ...models import (
     Capability,
@@ -86,6 +86,7 @@ class ServiceDriver(Driver):
     capabilities: ClassVar[frozenset[Capability]] = CAPABILITIES
     max_batch_get: ClassVar[int] = 900
     log_push: ClassVar[bool] = True
+    event_stream: ClassVar[bool] = True
 
     def __init__(self, cfg: config.FarmConfig) -> None:
         self.cfg = cfg
@@ -96,9 +97,7 @@ class ServiceDriver(Driver):
         # 65th follow neither waits for the first to end nor starves the requests
         self._stream_session: aiohttp.ClientSession | None = None
         self._subscribers: list[Callable[[Job], None]] = []
-        self._scope: anyio.CancelScope | None = None
         self._task_group: anyio.abc.TaskGroup | None = None  # the client's: stdio readers
-        self._active: set[str] = set()  # ids seen unfinished: re-read after a reconnect
         self._task_ids: dict[str, dict[int, str]] = {}  # job id -> task ids by index
         # names our event stream to the service, which then leaves out what we caused
         self._token = os.urandom(8).hex()
@@ -150,65 +149,56 @@ class ServiceDriver(Driver):
                 f"the farm service for {self.state_dir} speaks protocol {hello.get('protocol')}, this"
                 f" aiofarm speaks {wire.PROTOCOL} (upgraded?): run `aiofarm farm stop` and retry"
             )
-        await task_group.start(self._events)
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
-            if self._scope is not None:
-                self._scope.cancel()
-                self._scope = None
             for session in (self._session, self._stream_session):
                 if session is not None:
                     await session.close()
             self._session = self._stream_session = None
 
-    async def _events(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    @asynccontextmanager
+    async def job_events(self) -> AsyncIterator[AsyncIterator[Sequence[Job]]]:
+        """One connection to the service's stream of job changes: every job of the farm
+        but those this client caused (``submit`` hands them to its subscribers itself).
+        When it cannot connect, a service is brought up (nothing happens when one
+        answers) and it connects once more: after a drop, this is what restarts a
+        service that died, for every other request of this client too."""
         import aiohttp
 
-        backoff = Backoff(0.05, 2.0)
-        started = False
-        with anyio.CancelScope() as scope:
-            self._scope = scope
-            while True:
-                try:
-                    session = self._require(stream=True)
-                    async with session.ws_connect(
-                        "http://farm/v1/events", params={"client": self._token}, heartbeat=None, max_msg_size=0
-                    ) as ws:
-                        if not started:
-                            started = True
-                            task_status.started()
-                        else:
-                            await self._resync()
-                        backoff.reset()
-                        async for msg in ws:
-                            if msg.type == aiohttp.WSMsgType.TEXT:
-                                for data in wire.json_loads(msg.data):
-                                    self._emit(wire.job_from(data))
-                except (aiohttp.ClientError, OSError, ConnectionLost) as exc:
-                    if not started:
-                        raise ConnectionLost(f"cannot follow the farm service's events: {exc}") from None
-                # the service went away (stopped, crashed): bring one back and carry on
-                await backoff.sleep()
-                try:
-                    await self._ensure_service()
-                except FarmError:
-                    continue
+        for attempt in range(2):
+            try:
+                ws = await self._require(stream=True).ws_connect(
+                    "http://farm/v1/events", params={"client": self._token}, heartbeat=None, max_msg_size=0
+                )
+                break
+            except (aiohttp.ClientError, OSError) as exc:  # _ConnectFailed, however wrapped
+                if attempt:
+                    raise ConnectionLost(f"cannot follow the farm service's events: {exc}") from None
+            await self._ensure_service()
+        batches = self._event_batches(ws)
+        try:
+            yield batches
+        finally:
+            with anyio.CancelScope(shield=True):
+                await batches.aclose()
+                await ws.close()
+
+    async def _event_batches(self, ws: aiohttp.ClientWebSocketResponse[bool]) -> AsyncGenerator[list[Job], None]:
+        import aiohttp
+
+        try:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    yield [wire.job_from(data) for data in wire.json_loads(msg.data)]
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConnectionLost(f"the farm service's events stopped: {exc}") from None
+        # the service went away (stopped, crashed) or let this client go
+        raise ConnectionLost(f"the farm service for {self.state_dir} closed its events stream")
 
     def _emit(self, job: Job) -> None:
-        if job.status.is_finished:
-            self._active.discard(job.id)
-        else:
-            self._active.add(job.id)
         for callback in tuple(self._subscribers):
             callback(job)
-
-    async def _resync(self) -> None:
-        """After a reconnect: what changed while no events could come."""
-        ids = list(self._active)
-        for i in range(0, len(ids), self.max_batch_get):
-            for job in (await self.get_jobs(ids[i : i + self.max_batch_get])).values():
-                self._emit(job)
 
     def _require(self, *, stream: bool = False) -> aiohttp.ClientSession:
         session = self._stream_session if stream else self._session
