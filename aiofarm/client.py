@@ -179,6 +179,7 @@ class Client:
         if self._closed:
             raise FarmError("this Client is closed; make a new one")
         driver = self._driver_cls.from_url(self._url, self._options)
+        driver.farm_url = redact_url(self._url_text)
         if type(driver) is not _client_side(type(driver)):
             # from_url built another class than its own (local's embedded farm): put the
             # client layer in front of that one

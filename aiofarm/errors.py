@@ -41,20 +41,47 @@ class FarmError(Exception):
         super().__init__(*args)
 
 
-class JobNotFound(FarmError, LookupError):
-    def __init__(self, job_id: str, *, driver: str | None = None) -> None:
+class _NotFound(FarmError, LookupError):
+    """Something the back end does not know. Its text names the farm: ``farm``, the
+    URL the client was opened with (redacted), which the client layer fills in as
+    the error leaves a driver call; else only the driver (``on local://``)."""
+
+    what = "thing"
+
+    def __init__(self, name: str, *, driver: str | None = None, farm: str | None = None) -> None:
+        self.driver = driver
+        self.farm: str | None = None
+        self._name = name
+        super().__init__(self._text(farm))
+        self.farm = farm
+
+    def _text(self, farm: str | None) -> str:
+        where = f" on {farm}" if farm else f" on {self.driver}://" if self.driver else ""
+        return f"{self.what} {self._name!r} not found{where}"
+
+    def name_farm(self, farm: str | None) -> None:
+        """Say which farm (the client's redacted URL), unless the text already does."""
+        if farm and self.farm is None:
+            from .redaction import redact
+
+            self.farm = farm
+            self.args = (redact(self._text(farm)),)
+
+
+class JobNotFound(_NotFound):
+    what = "job"
+
+    def __init__(self, job_id: str, *, driver: str | None = None, farm: str | None = None) -> None:
         self.job_id = job_id
-        self.driver = driver
-        where = f" on {driver}://" if driver else ""
-        super().__init__(f"job {job_id!r} not found{where}")
+        super().__init__(job_id, driver=driver, farm=farm)
 
 
-class PoolNotFound(FarmError, LookupError):
-    def __init__(self, pool: str, *, driver: str | None = None) -> None:
+class PoolNotFound(_NotFound):
+    what = "pool"
+
+    def __init__(self, pool: str, *, driver: str | None = None, farm: str | None = None) -> None:
         self.pool = pool
-        self.driver = driver
-        where = f" on {driver}://" if driver else ""
-        super().__init__(f"pool {pool!r} not found{where}")
+        super().__init__(pool, driver=driver, farm=farm)
 
 
 class InvalidSpec(FarmError, ValueError):

@@ -19,6 +19,7 @@ from .errors import InvalidSpec, WaitTimeout
 from .models import Job, JobEvent, JobStatus
 from .subscriptions import CallbackSubscription, FilterSubscription
 from .validation import as_ids, check_interval, check_timeout
+from .waiting import check_until
 
 if TYPE_CHECKING:
     from .client import Client
@@ -38,9 +39,13 @@ async def as_completed(
     timeout: float | None,
     max_interval: float,
     progress: bool | None = False,
+    until: object = None,
 ) -> AsyncIterator[Job]:
-    """Yield each job as it finishes, in the order they finish."""
+    """Yield each job as it reaches a status of ``until`` (default: finished), in the
+    order they get there; a job that finishes without reaching one comes in its final
+    state (``waiting.reached`` tells which)."""
     ids = as_ids(job_ids, "job_ids")
+    wanted = check_until(until)
     limit = check_timeout(timeout)
     interval = check_interval(max_interval)
     counter = None
@@ -52,7 +57,7 @@ async def as_completed(
     done: set[str] = set()
 
     def on_job(job: Job) -> None:
-        if job.status.is_finished and job.id not in done:
+        if (job.status.is_finished or job.status in wanted) and job.id not in done:
             done.add(job.id)
             send.send_nowait(job)
 

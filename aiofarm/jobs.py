@@ -309,7 +309,7 @@ class Jobs:
             return await self._driver.describe(job_id)
         job = (await self._driver.get_jobs([job_id])).get(job_id)
         if job is None:
-            raise JobNotFound(job_id, driver=self._driver.name)
+            raise JobNotFound(job_id, driver=self._driver.name, farm=self._driver.farm_url)
         return job
 
     async def get_many(self, ids: str | Sequence[str]) -> builtins.list[Job]:
@@ -318,7 +318,7 @@ class Jobs:
         found = await self._get_many(wanted)
         for job_id in wanted:
             if job_id not in found:
-                raise JobNotFound(job_id, driver=self._driver.name)
+                raise JobNotFound(job_id, driver=self._driver.name, farm=self._driver.farm_url)
         return JobList(found[i] for i in wanted)
 
     @asynccontextmanager
@@ -436,13 +436,18 @@ class Jobs:
         timeout: float | None = None,
         max_interval: float = DEFAULT_MAX_INTERVAL,
         progress: bool | None = False,
+        until: JobStatus | str | Iterable[JobStatus | str] | None = None,
     ) -> AsyncIterator[Job]:
         """``async for job in farm.jobs.as_completed(ids):`` each job as it finishes, in
-        the order they finish. ``progress=True`` shows how many have finished (HTML
-        in Jupyter, a bar on stderr elsewhere; None: only in Jupyter)."""
+        the order they finish; with ``until`` (a status or several, as for ``wait``),
+        as it reaches one of them, or finishes without (then in its final state).
+        ``progress=True`` shows how many have finished (HTML in Jupyter, a bar on
+        stderr elsewhere; None: only in Jupyter)."""
         from .jobevents import as_completed
 
-        return as_completed(self._client, job_ids, timeout=timeout, max_interval=max_interval, progress=progress)
+        return as_completed(
+            self._client, job_ids, timeout=timeout, max_interval=max_interval, progress=progress, until=until
+        )
 
     def watch(
         self,

@@ -343,5 +343,5 @@ class Logs:
             # an unknown job and an empty log look alike to some back ends
             found = await driver.get_jobs([job_id])
             if job_id not in found:
-                raise JobNotFound(job_id, driver=driver.name)
+                raise JobNotFound(job_id, driver=driver.name, farm=driver.farm_url)
         return page

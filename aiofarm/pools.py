@@ -50,7 +50,7 @@ class Pools:
         for pool in pools:
             if pool.name == name_or_id:
                 return pool
-        raise PoolNotFound(name_or_id, driver=self._client.driver.name)
+        raise PoolNotFound(name_or_id, driver=self._client.driver.name, farm=self._client.driver.farm_url)
 
     async def create(self, name: str, *, slots: int | None = None) -> Pool:
         _check_name(name)

@@ -21,24 +21,33 @@ call the driver through it. What is retried, with jittered exponential back-off
   some of the batch's jobs is followed by another, so one failure among many requests
   does not fail a batch of 50 that every attempt brought closer;
 - nothing else (``retry`` of jobs, ``delete`` elsewhere, signals, pool changes, stdio,
-  port streams, log follows -- the follower resumes from its own cursor).
+  port streams, log follows -- the follower resumes from its own cursor -- and event
+  streams, which the Hub re-opens).
 
 A call made while another retried call of the same task is running (``describe``
-falling back on ``get_jobs``) is not retried again, so attempts never multiply.
+falling back on ``get_jobs``) is not retried again, so attempts never multiply. Drivers
+make one attempt each (botocore's own retries are off, see drivers/deadline/api.py).
+
+This is also where a driver call's ``JobNotFound`` / ``PoolNotFound`` learns which farm
+it is about: the client's URL, redacted (``Driver.farm_url``), not just ``local://``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import signal as _signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, TypeVar
 
 from .backoff import retry_transient
 from .drivers.base import Action, Driver, JobUpdate, SubmitAttempt
-from .errors import TransientError
+from .errors import JobNotFound, PoolNotFound, TransientError
 
 if TYPE_CHECKING:
-    from .drivers.base import ListQuery, LogQuery
+    import anyio.abc
+
+    from .drivers.base import ListQuery, LogQuery, StdioChannel
     from .models import Job, JobSpec, JobStatus, LogPage, Pool, Task, TransferProgress, Worker
 
 __all__ = ["READS", "REPEATABLE_WRITES", "RetryMixin", "retrying"]
@@ -104,20 +113,28 @@ class RetryMixin(Driver):
 
     async def _retried(self, call: Callable[[], Awaitable[T]]) -> T:
         if _retrying.get():
-            return await call()
+            return await self._named(call)
         reset = _retrying.set(True)
         try:
             return await retry_transient(
-                call, is_transient=_transient, attempts=self.retry_attempts, retry_after=_retry_after
-            )
+                lambda: self._named(call), is_transient=_transient, attempts=self.retry_attempts,
+                retry_after=_retry_after,
+            )  # fmt: skip
         finally:
             _retrying.reset(reset)
+
+    async def _named(self, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except (JobNotFound, PoolNotFound) as exc:
+            exc.name_farm(self.farm_url)
+            raise
 
     # -- submit ------------------------------------------------------------------
     async def submit(self, specs: Sequence[JobSpec], attempt: SubmitAttempt | None = None) -> list[Job]:
         first = attempt or SubmitAttempt.new(len(specs))
         if not self.idempotent_submit:
-            return await super().submit(specs, first)
+            return await self._named(lambda: super(RetryMixin, self).submit(specs, first))
         tries = [first]
 
         async def once() -> list[Job]:
@@ -195,7 +212,7 @@ class RetryMixin(Driver):
     # -- writes that may be repeated ---------------------------------------------
     async def control(self, ids: Sequence[str], action: Action, *, stop_work: bool) -> None:
         if action not in self.repeatable_actions:
-            return await super().control(ids, action, stop_work=stop_work)
+            return await self._named(lambda: super(RetryMixin, self).control(ids, action, stop_work=stop_work))
         return await self._retried(lambda: super(RetryMixin, self).control(ids, action, stop_work=stop_work))
 
     async def update(self, ids: Sequence[str], changes: JobUpdate) -> None:
@@ -210,3 +227,54 @@ class RetryMixin(Driver):
         return await self._retried(
             lambda: super(RetryMixin, self).set_workers_enabled(names, enabled, stop_work=stop_work, reason=reason)
         )
+
+    # -- calls not safe to repeat: one attempt, their errors named ------------------
+    async def send_signal(self, job_id: str, sig: _signal.Signals) -> None:
+        return await self._named(lambda: super(RetryMixin, self).send_signal(job_id, sig))
+
+    async def create_pool(self, name: str, slots: int | None) -> Pool:
+        return await self._named(lambda: super(RetryMixin, self).create_pool(name, slots))
+
+    async def rename_pool(self, pool_id: str, new_name: str) -> Pool:
+        return await self._named(lambda: super(RetryMixin, self).rename_pool(pool_id, new_name))
+
+    async def delete_pool(self, pool_id: str) -> None:
+        return await self._named(lambda: super(RetryMixin, self).delete_pool(pool_id))
+
+    # -- streams: never retried, their errors named --------------------------------
+    async def open_stdio(
+        self,
+        job_id: str,
+        command: Sequence[str] | None,
+        *,
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        size: tuple[int, int] | None = None,
+    ) -> StdioChannel:
+        return await self._named(
+            lambda: super(RetryMixin, self).open_stdio(
+                job_id, command, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr, size=size
+            )
+        )
+
+    async def open_step_stdio(
+        self, job_id: str, step: str, *, stdin: bool, stdout: bool, stderr: bool
+    ) -> StdioChannel:
+        return await self._named(
+            lambda: super(RetryMixin, self).open_step_stdio(job_id, step, stdin=stdin, stdout=stdout, stderr=stderr)
+        )
+
+    async def connect_port(self, job_id: str, port: int) -> anyio.abc.ByteStream:
+        return await self._named(lambda: super(RetryMixin, self).connect_port(job_id, port))
+
+    @asynccontextmanager
+    async def follow_log(self, job_id: str, token: str | None, query: LogQuery) -> AsyncIterator[AsyncIterator[LogPage]]:
+        try:
+            async with super().follow_log(job_id, token, query) as pages:
+                yield pages
+        except JobNotFound as exc:
+            if exc.job_id == job_id:
+                exc.name_farm(self.farm_url)
+            raise

@@ -195,7 +195,7 @@ async def check_running(
         raise InvalidSpec("job_id", "must be a non-empty str")
     job = (await driver.get_jobs([job_id])).get(job_id)
     if job is None:
-        raise JobNotFound(job_id, driver=driver.name)
+        raise JobNotFound(job_id, driver=driver.name, farm=driver.farm_url)
     if job.status is JobStatus.RUNNING:
         return job
     if job.status.is_finished or hub is None or start_timeout <= 0:

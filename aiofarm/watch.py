@@ -316,7 +316,7 @@ class Hub:
                 job = found.get(job_id)
                 if job is None:
                     if job_id in self._subs:
-                        self._fail(job_id, JobNotFound(job_id, driver=self._driver.name))
+                        self._fail(job_id, JobNotFound(job_id, driver=self._driver.name, farm=self._driver.farm_url))
                     continue
                 if self._status.get(job_id) is not job.status:
                     self._status[job_id] = job.status

@@ -131,15 +131,14 @@ def _is_interrupt(exc: BaseException) -> bool:
 
 
 def _print_error(err: FarmError, url: str | None) -> None:
-    text = str(err)
     from ..errors import JobNotFound, PoolNotFound
 
-    if url is not None and isinstance(err, (JobNotFound, PoolNotFound)) and err.driver:
-        # the library names only the driver ("on local://"); here the farm is known
+    if url is not None and isinstance(err, (JobNotFound, PoolNotFound)):
+        # a Client names its farm itself; the quick read path has no Client
         from ..client import redact_url
 
-        text = text.replace(f" on {err.driver}://", f" on {redact_url(url)}")
-    first, _, rest = text.partition("\n")
+        err.name_farm(redact_url(url))
+    first, _, rest = str(err).partition("\n")
     click.secho(f"aiofarm: error: {first}", fg="red", err=True, color=color())
     if rest:  # a filter parse error: the text and a caret line under the column
         click.echo(rest, err=True)

@@ -10,21 +10,15 @@ active)`` when nothing is active).
 from __future__ import annotations
 
 import json
-import math
 import sys
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import FarmError, StatusNotReached, WaitTimeout
+from ..errors import WaitTimeout
 from ..models import Job, JobStatus
 from .common import EXIT_FAILED, EXIT_TIMEOUT, Options, note, parse_statuses, run_command
 from .output import job_dict
 from .selection import select_jobs, selection_expr, selection_options
-
-if TYPE_CHECKING:
-    from ..client import Client
 
 __all__ = ["register", "wait"]
 
@@ -35,38 +29,6 @@ def _parse_for(ctx: click.Context, param: click.Parameter, value: str) -> frozen
     statuses = parse_statuses(ctx, param, (value,))
     assert statuses is not None
     return statuses
-
-
-async def _reached(
-    farm: Client, ids: list[str], until: frozenset[JobStatus], timeout: float | None
-) -> AsyncIterator[Job]:
-    """Each job as it reaches a status of ``until`` (or finishes without reaching it)."""
-    if until == JobStatus.finished_items():
-        async for job in farm.jobs.as_completed(ids, timeout=timeout):
-            yield job
-        return
-    import anyio
-
-    send, receive = anyio.create_memory_object_stream[Job | BaseException](math.inf)
-
-    async def one(job_id: str) -> None:
-        try:
-            result = await farm.jobs.wait(job_id, timeout=timeout, until=until)
-            send.send_nowait(result.job)
-        except StatusNotReached as exc:  # finished without getting there: shown as it ended
-            send.send_nowait(exc.job if isinstance(exc.job, Job) else await farm.jobs.get(job_id))
-        except FarmError as exc:  # a timeout, a lost connection: raised below
-            send.send_nowait(exc)
-
-    async with anyio.create_task_group() as tg:
-        for job_id in ids:
-            tg.start_soon(one, job_id)
-        with receive:
-            for _ in ids:
-                item = await receive.receive()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
 
 
 @click.command()
@@ -117,10 +79,14 @@ def wait(
                 note("no job matches: nothing to wait for")
                 return 0
 
-            def ok(job: Job) -> bool:
-                return job.status is JobStatus.SUCCEEDED if finished else job.status in until
+            from ..waiting import reached
 
-            events = _reached(farm, ids, until, timeout)
+            def ok(job: Job) -> bool:
+                return job.status is JobStatus.SUCCEEDED if finished else reached(job, until)
+
+            # the client layer's one wait over the Hub: each job as it gets there, or
+            # finishes without getting there (then shown as it ended)
+            events = farm.jobs.as_completed(ids, timeout=timeout, until=until)
             try:
                 if fmt == "json":
                     good = 0

@@ -359,6 +359,9 @@ class Driver:
     #: how many attempts the client layer makes of a call it may retry (a driver may
     #: set it per instance from its URL options)
     retry_attempts: int = 6
+    #: the URL its Client was opened with, redacted (set by the Client): what a
+    #: ``JobNotFound`` or ``PoolNotFound`` says the farm is
+    farm_url: str | None = None
     #: whether jobs go on when the client's process exits (False: an in-process farm,
     #: whose jobs end with it; ``aiofarm run`` then cancels on Ctrl-C instead of detaching)
     jobs_outlive_client: ClassVar[bool] = True

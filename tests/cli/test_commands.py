@@ -205,7 +205,7 @@ async def test_not_found_names_the_farm_url(farm: Farm) -> None:
     for args in (("status", "nope"), ("describe", "nope"), ("cancel", "nope")):
         done = await farm(*args)
         assert done.code == 2
-        assert f"job 'nope' not found on {farm.url}" in done.stderr, done
+        assert f"job 'nope' not found on {farm.url}\n" in done.stderr, done  # named once
 
 
 async def test_run_detach_prints_the_id_and_leaves_the_job(farm: Farm) -> None:

@@ -63,3 +63,42 @@ async def test_a_submit_whose_reply_was_lost_makes_one_job(fake: FakeDeadlinePro
         assert fake.stats()["CreateJob"] == 2
         async with farm.jobs.list() as listing:
             assert [j.id async for j in listing] == [job.id]
+
+
+@pytest.mark.parametrize("attempts", [1, 3])
+async def test_a_throttled_read_is_attempted_exactly_as_often_as_the_client_layer_decides(
+    fake: FakeDeadlineProcess, url: str, attempts: int
+) -> None:
+    # botocore makes one attempt per request; retry.py makes max_attempts of the call
+    (job_id,) = fake.admin("seed", {"count": 1, "template": OK, "templateType": "JSON"})["jobIds"]
+    async with aiofarm.Client(url, max_attempts=attempts) as farm:
+        fake.admin("stats/reset", {})
+        fake.faults(rate=1.0, kinds=["throttle"], operations=["BatchGetJob"])
+        with pytest.raises(aiofarm.BackendUnavailable, match="ThrottlingException"):
+            await farm.jobs.get(job_id)
+        fake.faults(rate=0)
+        assert fake.stats().get("BatchGetJob", 0) == attempts
+        # once the throttling stops, one attempt does it
+        fake.admin("stats/reset", {})
+        assert (await farm.jobs.get(job_id)).id == job_id
+        assert fake.stats().get("BatchGetJob", 0) == 1
+
+
+async def test_botocore_never_retries_and_a_call_unsafe_to_repeat_is_made_once(
+    fake: FakeDeadlineProcess, url: str
+) -> None:
+    (job_id,) = fake.admin("seed", {"count": 1, "template": OK, "templateType": "JSON"})["jobIds"]
+    async with aiofarm.Client(url) as farm:
+        driver = farm.driver
+        assert driver.retry_attempts == 8  # the max_attempts default: the client layer's
+        for client in (driver.api.dl, driver.api.dl_status):  # type: ignore[attr-defined]
+            assert client.meta.config.retries["total_max_attempts"] == 1
+        assert driver.api.config().retries["total_max_attempts"] == 1  # type: ignore[attr-defined]
+        # rerunning failed tasks is not safe to repeat: a throttle of its first request
+        # is raised at once, with no retry underneath
+        fake.admin("stats/reset", {})
+        fake.faults(rate=1.0, kinds=["throttle"], operations=["ListSteps"])
+        with pytest.raises(aiofarm.BackendUnavailable):
+            await farm.jobs.retry(job_id)
+        fake.faults(rate=0)
+        assert fake.stats().get("ListSteps", 0) == 1

@@ -1,12 +1,13 @@
 """The AWS side of the deadline driver: aiobotocore clients, one call with its error
 translation, pages, and the queue role's credentials.
 
-Every request of the driver goes through :meth:`DeadlineApi.call`: one attempt at
-aiofarm's level (botocore's own retries, the transport's, run inside it), every failure
-leaving as an aiofarm error. A failure that outlasts botocore's retries and may still
-pass (throttling, 5xx, a reset connection, transiently failed items of a batch
-answer) is ``BackendUnavailable`` / ``ConnectionFailed``, which the client layer
-retries where that is safe (``aiofarm/retry.py``).
+Every request of the driver goes through :meth:`DeadlineApi.call`: ONE attempt, with
+botocore's own retries turned off (``total_max_attempts`` 1 on every client), every
+failure leaving as an aiofarm error. A failure that may pass (throttling, 5xx, a
+reset connection, transiently failed items of a batch answer) is
+``BackendUnavailable`` / ``ConnectionFailed``, which the client layer retries where
+that is safe (``aiofarm/retry.py``, ``Driver.retry_attempts`` attempts): one layer
+decides, so attempts never multiply.
 """
 
 from __future__ import annotations
@@ -159,7 +160,6 @@ class DeadlineApi:
         endpoint_url: str | None = None,
         logs_endpoint_url: str | None = None,
         s3_endpoint_url: str | None = None,
-        max_attempts: int = 8,
         concurrency: int = 16,
         retry_mode: str = "standard",
     ) -> None:
@@ -170,7 +170,6 @@ class DeadlineApi:
         self.endpoint_url = endpoint_url
         self.logs_endpoint_url = logs_endpoint_url
         self.s3_endpoint_url = s3_endpoint_url
-        self.max_attempts = max_attempts
         self.retry_mode = retry_mode
         self.limiter = anyio.CapacityLimiter(concurrency)
         self.session: Any = None
@@ -205,13 +204,7 @@ class DeadlineApi:
                 # most operations carry a "management." host prefix, which only the
                 # real endpoints resolve
                 extra["inject_host_prefix"] = False
-            # total_max_attempts counts the first attempt (botocore's max_attempts counts
-            # only retries: max_attempts=1 made two, with up to 1 s between them)
-            config = Config(
-                retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
-                max_pool_connections=64,
-                **extra,
-            )
+            config = self.config(max_pool_connections=64, **extra)
             kw = {"region_name": self.region, "endpoint_url": self.endpoint_url, "config": config}
             self.dl = await stack.enter_async_context(session.create_client("deadline", **kw))
             kw["config"] = config.merge(Config(parameter_validation=False))
@@ -364,8 +357,6 @@ class DeadlineApi:
     def create_client(self, service: str, credentials: Mapping[str, Any] | None = None) -> Any:
         """An aiobotocore client context manager for ``logs`` or ``s3`` (with
         ``credentials`` from AssumeQueueRole*, else the session's own)."""
-        from botocore.config import Config
-
         keys = {}
         if credentials is not None:
             keys = {
@@ -383,14 +374,16 @@ class DeadlineApi:
                 "s3": {"addressing_style": "path", "payload_signing_enabled": False},
             }
         return self.session.create_client(
-            service,
-            region_name=self.region,
-            endpoint_url=endpoint,
-            config=Config(
-                retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts}, **extra
-            ),
-            **keys,
+            service, region_name=self.region, endpoint_url=endpoint, config=self.config(**extra), **keys
         )
+
+    def config(self, **extra: Any) -> Any:
+        """A botocore client config making ONE attempt per request (aiofarm/retry.py
+        decides about another). ``retry_mode`` still matters for ``adaptive``, whose
+        client-side rate limiter holds requests back after throttling."""
+        from botocore.config import Config
+
+        return Config(retries={"mode": self.retry_mode, "total_max_attempts": 1}, **extra)
 
 
 async def concurrently(fns: Sequence[Callable[[], Awaitable[None]]]) -> None:

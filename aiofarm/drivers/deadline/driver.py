@@ -144,9 +144,10 @@ class DeadlineDriver(Driver):
         self.api = DeadlineApi(
             farm_id=farm_id, queue_id=queue_id, region=region, profile=profile,
             endpoint_url=endpoint_url, logs_endpoint_url=logs_endpoint_url,
-            s3_endpoint_url=s3_endpoint_url, max_attempts=max_attempts,
-            concurrency=concurrency, retry_mode=retry_mode,
+            s3_endpoint_url=s3_endpoint_url, concurrency=concurrency, retry_mode=retry_mode,
         )  # fmt: skip
+        # botocore makes one attempt per request (api.py): these are all of a call's
+        self.retry_attempts = max_attempts
         self.sessions = Sessions(self.api, queue_role)
         self.attachments = JobAttachments(
             self.api, storage_profile_id=storage_profile, concurrency=concurrency,
