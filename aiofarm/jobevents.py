@@ -42,8 +42,8 @@ async def as_completed(
     until: object = None,
 ) -> AsyncIterator[Job]:
     """Yield each job as it reaches a status of ``until`` (default: finished), in the
-    order they get there; a job that finishes without reaching one comes in its final
-    state (``waiting.reached`` tells which)."""
+    order they get there; a job that finishes without being seen in one comes in its
+    final state."""
     ids = as_ids(job_ids, "job_ids")
     wanted = check_until(until)
     limit = check_timeout(timeout)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .drivers.base import Driver
     from .watch import Hub
 
-__all__ = ["FINISHED", "StatusCallback", "check_until", "completion", "reached", "wait"]
+__all__ = ["FINISHED", "StatusCallback", "check_until", "completion", "wait"]
 
 StatusCallback = Callable[[Job], "bool | Awaitable[bool | None] | None"]
 FINISHED = JobStatus.finished_items()
@@ -125,12 +125,6 @@ async def wait(
     finally:
         hub.unregister(waiter)
     return await completion(driver, job, started)
-
-
-def reached(job: Job, wanted: frozenset[JobStatus]) -> bool:
-    """Whether ``job`` got to a status of ``wanted``: it has one now, or it finished
-    having gone through one (between two looks)."""
-    return job.status in wanted or (job.status.is_finished and _passed(job, wanted))
 
 
 def _passed(job: Job, wanted: frozenset[JobStatus]) -> bool:

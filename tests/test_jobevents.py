@@ -7,15 +7,11 @@ import anyio
 import pytest
 
 from aiofarm import Client, InvalidSpec, Job, JobSpec, JobStatus, WaitTimeout
-from aiofarm.waiting import reached
 
 from .dummy import dummy
 from .local.helpers import eventually
 
 pytestmark = pytest.mark.anyio
-
-RUNNING = frozenset({JobStatus.RUNNING})
-
 
 async def test_each_job_comes_as_it_gets_there_or_finishes_without() -> None:
     async with Client("dummy://?push=1") as farm:
@@ -40,19 +36,18 @@ async def test_each_job_comes_as_it_gets_there_or_finishes_without() -> None:
             (never.id, JobStatus.CANCELED),
             (first.id, JobStatus.RUNNING),
         ]
-        assert [reached(j, RUNNING) for j in got] == [True, False, True]
         assert farm.hub.watched == 0
 
 
-async def test_a_job_that_ran_between_two_looks_has_reached_it() -> None:
+async def test_a_job_that_ran_between_two_looks_comes_as_it_ended() -> None:
     async with Client("dummy://") as farm:  # polled
         driver = dummy(farm)
         (job,) = await farm.jobs.submit([JobSpec(command=["x"])])
         driver.set_status(job.id, JobStatus.RUNNING)
         driver.set_status(job.id, JobStatus.SUCCEEDED)
         got = [j async for j in farm.jobs.as_completed(job.id, timeout=10, until={"running", "failed"})]
-        assert [j.status for j in got] == [JobStatus.SUCCEEDED]
-        assert reached(got[0], RUNNING)
+        # `aiofarm wait --for running` then says it is not running (nothing to exec into)
+        assert [j.status for j in got] == [JobStatus.SUCCEEDED] and got[0].started_at is not None
 
 
 async def test_until_times_out_naming_the_jobs_not_there_yet() -> None:

@@ -79,10 +79,9 @@ def wait(
                 note("no job matches: nothing to wait for")
                 return 0
 
-            from ..waiting import reached
-
             def ok(job: Job) -> bool:
-                return job.status is JobStatus.SUCCEEDED if finished else reached(job, until)
+                # there now (a job that ran and already finished has no running to exec into)
+                return job.status is JobStatus.SUCCEEDED if finished else job.status in until
 
             # the client layer's one wait over the Hub: each job as it gets there, or
             # finishes without getting there (then shown as it ended)
