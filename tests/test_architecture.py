@@ -14,6 +14,10 @@ The layers:
   the back end can do; they hold data and pure functions over ``models`` and ``errors``
   only, import nothing else of aiofarm (checked below), and the ``where`` package's
   ``builder``/``parser`` (the user-facing ``where`` object and the text parser) stay out.
+  A client-side driver module makes one attempt per call: it never imports ``backoff``
+  or ``retry``. The local farm's own modules (``LOCAL_FARM_BACKEND``: the back end that
+  ships in aiofarm, not a client of one) may use the one back-off for their background
+  work.
 - **client layer**: everything else in ``aiofarm/`` except the command line (``cli/``), an
   application on top of the library. The client layer imports no driver module: drivers
   are found through the ``aiofarm.drivers`` entry points, and reached through
