@@ -27,7 +27,11 @@ async def test_thousand_waits_survive_throttling_500s_and_resets(
         "seed", {"count": 200, "template": BAD, "templateType": "JSON", "maxRetriesPerTask": 0}
     )["jobIds"]
     fake.fail({"job_name": "^doomed$"})
-    async with aiofarm.Client(url, max_attempts=3) as farm:
+    # botocore makes one attempt per request, so the client layer's attempts are all of
+    # them: a failed job's tasks() takes three requests (steps, tasks, session actions),
+    # retried as one call, and with a quarter of requests failing an attempt of it
+    # succeeds 42 % of the time: 20 attempts leave 200 such reads about 0.4 % to lose
+    async with aiofarm.Client(url, max_attempts=20) as farm:
         fake.faults(rate=0.25, kinds=["throttle", "500", "reset"], seed=7)
         fake.auto(0.1)
         results: dict[str, aiofarm.CompletionResult] = {}
@@ -53,9 +57,9 @@ async def test_thousand_waits_survive_throttling_500s_and_resets(
 
 
 async def test_a_submit_whose_reply_was_lost_makes_one_job(fake: FakeDeadlineProcess, url: str) -> None:
-    # botocore makes one attempt (max_attempts=1): the retry is the client layer's,
-    # with the same client token, so CreateJob answers with the job its first try made
-    async with aiofarm.Client(url, max_attempts=1) as farm:
+    # botocore makes one attempt: the retry is the client layer's, with the same client
+    # token, so CreateJob answers with the job its first try made
+    async with aiofarm.Client(url) as farm:
         fake.admin("stats/reset", {})
         fake.faults(rate=1.0, kinds=["reset-after"], operations=["CreateJob"], limit=1)
         job = await farm.jobs.submit_template(OK)

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from ...errors import BackendError
+from ...errors import BackendError, TransientError
 from ...models import Job, JobStatus, LogLine, LogPage, Task
 from ..base import LogQuery
 from . import wire
@@ -181,6 +181,10 @@ class Sessions:
                 )
                 events = resp.get("events", [])
                 new_forward = resp.get("nextForwardToken")
+            except TransientError:
+                if not lines:
+                    raise
+                break  # a page is what was read: the next read resumes after it
             except BackendError as exc:
                 if exc.code != "ResourceNotFoundException":
                     raise
