@@ -196,7 +196,11 @@ class DeadlineBackend(Backend):
         self.upstream = (m.group(1), int(m.group(2)))
 
     def url(self, proxy: FaultProxy) -> str:
-        return str(self.fake.url(endpoint_url=f"http://{proxy.address}"))
+        # botocore makes one attempt per request: the client layer's attempts of a call
+        # are all of them, and a call of three requests (a failed job's tasks) succeeds
+        # half the time with a fifth of requests failing; 20 attempts make losing one
+        # of 200 such calls unlikely (about 1 in 10,000)
+        return str(self.fake.url(endpoint_url=f"http://{proxy.address}", max_attempts="20"))
 
     async def jobs(self, farm: Client, good: int, bad: int) -> tuple[list[str], list[str]]:
         ok = ('{"specificationVersion":"jobtemplate-2023-09","name":"fine","steps":[{"name":"s",'
