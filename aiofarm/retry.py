@@ -38,7 +38,7 @@ import signal as _signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .backoff import retry_transient
 from .drivers.base import Action, Driver, JobUpdate, SubmitAttempt
@@ -242,22 +242,9 @@ class RetryMixin(Driver):
         return await self._named(lambda: super(RetryMixin, self).delete_pool(pool_id))
 
     # -- streams: never retried, their errors named --------------------------------
-    async def open_stdio(
-        self,
-        job_id: str,
-        command: Sequence[str] | None,
-        *,
-        tty: bool,
-        stdin: bool,
-        stdout: bool,
-        stderr: bool,
-        size: tuple[int, int] | None = None,
-    ) -> StdioChannel:
-        return await self._named(
-            lambda: super(RetryMixin, self).open_stdio(
-                job_id, command, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr, size=size
-            )
-        )
+    async def open_stdio(self, job_id: str, *args: Any, **kwargs: Any) -> StdioChannel:
+        # the signature is the driver's own (Driver.open_stdio): passed through as given
+        return await self._named(lambda: super(RetryMixin, self).open_stdio(job_id, *args, **kwargs))
 
     async def open_step_stdio(
         self, job_id: str, step: str, *, stdin: bool, stdout: bool, stderr: bool

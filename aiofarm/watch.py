@@ -167,8 +167,11 @@ class Hub:
                             # now, with the stream already open, so nothing falls between
                             await self._resync()
                             self.reconnects += 1
-                        backoff.reset()
                         async for batch in batches:
+                            # a stream that carries news is up: a drop now is a new
+                            # one (a service that lets us go at once is not re-dialled
+                            # twenty times a second)
+                            backoff.reset()
                             for job in batch:
                                 self.offer(job)
                 except (ConnectionLost, TransientError):
