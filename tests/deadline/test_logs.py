@@ -149,9 +149,9 @@ async def test_follow_survives_forced_disconnects(fake: FakeDeadlineProcess) -> 
     upstream = int(fake.logs_endpoint.rsplit(":", 1)[1])
     proxy = DroppingProxy(upstream)
     async with proxy.running():
-        # two attempts per call: the proxy cuts every other reply that crosses 1,200
-        # bytes of a kept-alive connection, so with one a read's third request was cut
-        # on every try (max_attempts counts attempts since it became total_max_attempts)
+        # the proxy cuts every other reply that crosses 1,200 bytes of a kept-alive
+        # connection; botocore makes one attempt per request and the client layer two
+        # per read, and a read cut after it got lines returns them (sessions.read_log)
         url = fake.url(logs_endpoint_url=f"http://127.0.0.1:{proxy.port}", max_attempts="2")
         async with aiofarm.Client(url) as farm:
             # one task at a time: output keeps arriving while the connections break

@@ -137,10 +137,10 @@ async def test_deadline_follow_survives_forced_disconnects(tmp_path: Path, figur
         process.auto(0.05)
         with patched_environ(aws_env(str(tmp_path))):
             # Besides the drops, a third of the follow's requests are reset before or
-            # after CloudWatch answered. botocore makes one attempt (max_attempts=1), so
-            # every reset reaches aiofarm: its retry of the read, then the follower's
-            # resume from its cursor. (With botocore's own retries, each reset cost a
-            # jittered 0-1 s, 0-2 s, ... wait inside the call: 100 took minutes.)
+            # after CloudWatch answered. botocore makes one attempt per request, and with
+            # max_attempts=1 so does the client layer: every reset reaches the follower,
+            # which resumes from its cursor. (With botocore's own retries, each reset cost
+            # a jittered 0-1 s, 0-2 s, ... wait inside the call: 100 took minutes.)
             async with FaultProxy((host, int(port)), rate=0.3, kinds=("reset_before", "reset_after")) as proxy, Client(
                 process.url(logs_endpoint_url=f"http://{proxy.address}", max_attempts="1")
             ) as farm:
