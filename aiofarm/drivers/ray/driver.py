@@ -212,20 +212,24 @@ class RayDriver(Driver):
             field = f"specs[{index}]"
             if spec.command is None:
                 raise UnsupportedError(self.name, "submit_template", "Ray runs one entrypoint command per job")
+            # the submission id is the attempt's token: a retry of the call submits the
+            # same ids, and Ray's "already exists" answers with the job the first made
+            job_id = spec.id or f"aiofarm_{tokens[index]}"
+            if index in attempt.made:
+                # made by an earlier attempt of this call: neither packaged nor asked
+                # for again (the job as shown does not depend on its working_dir)
+                out.append(self._submitted(wire.submit_body(spec, job_id, owner=self.owner, depends_on=spec.depends_on)))
+                continue
             try:
                 working_dir: str | None = None
                 if spec.cwd is not None:
                     working_dir = packages.get(spec.cwd)
                     if working_dir is None:
                         working_dir = packages[spec.cwd] = await self._upload(spec.cwd, f"{field}.cwd")
-                # the submission id is the attempt's token: a retry of the call submits the
-                # same ids, and Ray's "already exists" answers with the job the first made
-                job_id = spec.id or f"aiofarm_{tokens[index]}"
                 body = wire.submit_body(
                     spec, job_id, owner=self.owner, working_dir=working_dir, depends_on=spec.depends_on
                 )
-                # made by an earlier attempt of this call: not asked for again
-                job = self._submitted(body) if index in attempt.made else await self._post(body, field)
+                job = await self._post(body, field)
             except TransientError as exc:
                 transient = transient or exc
                 continue
